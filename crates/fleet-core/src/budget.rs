@@ -1,0 +1,378 @@
+//! Hierarchical budgets in output tokens and dollars, with admission by reservation.
+//!
+//! A call is admitted only if its worst case fits: [`Budgets::reserve`] holds the worst-case
+//! amount against every budget the call is charged to and all their ancestors, in one atomic
+//! step, and [`Reservation::settle`] replaces it with what the call really used. Concurrent
+//! calls therefore cannot overshoot a hard cap together.
+//!
+//! ```
+//! use fleet_core::{Amount, BudgetLimits, Budgets, Usd};
+//!
+//! let budgets = Budgets::new();
+//! let run = budgets.add("run", None, BudgetLimits { usd: Usd::from_dollars(1.0), ..BudgetLimits::default() });
+//! let phase = budgets.add("phase:scan", Some(run), BudgetLimits::default());
+//! let worst = Amount { output_tokens: 4_000, usd: Usd::from_dollars(0.6).unwrap() };
+//! let first = budgets.reserve(&[phase], worst)?;
+//! assert!(budgets.reserve(&[phase], worst).is_err()); // 0.6 + 0.6 > 1.0
+//! first.settle(Amount { output_tokens: 900, usd: Usd::from_dollars(0.1).unwrap() });
+//! assert!(budgets.reserve(&[phase], worst).is_ok()); // 0.1 + 0.6 <= 1.0
+//! # Ok::<(), fleet_core::BudgetError>(())
+//! ```
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use crate::money::Usd;
+
+/// An amount charged to budgets: output tokens and dollars.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Amount {
+    /// Output tokens.
+    pub output_tokens: u64,
+    /// Dollars.
+    pub usd: Usd,
+}
+
+impl std::ops::AddAssign for Amount {
+    fn add_assign(&mut self, rhs: Self) {
+        self.output_tokens = self.output_tokens.saturating_add(rhs.output_tokens);
+        self.usd += rhs.usd;
+    }
+}
+
+impl std::ops::SubAssign for Amount {
+    fn sub_assign(&mut self, rhs: Self) {
+        self.output_tokens = self.output_tokens.saturating_sub(rhs.output_tokens);
+        self.usd = self.usd.saturating_sub(rhs.usd);
+    }
+}
+
+/// A budget's hard caps; `None` is no cap on that measure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetLimits {
+    /// Most output tokens.
+    pub output_tokens: Option<u64>,
+    /// Most dollars.
+    pub usd: Option<Usd>,
+}
+
+/// A budget in a [`Budgets`] ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BudgetId(usize);
+
+/// A budget's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetStatus {
+    /// Its name.
+    pub name: String,
+    /// Its caps.
+    pub limits: BudgetLimits,
+    /// What settled calls used.
+    pub spent: Amount,
+    /// What admitted, unfinished calls may still use.
+    pub reserved: Amount,
+}
+
+impl BudgetStatus {
+    /// Whether nothing more may be admitted.
+    #[must_use]
+    pub fn is_exhausted(&self) -> bool {
+        let used = |spent: u64, reserved: u64| spent.saturating_add(reserved);
+        self.limits.output_tokens.is_some_and(|l| used(self.spent.output_tokens, self.reserved.output_tokens) >= l)
+            || self.limits.usd.is_some_and(|l| self.spent.usd + self.reserved.usd >= l)
+    }
+}
+
+/// A call did not fit a budget.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BudgetError {
+    /// The call's worst case does not fit in what is left.
+    #[error("budget \"{budget}\" exhausted: {what}")]
+    Exceeded {
+        /// Which budget.
+        budget: String,
+        /// Spent, reserved, limit and what the call needed, in words.
+        what: String,
+    },
+    /// A budget id from another ledger.
+    #[error("unknown budget")]
+    Unknown,
+}
+
+#[derive(Debug)]
+struct Node {
+    name: String,
+    parent: Option<usize>,
+    limits: BudgetLimits,
+    spent: Amount,
+    reserved: Amount,
+}
+
+/// A ledger of budgets forming a tree (run → phase → agent, for example). Cheap to clone; all
+/// clones share the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct Budgets {
+    nodes: Arc<Mutex<Vec<Node>>>,
+}
+
+fn fits(spent: u64, reserved: u64, worst: u64, limit: Option<u64>) -> bool {
+    let Some(limit) = limit else { return true };
+    let used = spent.saturating_add(reserved);
+    // A call that needs nothing still needs the budget not to be used up (Claude Code's rule
+    // for token budgets: the next call fails once spent >= total).
+    used.saturating_add(worst) <= limit && (worst > 0 || used < limit)
+}
+
+impl Budgets {
+    /// An empty ledger.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Node>> {
+        // A panic while holding the lock cannot leave a half-updated node (every update is a
+        // few additions), so a poisoned ledger is still consistent.
+        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a budget under `parent` (or at the top).
+    pub fn add(&self, name: impl Into<String>, parent: Option<BudgetId>, limits: BudgetLimits) -> BudgetId {
+        let mut nodes = self.lock();
+        nodes.push(Node { name: name.into(), parent: parent.map(|p| p.0), limits, spent: Amount::default(), reserved: Amount::default() });
+        BudgetId(nodes.len() - 1)
+    }
+
+    /// Changes a budget's caps (for example when the user raises one).
+    ///
+    /// # Errors
+    /// [`BudgetError::Unknown`] for an id from another ledger.
+    pub fn set_limits(&self, id: BudgetId, limits: BudgetLimits) -> Result<(), BudgetError> {
+        self.lock().get_mut(id.0).map(|n| n.limits = limits).ok_or(BudgetError::Unknown)
+    }
+
+    /// The budget's state.
+    #[must_use]
+    pub fn status(&self, id: BudgetId) -> Option<BudgetStatus> {
+        self.lock().get(id.0).map(|n| BudgetStatus { name: n.name.clone(), limits: n.limits, spent: n.spent, reserved: n.reserved })
+    }
+
+    /// `targets` and all their ancestors, each once, or `Unknown`.
+    fn chain(nodes: &[Node], targets: &[BudgetId]) -> Result<Vec<usize>, BudgetError> {
+        let mut out: Vec<usize> = Vec::new();
+        for target in targets {
+            let mut at = Some(target.0);
+            while let Some(i) = at {
+                let node = nodes.get(i).ok_or(BudgetError::Unknown)?;
+                if !out.contains(&i) {
+                    out.push(i);
+                }
+                at = node.parent;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Admits a call whose worst case is `worst`, charged to `targets` and their ancestors, or
+    /// refuses it without holding anything.
+    ///
+    /// # Errors
+    /// [`BudgetError::Exceeded`] naming the first budget the call does not fit.
+    pub fn reserve(&self, targets: &[BudgetId], worst: Amount) -> Result<Reservation, BudgetError> {
+        let mut nodes = self.lock();
+        let chain = Self::chain(&nodes, targets)?;
+        for &i in &chain {
+            let n = &nodes[i];
+            let tokens_fit = fits(n.spent.output_tokens, n.reserved.output_tokens, worst.output_tokens, n.limits.output_tokens);
+            let usd_fit = fits(
+                u64::try_from(n.spent.usd.nanos()).unwrap_or(0),
+                u64::try_from(n.reserved.usd.nanos()).unwrap_or(0),
+                u64::try_from(worst.usd.nanos()).unwrap_or(0),
+                n.limits.usd.map(|l| u64::try_from(l.nanos()).unwrap_or(0)),
+            );
+            if !tokens_fit || !usd_fit {
+                let what = if tokens_fit {
+                    format!("{} spent and {} reserved of {}; this call may cost up to {}", n.spent.usd, n.reserved.usd, n.limits.usd.unwrap_or_default(), worst.usd)
+                } else {
+                    format!(
+                        "{} output tokens spent and {} reserved of {}; this call may use up to {}",
+                        n.spent.output_tokens,
+                        n.reserved.output_tokens,
+                        n.limits.output_tokens.unwrap_or_default(),
+                        worst.output_tokens
+                    )
+                };
+                return Err(BudgetError::Exceeded { budget: n.name.clone(), what });
+            }
+        }
+        for &i in &chain {
+            nodes[i].reserved += worst;
+        }
+        Ok(Reservation { budgets: self.clone(), chain, amount: worst, open: true })
+    }
+
+    /// Charges usage that was not reserved (for example reported late by a worker). It is
+    /// recorded even when it goes over a cap; the names of budgets now exhausted are returned.
+    ///
+    /// # Errors
+    /// [`BudgetError::Unknown`] for an id from another ledger.
+    pub fn charge(&self, targets: &[BudgetId], actual: Amount) -> Result<Vec<String>, BudgetError> {
+        let mut nodes = self.lock();
+        let chain = Self::chain(&nodes, targets)?;
+        Ok(Self::spend(&mut nodes, &chain, actual))
+    }
+
+    fn spend(nodes: &mut [Node], chain: &[usize], actual: Amount) -> Vec<String> {
+        let mut exhausted = Vec::new();
+        for &i in chain {
+            let n = &mut nodes[i];
+            n.spent += actual;
+            let status = BudgetStatus { name: String::new(), limits: n.limits, spent: n.spent, reserved: Amount::default() };
+            if status.is_exhausted() {
+                exhausted.push(n.name.clone());
+            }
+        }
+        exhausted
+    }
+}
+
+/// A call's admission: its worst case, held against budgets until it is settled or dropped
+/// (dropping releases it, as for a call that was cancelled before using anything).
+#[derive(Debug)]
+#[must_use = "a reservation holds budget until it is settled or dropped"]
+pub struct Reservation {
+    budgets: Budgets,
+    chain: Vec<usize>,
+    amount: Amount,
+    open: bool,
+}
+
+impl Reservation {
+    /// The worst case held.
+    #[must_use]
+    pub fn amount(&self) -> Amount {
+        self.amount
+    }
+
+    /// Replaces the held worst case with what the call really used, and returns the names of
+    /// the budgets now exhausted (spent alone reaches a cap).
+    pub fn settle(mut self, actual: Amount) -> Vec<String> {
+        self.open = false;
+        let mut nodes = self.budgets.lock();
+        for &i in &self.chain {
+            nodes[i].reserved -= self.amount;
+        }
+        Budgets::spend(&mut nodes, &self.chain, actual)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.open {
+            let mut nodes = self.budgets.lock();
+            for &i in &self.chain {
+                nodes[i].reserved -= self.amount;
+            }
+        }
+    }
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} output tokens, {}", self.output_tokens, self.usd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+    use std::thread;
+
+    use super::*;
+
+    fn usd(d: f64) -> Usd {
+        Usd::from_dollars(d).unwrap()
+    }
+
+    #[test]
+    fn a_hundred_concurrent_reservations_never_overshoot() {
+        let budgets = Budgets::new();
+        let run = budgets.add("run", None, BudgetLimits { output_tokens: Some(1_000_000), usd: Some(usd(5.0)) });
+        let agent = budgets.add("agent:scanner", Some(run), BudgetLimits::default());
+        let barrier = Arc::new(Barrier::new(100));
+        let handles: Vec<_> = (0..100u64)
+            .map(|i| {
+                let (budgets, barrier) = (budgets.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    let worst = Amount { output_tokens: 1_000, usd: usd(0.10) };
+                    let admitted = budgets.reserve(&[agent], worst).ok()?;
+                    // Every admitted call ends with at most its worst case; some use all of it.
+                    let actual = Amount { output_tokens: 500 + (i % 2) * 500, usd: if i % 2 == 0 { usd(0.05) } else { usd(0.10) } };
+                    let status = budgets.status(run).unwrap();
+                    assert!(status.spent.usd + status.reserved.usd <= usd(5.0), "overshoot while in flight");
+                    admitted.settle(actual);
+                    Some(())
+                })
+            })
+            .collect();
+        let admitted = handles.into_iter().filter_map(|h| h.join().unwrap()).count();
+        let status = budgets.status(run).unwrap();
+        assert!(status.spent.usd <= usd(5.0), "spent {} over the cap", status.spent.usd);
+        assert_eq!(status.reserved, Amount::default());
+        // At most 50 fit at once, and releases let later ones in: at least 50 were admitted.
+        assert!((50..=100).contains(&admitted), "{admitted}");
+        assert_eq!(budgets.status(agent).unwrap().spent, status.spent);
+    }
+
+    #[test]
+    fn exactly_the_calls_that_fit_are_admitted_when_none_finish() {
+        let budgets = Budgets::new();
+        let run = budgets.add("run", None, BudgetLimits { usd: Some(usd(5.0)), ..BudgetLimits::default() });
+        let barrier = Arc::new(Barrier::new(100));
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                let (budgets, barrier) = (budgets.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    budgets.reserve(&[run], Amount { output_tokens: 0, usd: usd(0.10) }).ok()
+                })
+            })
+            .collect();
+        let held: Vec<Reservation> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+        assert_eq!(held.len(), 50);
+        assert_eq!(budgets.status(run).unwrap().reserved.usd, usd(5.0));
+        drop(held);
+        assert_eq!(budgets.status(run).unwrap().reserved.usd, Usd::ZERO);
+    }
+
+    #[test]
+    fn token_budgets_follow_claude_codes_rule() {
+        let budgets = Budgets::new();
+        let run = budgets.add("run", None, BudgetLimits { output_tokens: Some(100), ..BudgetLimits::default() });
+        // A call reserving nothing is admitted while spent < total…
+        budgets.reserve(&[run], Amount::default()).unwrap().settle(Amount { output_tokens: 100, usd: Usd::ZERO });
+        // …and refused once spent >= total.
+        let err = budgets.reserve(&[run], Amount::default()).unwrap_err();
+        assert_eq!(err.to_string(), "budget \"run\" exhausted: 100 output tokens spent and 0 reserved of 100; this call may use up to 0");
+    }
+
+    #[test]
+    fn the_tightest_ancestor_decides_and_is_named() {
+        let budgets = Budgets::new();
+        let run = budgets.add("run", None, BudgetLimits { usd: Some(usd(1.0)), ..BudgetLimits::default() });
+        let phase = budgets.add("phase:verify", Some(run), BudgetLimits { usd: Some(usd(0.25)), ..BudgetLimits::default() });
+        let agent = budgets.add("agent:doc-bot", None, BudgetLimits { usd: Some(usd(10.0)), ..BudgetLimits::default() });
+        let r = budgets.reserve(&[phase, agent], Amount { output_tokens: 0, usd: usd(0.2) }).unwrap();
+        assert_eq!(budgets.status(run).unwrap().reserved.usd, usd(0.2));
+        assert_eq!(budgets.status(agent).unwrap().reserved.usd, usd(0.2));
+        let err = budgets.reserve(&[phase, agent], Amount { output_tokens: 0, usd: usd(0.2) }).unwrap_err();
+        assert!(matches!(&err, BudgetError::Exceeded { budget, .. } if budget == "phase:verify"), "{err}");
+        // Nothing was held by the refused call.
+        assert_eq!(budgets.status(agent).unwrap().reserved.usd, usd(0.2));
+        let exhausted = r.settle(Amount { output_tokens: 10, usd: usd(0.3) });
+        assert_eq!(exhausted, vec!["phase:verify".to_owned()]);
+        assert_eq!(budgets.charge(&[agent], Amount { output_tokens: 1, usd: usd(10.0) }).unwrap(), vec!["agent:doc-bot".to_owned()]);
+    }
+}

@@ -1,0 +1,380 @@
+//! Agent specs: the specialists declared in `agents/<name>.yaml`.
+//!
+//! ```
+//! use fleet_core::spec::AgentSpec;
+//! use std::path::Path;
+//!
+//! let yaml = "name: doc-bot\nrole: adds doc comments to changed items\nmodel: claude-haiku-4-5\n";
+//! let spec = AgentSpec::from_yaml(Path::new("agents/doc-bot.yaml"), yaml)?;
+//! assert_eq!(spec.name, "doc-bot");
+//! assert!(!spec.sandbox.network);
+//! # Ok::<(), fleet_core::Diagnostics>(())
+//! ```
+
+mod syscalls;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use self::syscalls::SYSCALLS_X86_64;
+use crate::diagnostic::{Diagnostic, Diagnostics, PathSeg, did_you_mean};
+use crate::money::Usd;
+use crate::yaml::{CompiledSchema, Document};
+
+/// The cost budget an agent gets when its spec names none: low, never unlimited.
+pub const DEFAULT_COST_BUDGET: Usd = Usd::from_nanos(1_000_000_000);
+
+/// One specialist agent, as declared in `agents/<name>.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "fleet agent spec", description = "A specialist agent declared in agents/<name>.yaml.")]
+pub struct AgentSpec {
+    /// The agent's name: lowercase letters, digits, `-` and `_`; the file must be `<name>.yaml`.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"))]
+    pub name: String,
+    /// What the agent is for, in a sentence; shown to a primary agent that may delegate to it.
+    #[schemars(length(min = 1))]
+    pub role: String,
+    /// The model id, e.g. `claude-haiku-4-5` or `gpt-5-mini`.
+    #[schemars(length(min = 1))]
+    pub model: String,
+    /// The provider that runs the model (`anthropic`, `openai`, `offline`, …); by default the
+    /// one configured for the project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// A longer description; defaults to `role`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Most output tokens per model request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tokens: Option<u32>,
+    /// Reasoning effort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effort: Option<Effort>,
+    /// Most US dollars the agent may spend in all; it is paused when it reaches this.
+    /// Without it the agent gets a low default ($1), never an unlimited budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_budget: Option<Usd>,
+    /// Tool names the agent may use, beyond those its capabilities grant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
+    /// What the agent's built-in tools may do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<Capability>,
+    /// Most tool calls in one task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_tool_calls: Option<u32>,
+    /// Most time for one task: seconds, or a duration such as `90s`, `5m`, `1h 30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "timeout_serde")]
+    #[schemars(with = "Option<TimeoutSchema>")]
+    pub timeout: Option<Duration>,
+    /// Shorthand for `sandbox.allowed_syscalls`: the two lists are merged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_syscalls: Vec<String>,
+    /// How the agent's worker process is confined.
+    #[serde(default)]
+    pub sandbox: SandboxSpec,
+}
+
+/// Reasoning effort, as in Claude Code's workflows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Effort {
+    /// Least reasoning.
+    Low,
+    /// Some reasoning.
+    Medium,
+    /// Much reasoning.
+    High,
+    /// More than high.
+    Xhigh,
+    /// The most the model allows.
+    Max,
+}
+
+/// What an agent's built-in tools may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Capability {
+    /// Read files, list directories, search text.
+    ReadFiles,
+    /// Write and edit files (inside the writable paths).
+    WriteFiles,
+    /// Run commands (confined by the sandbox).
+    RunCommands,
+    /// Start background subagents.
+    SpawnSubagents,
+}
+
+/// The sandbox block of an agent spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSpec {
+    /// The named baseline system-call allowlist.
+    pub profile: SyscallProfile,
+    /// System calls added to the baseline; checked when the spec is loaded.
+    pub allowed_syscalls: Vec<String>,
+    /// Allow AF_INET/AF_INET6 sockets.
+    pub network: bool,
+    /// Allow the worker to start processes.
+    pub subprocesses: bool,
+    /// Paths the worker may write (relative ones are under the project); everything else is
+    /// read-only or hidden.
+    pub writable: Vec<PathBuf>,
+    /// Whether Landlock must confine the filesystem.
+    pub landlock: LandlockMode,
+    /// Log system calls outside the allowlist instead of refusing them, to help write
+    /// `allowed_syscalls` for a new worker.
+    pub learn: bool,
+}
+
+impl Default for SandboxSpec {
+    fn default() -> Self {
+        Self {
+            profile: SyscallProfile::Default,
+            allowed_syscalls: Vec::new(),
+            network: false,
+            subprocesses: false,
+            writable: vec![PathBuf::from("workspace")],
+            landlock: LandlockMode::Required,
+            learn: false,
+        }
+    }
+}
+
+/// A named baseline system-call allowlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SyscallProfile {
+    /// Memory, file I/O, event loop, time and AF_UNIX IPC: what ordinary workers and
+    /// interpreters need.
+    Default,
+}
+
+/// Whether Landlock must confine the worker's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LandlockMode {
+    /// The agent does not start where Landlock is unavailable.
+    Required,
+    /// Use Landlock where the kernel has it, and say so where it does not.
+    BestEffort,
+    /// Do not use Landlock.
+    Off,
+}
+
+/// The schema of `timeout`.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum TimeoutSchema {
+    Seconds(#[schemars(range(min = 1))] u64),
+    Text(#[schemars(length(min = 1))] String),
+}
+
+mod timeout_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_u64(d.as_secs()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Seconds(u64),
+            Text(String),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Seconds(s)) => Ok(Some(Duration::from_secs(s))),
+            Some(Raw::Text(t)) => parse_duration(&t).map(Some).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+        let bad = || format!("invalid duration \"{text}\": expected seconds or a duration such as \"90s\", \"5m\", \"1h 30m\"");
+        let signed: jiff::SignedDuration = text.trim().parse().map_err(|_| bad())?;
+        Duration::try_from(signed).ok().filter(|d| !d.is_zero()).ok_or_else(bad)
+    }
+}
+
+/// System calls that `allowed_syscalls` may never add, with the reason and the right switch.
+fn refusal(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "clone" | "clone3" | "fork" | "vfork" => "starts processes: set `sandbox.subprocesses: true` instead (threads are always allowed)",
+        "socket" => "opens network sockets: set `sandbox.network: true` instead (AF_UNIX sockets are always allowed)",
+        "ptrace" | "process_vm_readv" | "process_vm_writev" => "reads or controls other processes and is never allowed",
+        "io_uring_setup" | "io_uring_enter" | "io_uring_register" => "bypasses the system-call filter and is never allowed",
+        "bpf" | "perf_event_open" | "userfaultfd" => "exposes the kernel to attack and is never allowed",
+        "unshare" | "setns" | "mount" | "umount2" | "move_mount" | "open_tree" | "open_tree_attr" | "fsopen" | "fsconfig" | "fsmount"
+        | "fspick" | "mount_setattr" | "pivot_root" | "chroot" => "changes namespaces or mounts and is never allowed",
+        "add_key" | "request_key" | "keyctl" => "touches the kernel keyrings and is never allowed",
+        "init_module" | "finit_module" | "delete_module" | "kexec_load" | "kexec_file_load" | "reboot" => {
+            "loads kernel code or reboots and is never allowed"
+        }
+        "name_to_handle_at" | "open_by_handle_at" => "escapes filesystem confinement and is never allowed",
+        _ => return None,
+    })
+}
+
+/// Checks one `allowed_syscalls` entry: known to the kernel and not one the sandbox refuses.
+///
+/// # Errors
+/// A message saying what is wrong and what to do instead.
+pub fn check_syscall_name(name: &str) -> Result<(), String> {
+    if let Some(why) = refusal(name) {
+        return Err(format!("\"{name}\" {why}"));
+    }
+    if SYSCALLS_X86_64.iter().any(|(n, _)| *n == name) {
+        return Ok(());
+    }
+    Err(match did_you_mean(name, SYSCALLS_X86_64.iter().map(|(n, _)| *n)) {
+        Some(s) => format!("unknown syscall \"{name}\" (did you mean \"{s}\"?)"),
+        None => format!("unknown syscall \"{name}\": expected a Linux system call name such as \"openat\""),
+    })
+}
+
+/// The JSON Schema of an agent spec, as committed at `docs/agent-spec.schema.json`.
+#[must_use]
+pub fn agent_spec_schema() -> serde_json::Value {
+    serde_json::Value::from(schemars::schema_for!(AgentSpec))
+}
+
+fn schema() -> &'static CompiledSchema {
+    static SCHEMA: OnceLock<CompiledSchema> = OnceLock::new();
+    SCHEMA.get_or_init(|| CompiledSchema::new(agent_spec_schema()))
+}
+
+impl AgentSpec {
+    /// Reads a spec from YAML text; `file` names it in errors and must be `<name>.yaml`.
+    ///
+    /// # Errors
+    /// Every problem found, each with file, line, column, field path and what is expected.
+    pub fn from_yaml(file: &Path, text: &str) -> Result<Self, Diagnostics> {
+        let doc = Document::parse(file, text).map_err(|d| Diagnostics(vec![d]))?;
+        let mut spec: Self = doc.check(schema())?;
+        let mut problems = Vec::new();
+        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        if !stem.is_empty() && stem != spec.name {
+            problems.push(doc.error_at(
+                &[PathSeg::Key("name".into())],
+                format!("the agent is named \"{}\" but its file is \"{stem}\": rename one so they match", spec.name),
+            ));
+        }
+        for (outer, list) in [(None, &spec.allowed_syscalls), (Some("sandbox"), &spec.sandbox.allowed_syscalls)] {
+            for (i, name) in list.iter().enumerate() {
+                if let Err(message) = check_syscall_name(name) {
+                    let mut path: Vec<PathSeg> = outer.map(|o| PathSeg::Key(o.into())).into_iter().collect();
+                    path.push(PathSeg::Key("allowed_syscalls".into()));
+                    path.push(PathSeg::Index(i));
+                    problems.push(doc.error_at(&path, message));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(Diagnostics(problems));
+        }
+        // One list, in the sandbox block, so that consumers have one place to read.
+        let shorthand = std::mem::take(&mut spec.allowed_syscalls);
+        for name in shorthand {
+            if !spec.sandbox.allowed_syscalls.contains(&name) {
+                spec.sandbox.allowed_syscalls.push(name);
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Reads a spec file.
+    ///
+    /// # Errors
+    /// As [`AgentSpec::from_yaml`], or one diagnostic when the file cannot be read.
+    pub fn load(path: &Path) -> Result<Self, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| Diagnostics(vec![Diagnostic::whole_file(path, format!("cannot read: {e}"))]))?;
+        Self::from_yaml(path, &text)
+    }
+
+    /// The budget the agent runs under: its `cost_budget`, or [`DEFAULT_COST_BUDGET`].
+    #[must_use]
+    pub fn effective_cost_budget(&self) -> Usd {
+        self.cost_budget.unwrap_or(DEFAULT_COST_BUDGET)
+    }
+}
+
+/// The specs of a directory: all the valid ones, and every problem with the others.
+#[derive(Debug, Default)]
+pub struct SpecSet {
+    /// Valid specs, sorted by name.
+    pub specs: Vec<AgentSpec>,
+    /// Every problem in every invalid file, by file then position.
+    pub errors: Vec<Diagnostic>,
+}
+
+impl SpecSet {
+    /// Loads every `*.yaml` and `*.yml` file in `dir` (not recursively). A missing directory
+    /// gives an empty set.
+    ///
+    /// # Errors
+    /// Only when `dir` exists but cannot be listed; problems with single files are collected in
+    /// [`SpecSet::errors`].
+    pub fn load_dir(dir: &Path) -> std::io::Result<Self> {
+        let mut set = Self::default();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(set),
+            Err(e) => return Err(e),
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect();
+        paths.sort();
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        for path in paths {
+            match AgentSpec::load(&path) {
+                Ok(spec) => {
+                    if let Some((_, first)) = files.iter().find(|(n, _)| *n == spec.name) {
+                        set.errors.push(Diagnostic::whole_file(
+                            &path,
+                            format!("an agent named \"{}\" is already declared in {}", spec.name, first.display()),
+                        ));
+                        continue;
+                    }
+                    files.push((spec.name.clone(), path));
+                    set.specs.push(spec);
+                }
+                Err(ds) => set.errors.extend(ds.0),
+            }
+        }
+        set.specs.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(set)
+    }
+
+    /// The spec named `name`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&AgentSpec> {
+        self.specs.iter().find(|s| s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+//! The event store seam: append-only streams of events, one per thread.
+//!
+//! Appends are checked against the thread's read model before they are taken (an event that
+//! would break it is refused with [`StoreError::Rejected`]), use optimistic concurrency
+//! ([`ExpectedVersion`]), are atomic per call, and are durable before the future resolves.
+
+pub mod memory;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::event::{Event, RecordedEvent};
+use crate::id::ThreadId;
+use crate::thread::{Thread, Violation, project};
+
+/// What version a stream must be at for an append to be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Whatever it is.
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must hold exactly this many events.
+    Exact(u64),
+}
+
+impl ExpectedVersion {
+    /// Whether a stream at `actual` (0 = missing) matches.
+    #[must_use]
+    pub fn matches(self, actual: u64) -> bool {
+        match self {
+            Self::Any => true,
+            Self::NoStream => actual == 0,
+            Self::Exact(v) => v == actual,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("any version"),
+            Self::NoStream => f.write_str("no stream"),
+            Self::Exact(v) => write!(f, "version {v}"),
+        }
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The store position of the first event.
+    pub first_position: u64,
+    /// The store position of the last event.
+    pub last_position: u64,
+    /// The stream's version after the append.
+    pub version: u64,
+    /// When the store took the events.
+    pub recorded_at: Timestamp,
+}
+
+/// An event store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another writer appended first.
+    #[error("thread {thread}: expected {expected} but the stream is at version {actual}")]
+    Conflict {
+        /// The stream.
+        thread: ThreadId,
+        /// What the caller expected.
+        expected: ExpectedVersion,
+        /// Where the stream is.
+        actual: u64,
+    },
+    /// An event would break the read model; nothing of the append was taken.
+    #[error("thread {thread}: event {index} of the append was refused: {violation}")]
+    Rejected {
+        /// The stream.
+        thread: ThreadId,
+        /// The refused event's index in the append.
+        index: usize,
+        /// Why.
+        violation: Violation,
+    },
+    /// An append of no events.
+    #[error("thread {0}: an append needs at least one event")]
+    Empty(ThreadId),
+    /// A stored record cannot be decoded.
+    #[error("stored {what} cannot be decoded: {reason}")]
+    Corrupt {
+        /// Which record (e.g. `event at position 12`).
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The transaction could not be committed; nothing of the append was stored.
+    #[error("the append could not be committed, nothing was stored: {reason}")]
+    CommitFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The database was written by a newer fleet.
+    #[error("the database is at schema version {found}, newer than this fleet supports ({supported}): upgrade fleet")]
+    TooNew {
+        /// The database's version.
+        found: u32,
+        /// The newest this build knows.
+        supported: u32,
+    },
+    /// SQLite failed.
+    #[cfg(feature = "sqlite")]
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The filesystem failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store was closed.
+    #[error("the event store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// Whether trying the same thing again may succeed (after re-reading, for a conflict).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Conflict { .. } => true,
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(e) => matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)),
+            Self::Rejected { .. } | Self::Empty(_) | Self::Corrupt { .. } | Self::CommitFailed { .. } | Self::TooNew { .. } | Self::Io { .. } | Self::Closed => false,
+        }
+    }
+}
+
+/// A boxed future, for [`DynEventStore`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Append-only event streams, one per thread.
+///
+/// Implementations: [`memory::MemoryStore`], and `sqlite::SqliteStore` with the default `sqlite`
+/// feature. Every implementation passes `fleet_core::testkit::event_store_conformance`.
+pub trait EventStore: Send + Sync {
+    /// Appends `events` to `thread`'s stream if it is at `expected`. All or nothing; durable
+    /// when the future resolves.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the stream is elsewhere, [`StoreError::Rejected`] when an
+    /// event would break the thread's model, and storage failures.
+    fn append(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+
+    /// Up to `limit` events of `thread` with version greater than `after_version`, in order.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn read_stream(&self, thread: ThreadId, after_version: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Up to `limit` events of all streams with position greater than `after`, in order.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn read_all(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// The position of the last event, watched: it changes after every append.
+    fn head(&self) -> watch::Receiver<u64>;
+
+    /// The thread's read model, or `None` when there is no such stream.
+    ///
+    /// # Errors
+    /// Storage failures.
+    fn snapshot(&self, thread: ThreadId) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
+        async move {
+            let mut events = Vec::new();
+            loop {
+                let page = self.read_stream(thread, events.len() as u64, 4096).await?;
+                if page.is_empty() {
+                    break;
+                }
+                events.extend(page);
+            }
+            Ok(project(thread, events.iter().map(|e| &e.event)))
+        }
+    }
+
+    /// Every event after position `after`, then each new one as it is appended.
+    fn subscribe(&self, after: u64) -> Subscription<'_, Self>
+    where
+        Self: Sized,
+    {
+        Subscription { store: self, position: after, buffer: VecDeque::new(), head: self.head() }
+    }
+}
+
+/// A live, lossless feed of events (see [`EventStore::subscribe`]).
+pub struct Subscription<'s, S: ?Sized> {
+    store: &'s S,
+    position: u64,
+    buffer: VecDeque<RecordedEvent>,
+    head: watch::Receiver<u64>,
+}
+
+impl<S: EventStore + ?Sized> Subscription<'_, S> {
+    /// The next event, waiting for one to be appended if need be.
+    ///
+    /// # Errors
+    /// Storage failures, and [`StoreError::Closed`] when the store goes away.
+    pub async fn next(&mut self) -> Result<RecordedEvent, StoreError> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.position = event.position;
+                return Ok(event);
+            }
+            // Mark the current head as seen before reading, so an append after the read wakes us.
+            self.head.borrow_and_update();
+            let page = self.store.read_all(self.position, 1024).await?;
+            if page.is_empty() {
+                self.head.changed().await.map_err(|_| StoreError::Closed)?;
+            } else {
+                self.buffer.extend(page);
+            }
+        }
+    }
+
+    /// The position of the last event returned.
+    #[must_use]
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+/// [`EventStore`] for dynamic dispatch: `Arc<dyn DynEventStore>` is itself an [`EventStore`].
+pub trait DynEventStore: Send + Sync {
+    /// See [`EventStore::append`].
+    fn append_dyn(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> BoxFuture<'_, Result<Appended, StoreError>>;
+    /// See [`EventStore::read_stream`].
+    fn read_stream_dyn(&self, thread: ThreadId, after_version: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
+    /// See [`EventStore::read_all`].
+    fn read_all_dyn(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
+    /// See [`EventStore::head`].
+    fn head_dyn(&self) -> watch::Receiver<u64>;
+    /// See [`EventStore::snapshot`].
+    fn snapshot_dyn(&self, thread: ThreadId) -> BoxFuture<'_, Result<Option<Thread>, StoreError>>;
+}
+
+impl<T: EventStore> DynEventStore for T {
+    fn append_dyn(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(self.append(thread, expected, events))
+    }
+    fn read_stream_dyn(&self, thread: ThreadId, after_version: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(self.read_stream(thread, after_version, limit))
+    }
+    fn read_all_dyn(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(self.read_all(after, limit))
+    }
+    fn head_dyn(&self) -> watch::Receiver<u64> {
+        self.head()
+    }
+    fn snapshot_dyn(&self, thread: ThreadId) -> BoxFuture<'_, Result<Option<Thread>, StoreError>> {
+        Box::pin(self.snapshot(thread))
+    }
+}
+
+impl EventStore for dyn DynEventStore {
+    fn append(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+        self.append_dyn(thread, expected, events)
+    }
+    fn read_stream(&self, thread: ThreadId, after_version: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        self.read_stream_dyn(thread, after_version, limit)
+    }
+    fn read_all(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        self.read_all_dyn(after, limit)
+    }
+    fn head(&self) -> watch::Receiver<u64> {
+        self.head_dyn()
+    }
+    fn snapshot(&self, thread: ThreadId) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
+        self.snapshot_dyn(thread)
+    }
+}
+
+macro_rules! forward_event_store {
+    ($($ty:ty),*) => {$(
+        impl<T: EventStore + ?Sized> EventStore for $ty {
+            fn append(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+                (**self).append(thread, expected, events)
+            }
+            fn read_stream(&self, thread: ThreadId, after_version: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+                (**self).read_stream(thread, after_version, limit)
+            }
+            fn read_all(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+                (**self).read_all(after, limit)
+            }
+            fn head(&self) -> watch::Receiver<u64> {
+                (**self).head()
+            }
+            fn snapshot(&self, thread: ThreadId) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
+                (**self).snapshot(thread)
+            }
+        }
+    )*};
+}
+
+forward_event_store!(&T, Arc<T>);
+
+/// One stream's state as a store keeps it: its version and read model.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamState {
+    pub(crate) thread: Option<Thread>,
+}
+
+impl StreamState {
+    pub(crate) fn version(&self) -> u64 {
+        self.thread.as_ref().map_or(0, |t| t.version)
+    }
+
+    /// Checks `events` against the expected version and the model and applies them, all or
+    /// nothing. Returns what changed.
+    pub(crate) fn append(&mut self, id: ThreadId, expected: ExpectedVersion, events: &[Event]) -> Result<crate::thread::Changes, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::Empty(id));
+        }
+        let actual = self.version();
+        if !expected.matches(actual) {
+            return Err(StoreError::Conflict { thread: id, expected, actual });
+        }
+        let apply_all = |thread: &mut Option<Thread>| {
+            let mut changes = crate::thread::Changes::default();
+            for (index, event) in events.iter().enumerate() {
+                let c = crate::thread::apply(thread, id, event).map_err(|violation| StoreError::Rejected { thread: id, index, violation })?;
+                changes.merge(c);
+            }
+            Ok(changes)
+        };
+        // One event applies in place (a refused event changes nothing); a batch applies to a copy
+        // so that a refusal part-way leaves the stream as it was.
+        if events.len() == 1 {
+            return apply_all(&mut self.thread);
+        }
+        let mut scratch = self.thread.clone();
+        let changes = apply_all(&mut scratch)?;
+        self.thread = scratch;
+        Ok(changes)
+    }
+}

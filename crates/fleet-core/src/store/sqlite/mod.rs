@@ -1,0 +1,245 @@
+//! The durable embedded event store: SQLite (bundled) in WAL mode.
+//!
+//! Events and the projection tables (threads, turns, work units, activities, and a usage ledger)
+//! are written in the same transaction, by one writer thread that commits concurrent appends
+//! together. `synchronous = FULL`: an append is on disk before its future resolves.
+//!
+//! ```
+//! use fleet_core::{EventStore, Recorder, SqliteStore, WorkUnitKind};
+//!
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("fleet.db");
+//! # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+//! let store = SqliteStore::open(&path)?;
+//! let mut thread = Recorder::create(&store, None).await?;
+//! let (_turn, root) = thread.start_turn(WorkUnitKind::Workflow, None).await?;
+//! let id = thread.thread().id;
+//! drop(thread);
+//! drop(store);
+//!
+//! let reopened = SqliteStore::open(&path)?;
+//! let snapshot = reopened.snapshot(id).await?.expect("stored");
+//! assert!(snapshot.work_unit(root).is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod rows;
+mod schema;
+mod writer;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
+use std::thread::JoinHandle;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{oneshot, watch};
+
+pub use self::schema::SCHEMA_VERSION;
+pub use self::writer::RebuildStats;
+use self::writer::{Request, Writer};
+use super::{Appended, EventStore, ExpectedVersion, StoreError};
+use crate::event::{Event, RecordedEvent};
+use crate::id::ThreadId;
+use crate::money::{Cost, Usd};
+use crate::thread::Thread;
+use crate::usage::TokenUsage;
+
+/// Usage and cost of one model, from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelUsage {
+    /// The model (`None` for usage recorded without one).
+    pub model: Option<String>,
+    /// Tokens.
+    pub usage: TokenUsage,
+    /// What they cost.
+    pub cost: Cost,
+    /// How many usage records.
+    pub records: u64,
+}
+
+/// The durable event store. Reads run on the caller's thread (they are short and see only
+/// committed data); writes go to the writer thread.
+pub struct SqliteStore {
+    path: PathBuf,
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+    reader: Mutex<Connection>,
+    head: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory when missing) the store at `path`, migrating its
+    /// schema to [`SCHEMA_VERSION`].
+    ///
+    /// # Errors
+    /// When the file cannot be opened or created, when it was written by a newer fleet
+    /// ([`StoreError::TooNew`]), or when a migration fails.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+        }
+        let mut conn = Connection::open(&path)?;
+        configure(&conn)?;
+        schema::migrate(&mut conn)?;
+        let last: i64 = conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))?;
+        let (head_tx, head) = watch::channel(u64::try_from(last).unwrap_or(0));
+        let writer = Writer::new(conn, head_tx)?;
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        configure(&reader)?;
+        reader.pragma_update(None, "query_only", true)?;
+        let (requests, queue) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("fleet-sqlite-writer".into())
+            .spawn(move || writer.run(&queue))
+            .map_err(|source| StoreError::Io { path: path.display().to_string(), source })?;
+        Ok(Self { path, requests: Some(requests), writer: Some(handle), reader: Mutex::new(reader), head })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        // Reads hold no state between calls, so a poisoned lock guards a usable connection.
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn send(&self, request: Request) -> Result<(), StoreError> {
+        self.requests.as_ref().ok_or(StoreError::Closed)?.send(request).map_err(|_| StoreError::Closed)
+    }
+
+    /// Empties the projection tables and rebuilds them from the events, in one transaction.
+    ///
+    /// # Errors
+    /// Storage failures; an event that cannot be decoded.
+    pub async fn rebuild_projections(&self) -> Result<RebuildStats, StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.send(Request::Rebuild { reply })?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Usage and cost by model, from the ledger, optionally only since `since`.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn usage_by_model(&self, since: Option<Timestamp>) -> Result<Vec<ModelUsage>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT model, SUM(input), SUM(output), SUM(cache_write), SUM(cache_write_1h), SUM(cache_read),
+                    SUM(COALESCE(cost_nanos, 0)), SUM(cost_nanos IS NULL), COUNT(*)
+             FROM usage_ledger WHERE at_us >= ?1 GROUP BY model ORDER BY model",
+        )?;
+        let since = since.map_or(i64::MIN, |t| t.as_microsecond());
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        let rows = stmt.query_map([since], |r| {
+            Ok(ModelUsage {
+                model: r.get(0)?,
+                usage: TokenUsage { input: n(r.get(1)?), output: n(r.get(2)?), cache_write: n(r.get(3)?), cache_write_1h: n(r.get(4)?), cache_read: n(r.get(5)?) },
+                cost: Cost { usd: Usd::from_nanos(r.get(6)?), unpriced: n(r.get(7)?) },
+                records: n(r.get(8)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The ids of all threads, most recently updated first.
+    ///
+    /// # Errors
+    /// Storage failures.
+    pub fn thread_ids(&self) -> Result<Vec<ThreadId>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached("SELECT id FROM threads ORDER BY updated_at DESC, id")?;
+        let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for id in ids {
+            let id = id?;
+            out.push(ThreadId::parse(&id).map_err(|e| StoreError::Corrupt { what: format!("thread row {id}"), reason: e.to_string() })?);
+        }
+        Ok(out)
+    }
+
+    fn query_events(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordedEvent>, StoreError> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            out.push(rows::event_row(row)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after it has answered every queued append.
+        self.requests = None;
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl EventStore for SqliteStore {
+    fn append(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+        // Queued at call time, so appends are ordered as they were called.
+        let (reply, done) = oneshot::channel();
+        let sent = self.send(Request::Append { thread, expected, events, reply });
+        async move {
+            sent?;
+            done.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
+    fn read_stream(&self, thread: ThreadId, after_version: u64, limit_: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        let result = self.query_events(
+            "SELECT position, thread_id, version, data, recorded_at FROM events WHERE thread_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
+            rusqlite::params![thread.to_string(), i64::try_from(after_version).unwrap_or(i64::MAX), limit(limit_)],
+        );
+        async move { result }
+    }
+
+    fn read_all(&self, after: u64, limit_: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        let result = self.query_events(
+            "SELECT position, thread_id, version, data, recorded_at FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
+            rusqlite::params![i64::try_from(after).unwrap_or(i64::MAX), limit(limit_)],
+        );
+        async move { result }
+    }
+
+    fn head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+
+    fn snapshot(&self, thread: ThreadId) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
+        let result = rows::load_thread(&self.reader(), thread);
+        async move { result }
+    }
+}
+
+#[cfg(test)]
+mod tests;

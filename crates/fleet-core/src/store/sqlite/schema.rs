@@ -1,0 +1,139 @@
+//! The SQLite schema and its versioned migrations (`PRAGMA user_version`).
+
+use rusqlite::{Connection, params};
+
+use crate::event::Event;
+use crate::store::StoreError;
+
+/// Each migration takes the database from the version before it to its own (index + 1).
+const MIGRATIONS: &[fn(&Connection) -> Result<(), StoreError>] = &[v1_initial, v2_usage_ledger];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database to [`SCHEMA_VERSION`], one transaction per migration.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew { found, supported: SCHEMA_VERSION });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        migration(&tx)?;
+        tx.pragma_update(None, "user_version", i as u32 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Version 1: the event log and the projection tables.
+pub(crate) const V1_SQL: &str = "
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY,
+    thread_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    recorded_at TEXT NOT NULL,
+    UNIQUE (thread_id, version)
+);
+CREATE TABLE threads (
+    id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    updated_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE turns (
+    id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX turns_by_thread ON turns (thread_id, seq);
+CREATE TABLE work_units (
+    id TEXT PRIMARY KEY,
+    thread_id TEXT NOT NULL,
+    turn_id TEXT NOT NULL,
+    parent_id TEXT,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX work_units_by_thread ON work_units (thread_id);
+CREATE TABLE activities (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    thread_id TEXT NOT NULL,
+    turn_id TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX activities_by_thread ON activities (thread_id, seq);
+";
+
+fn v1_initial(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(V1_SQL)?;
+    Ok(())
+}
+
+/// Version 2: activities are queryable by work unit, and a usage ledger (one row per
+/// `usage_recorded` event, by time) answers "what did we spend since …" without replaying.
+fn v2_usage_ledger(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "
+        ALTER TABLE activities ADD COLUMN work_unit_id TEXT;
+        UPDATE activities SET work_unit_id = json_extract(data, '$.work_unit_id');
+        CREATE INDEX activities_by_work_unit ON activities (work_unit_id);
+        CREATE TABLE usage_ledger (
+            position INTEGER PRIMARY KEY,
+            thread_id TEXT NOT NULL,
+            work_unit_id TEXT NOT NULL,
+            model TEXT,
+            at_us INTEGER NOT NULL,
+            input INTEGER NOT NULL,
+            output INTEGER NOT NULL,
+            cache_write INTEGER NOT NULL,
+            cache_write_1h INTEGER NOT NULL,
+            cache_read INTEGER NOT NULL,
+            cost_nanos INTEGER
+        );
+        CREATE INDEX usage_ledger_by_time ON usage_ledger (at_us);
+        ",
+    )?;
+    let mut select = conn.prepare("SELECT position, thread_id, data FROM events WHERE type = 'usage_recorded' ORDER BY position")?;
+    let mut rows = select.query([])?;
+    while let Some(row) = rows.next()? {
+        let position: i64 = row.get(0)?;
+        let thread_id: String = row.get(1)?;
+        let data: String = row.get(2)?;
+        let event: Event = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt { what: format!("event at position {position}"), reason: e.to_string() })?;
+        insert_ledger_row(conn, position, &thread_id, &event)?;
+    }
+    Ok(())
+}
+
+/// Writes the ledger row of a `usage_recorded` event (other events write nothing).
+pub(crate) fn insert_ledger_row(conn: &Connection, position: i64, thread_id: &str, event: &Event) -> Result<(), StoreError> {
+    let Event::UsageRecorded { work_unit_id, model, usage, cost, at } = event else {
+        return Ok(());
+    };
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO usage_ledger (position, thread_id, work_unit_id, model, at_us, input, output, cache_write, cache_write_1h, cache_read, cost_nanos)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        position,
+        thread_id,
+        work_unit_id.to_string(),
+        model,
+        at.as_microsecond(),
+        n(usage.input),
+        n(usage.output),
+        n(usage.cache_write),
+        n(usage.cache_write_1h),
+        n(usage.cache_read),
+        cost.map(|c| c.nanos()),
+    ])?;
+    Ok(())
+}

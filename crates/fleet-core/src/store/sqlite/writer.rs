@@ -1,0 +1,212 @@
+//! The single writer: one thread owns the write connection and commits appends in groups.
+//!
+//! Appends from many tasks queue up while a commit is being synced; the next commit takes all of
+//! them in one transaction (each in its own savepoint, so one refused append does not affect the
+//! others). Every append is durable before its caller hears back, and the fsync is shared.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use rusqlite::{Connection, params};
+use tokio::sync::{oneshot, watch};
+
+use super::rows;
+use super::schema::insert_ledger_row;
+use crate::event::Event;
+use crate::id::ThreadId;
+use crate::store::{Appended, ExpectedVersion, StoreError, StreamState};
+use crate::thread::apply;
+
+/// How many threads' read models the writer keeps (others are loaded from their rows).
+const CACHED_THREADS: usize = 256;
+/// Most appends committed together.
+const GROUP: usize = 512;
+
+pub(super) enum Request {
+    Append { thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>, reply: oneshot::Sender<Result<Appended, StoreError>> },
+    Rebuild { reply: oneshot::Sender<Result<RebuildStats, StoreError>> },
+}
+
+/// What [`super::SqliteStore::rebuild_projections`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildStats {
+    /// Events read.
+    pub events: u64,
+    /// Threads written.
+    pub threads: u64,
+    /// Events skipped because they could not apply (a store never accepts such events).
+    pub skipped: u64,
+    /// How long it took, in microseconds.
+    pub micros: u64,
+}
+
+pub(super) struct Writer {
+    conn: Connection,
+    cache: HashMap<ThreadId, StreamState>,
+    next_position: i64,
+    head: watch::Sender<u64>,
+}
+
+impl Writer {
+    pub(super) fn new(conn: Connection, head: watch::Sender<u64>) -> Result<Self, StoreError> {
+        let mut writer = Self { conn, cache: HashMap::new(), next_position: 0, head };
+        writer.reset_position()?;
+        Ok(writer)
+    }
+
+    fn reset_position(&mut self) -> Result<(), StoreError> {
+        let last: i64 = self.conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))?;
+        self.next_position = last + 1;
+        Ok(())
+    }
+
+    pub(super) fn run(mut self, requests: &mpsc::Receiver<Request>) {
+        while let Ok(first) = requests.recv() {
+            let mut group = Vec::new();
+            match first {
+                Request::Rebuild { reply } => {
+                    let _ = reply.send(self.rebuild());
+                    continue;
+                }
+                Request::Append { thread, expected, events, reply } => group.push((thread, expected, events, reply)),
+            }
+            let mut rebuild = None;
+            while group.len() < GROUP {
+                match requests.try_recv() {
+                    Ok(Request::Append { thread, expected, events, reply }) => group.push((thread, expected, events, reply)),
+                    Ok(Request::Rebuild { reply }) => {
+                        rebuild = Some(reply);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+            if let Some(reply) = rebuild {
+                let _ = reply.send(self.rebuild());
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn commit_group(&mut self, group: Vec<(ThreadId, ExpectedVersion, Vec<Event>, oneshot::Sender<Result<Appended, StoreError>>)>) {
+        let recorded_at = Timestamp::now();
+        let mut outcomes: Vec<Result<Appended, StoreError>> = Vec::with_capacity(group.len());
+        let result = (|| -> Result<(), StoreError> {
+            let mut tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (thread, expected, events, _) in &group {
+                let sp = tx.savepoint()?;
+                match append_one(&sp, &mut self.cache, &mut self.next_position, *thread, *expected, events, recorded_at) {
+                    Ok(appended) => {
+                        sp.commit()?;
+                        outcomes.push(Ok(appended));
+                    }
+                    Err(e) => {
+                        drop(sp); // rolls back this append alone
+                        self.cache.remove(thread);
+                        outcomes.push(Err(e));
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                if let Some(last) = outcomes.iter().filter_map(|o| o.as_ref().ok()).map(|a| a.last_position).max() {
+                    self.head.send_replace(last);
+                }
+                for ((_, _, _, reply), outcome) in group.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                // Nothing of the group is stored: forget what the cache and counter assumed.
+                self.cache.clear();
+                let _ = self.reset_position();
+                let reason = e.to_string();
+                for (_, _, _, reply) in group {
+                    let _ = reply.send(Err(StoreError::CommitFailed { reason: reason.clone() }));
+                }
+            }
+        }
+    }
+
+    fn rebuild(&mut self) -> Result<RebuildStats, StoreError> {
+        let started = Instant::now();
+        self.cache.clear();
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch("DELETE FROM threads; DELETE FROM turns; DELETE FROM work_units; DELETE FROM activities; DELETE FROM usage_ledger;")?;
+        let mut stats = RebuildStats { events: 0, threads: 0, skipped: 0, micros: 0 };
+        {
+            let mut select = tx.prepare("SELECT position, thread_id, version, data, recorded_at FROM events ORDER BY thread_id, version")?;
+            let mut rows = select.query([])?;
+            let mut current: Option<(ThreadId, Option<crate::thread::Thread>)> = None;
+            while let Some(row) = rows.next()? {
+                let recorded = rows::event_row(row)?;
+                stats.events += 1;
+                if current.as_ref().is_none_or(|(id, _)| *id != recorded.thread_id) {
+                    if let Some((_, Some(thread))) = current.take() {
+                        rows::write_all(&tx, &thread)?;
+                        stats.threads += 1;
+                    }
+                    current = Some((recorded.thread_id, None));
+                }
+                if let Some((id, thread)) = current.as_mut() {
+                    if apply(thread, *id, &recorded.event).is_err() {
+                        stats.skipped += 1;
+                        continue;
+                    }
+                }
+                insert_ledger_row(&tx, i64::try_from(recorded.position).unwrap_or(i64::MAX), &recorded.thread_id.to_string(), &recorded.event)?;
+            }
+            if let Some((_, Some(thread))) = current {
+                rows::write_all(&tx, &thread)?;
+                stats.threads += 1;
+            }
+        }
+        tx.commit()?;
+        stats.micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        Ok(stats)
+    }
+}
+
+fn append_one(
+    conn: &Connection,
+    cache: &mut HashMap<ThreadId, StreamState>,
+    next_position: &mut i64,
+    thread: ThreadId,
+    expected: ExpectedVersion,
+    events: &[Event],
+    recorded_at: Timestamp,
+) -> Result<Appended, StoreError> {
+    if !cache.contains_key(&thread) {
+        if cache.len() >= CACHED_THREADS {
+            // Evict one: its rows are the truth and it reloads on next use.
+            if let Some(victim) = cache.keys().next().copied() {
+                cache.remove(&victim);
+            }
+        }
+        cache.insert(thread, StreamState { thread: rows::load_thread(conn, thread)? });
+    }
+    let Some(state) = cache.get_mut(&thread) else { return Err(StoreError::Closed) };
+    let changes = state.append(thread, expected, events)?;
+    let Some(projected) = state.thread.as_ref() else { return Err(StoreError::Closed) };
+    let first_version = projected.version + 1 - events.len() as u64;
+    let first_position = *next_position;
+    let key = thread.to_string();
+    let recorded = recorded_at.to_string();
+    for (i, event) in events.iter().enumerate() {
+        let position = first_position + i as i64;
+        let data = serde_json::to_string(event).map_err(|e| StoreError::Corrupt { what: "new event".into(), reason: e.to_string() })?;
+        conn.prepare_cached("INSERT INTO events (position, thread_id, version, type, data, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![position, key, (first_version + i as u64) as i64, event.type_name(), data, recorded])?;
+        insert_ledger_row(conn, position, &key, event)?;
+    }
+    rows::write_changes(conn, projected, &changes)?;
+    *next_position += events.len() as i64;
+    let last_position = *next_position - 1;
+    Ok(Appended { first_position: first_position as u64, last_position: last_position as u64, version: projected.version, recorded_at })
+}
