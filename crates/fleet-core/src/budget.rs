@@ -78,8 +78,13 @@ impl BudgetStatus {
     #[must_use]
     pub fn is_exhausted(&self) -> bool {
         let used = |spent: u64, reserved: u64| spent.saturating_add(reserved);
-        self.limits.output_tokens.is_some_and(|l| used(self.spent.output_tokens, self.reserved.output_tokens) >= l)
-            || self.limits.usd.is_some_and(|l| self.spent.usd + self.reserved.usd >= l)
+        self.limits
+            .output_tokens
+            .is_some_and(|l| used(self.spent.output_tokens, self.reserved.output_tokens) >= l)
+            || self
+                .limits
+                .usd
+                .is_some_and(|l| self.spent.usd + self.reserved.usd >= l)
     }
 }
 
@@ -138,9 +143,20 @@ impl Budgets {
     }
 
     /// Adds a budget under `parent` (or at the top).
-    pub fn add(&self, name: impl Into<String>, parent: Option<BudgetId>, limits: BudgetLimits) -> BudgetId {
+    pub fn add(
+        &self,
+        name: impl Into<String>,
+        parent: Option<BudgetId>,
+        limits: BudgetLimits,
+    ) -> BudgetId {
         let mut nodes = self.lock();
-        nodes.push(Node { name: name.into(), parent: parent.map(|p| p.0), limits, spent: Amount::default(), reserved: Amount::default() });
+        nodes.push(Node {
+            name: name.into(),
+            parent: parent.map(|p| p.0),
+            limits,
+            spent: Amount::default(),
+            reserved: Amount::default(),
+        });
         BudgetId(nodes.len() - 1)
     }
 
@@ -149,13 +165,21 @@ impl Budgets {
     /// # Errors
     /// [`BudgetError::Unknown`] for an id from another ledger.
     pub fn set_limits(&self, id: BudgetId, limits: BudgetLimits) -> Result<(), BudgetError> {
-        self.lock().get_mut(id.0).map(|n| n.limits = limits).ok_or(BudgetError::Unknown)
+        self.lock()
+            .get_mut(id.0)
+            .map(|n| n.limits = limits)
+            .ok_or(BudgetError::Unknown)
     }
 
     /// The budget's state.
     #[must_use]
     pub fn status(&self, id: BudgetId) -> Option<BudgetStatus> {
-        self.lock().get(id.0).map(|n| BudgetStatus { name: n.name.clone(), limits: n.limits, spent: n.spent, reserved: n.reserved })
+        self.lock().get(id.0).map(|n| BudgetStatus {
+            name: n.name.clone(),
+            limits: n.limits,
+            spent: n.spent,
+            reserved: n.reserved,
+        })
     }
 
     /// `targets` and all their ancestors, each once, or `Unknown`.
@@ -184,7 +208,12 @@ impl Budgets {
         let chain = Self::chain(&nodes, targets)?;
         for &i in &chain {
             let n = &nodes[i];
-            let tokens_fit = fits(n.spent.output_tokens, n.reserved.output_tokens, worst.output_tokens, n.limits.output_tokens);
+            let tokens_fit = fits(
+                n.spent.output_tokens,
+                n.reserved.output_tokens,
+                worst.output_tokens,
+                n.limits.output_tokens,
+            );
             let usd_fit = fits(
                 u64::try_from(n.spent.usd.nanos()).unwrap_or(0),
                 u64::try_from(n.reserved.usd.nanos()).unwrap_or(0),
@@ -193,7 +222,13 @@ impl Budgets {
             );
             if !tokens_fit || !usd_fit {
                 let what = if tokens_fit {
-                    format!("{} spent and {} reserved of {}; this call may cost up to {}", n.spent.usd, n.reserved.usd, n.limits.usd.unwrap_or_default(), worst.usd)
+                    format!(
+                        "{} spent and {} reserved of {}; this call may cost up to {}",
+                        n.spent.usd,
+                        n.reserved.usd,
+                        n.limits.usd.unwrap_or_default(),
+                        worst.usd
+                    )
                 } else {
                     format!(
                         "{} output tokens spent and {} reserved of {}; this call may use up to {}",
@@ -203,13 +238,21 @@ impl Budgets {
                         worst.output_tokens
                     )
                 };
-                return Err(BudgetError::Exceeded { budget: n.name.clone(), what });
+                return Err(BudgetError::Exceeded {
+                    budget: n.name.clone(),
+                    what,
+                });
             }
         }
         for &i in &chain {
             nodes[i].reserved += worst;
         }
-        Ok(Reservation { budgets: self.clone(), chain, amount: worst, open: true })
+        Ok(Reservation {
+            budgets: self.clone(),
+            chain,
+            amount: worst,
+            open: true,
+        })
     }
 
     /// Charges usage that was not reserved (for example reported late by a worker). It is
@@ -228,7 +271,12 @@ impl Budgets {
         for &i in chain {
             let n = &mut nodes[i];
             n.spent += actual;
-            let status = BudgetStatus { name: String::new(), limits: n.limits, spent: n.spent, reserved: Amount::default() };
+            let status = BudgetStatus {
+                name: String::new(),
+                limits: n.limits,
+                spent: n.spent,
+                reserved: Amount::default(),
+            };
             if status.is_exhausted() {
                 exhausted.push(n.name.clone());
             }
@@ -298,7 +346,14 @@ mod tests {
     #[test]
     fn a_hundred_concurrent_reservations_never_overshoot() {
         let budgets = Budgets::new();
-        let run = budgets.add("run", None, BudgetLimits { output_tokens: Some(1_000_000), usd: Some(usd(5.0)) });
+        let run = budgets.add(
+            "run",
+            None,
+            BudgetLimits {
+                output_tokens: Some(1_000_000),
+                usd: Some(usd(5.0)),
+            },
+        );
         let agent = budgets.add("agent:scanner", Some(run), BudgetLimits::default());
         let barrier = Arc::new(Barrier::new(100));
         let handles: Vec<_> = (0..100u64)
@@ -306,20 +361,36 @@ mod tests {
                 let (budgets, barrier) = (budgets.clone(), barrier.clone());
                 thread::spawn(move || {
                     barrier.wait();
-                    let worst = Amount { output_tokens: 1_000, usd: usd(0.10) };
+                    let worst = Amount {
+                        output_tokens: 1_000,
+                        usd: usd(0.10),
+                    };
                     let admitted = budgets.reserve(&[agent], worst).ok()?;
                     // Every admitted call ends with at most its worst case; some use all of it.
-                    let actual = Amount { output_tokens: 500 + (i % 2) * 500, usd: if i % 2 == 0 { usd(0.05) } else { usd(0.10) } };
+                    let actual = Amount {
+                        output_tokens: 500 + (i % 2) * 500,
+                        usd: if i % 2 == 0 { usd(0.05) } else { usd(0.10) },
+                    };
                     let status = budgets.status(run).unwrap();
-                    assert!(status.spent.usd + status.reserved.usd <= usd(5.0), "overshoot while in flight");
+                    assert!(
+                        status.spent.usd + status.reserved.usd <= usd(5.0),
+                        "overshoot while in flight"
+                    );
                     admitted.settle(actual);
                     Some(())
                 })
             })
             .collect();
-        let admitted = handles.into_iter().filter_map(|h| h.join().unwrap()).count();
+        let admitted = handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .count();
         let status = budgets.status(run).unwrap();
-        assert!(status.spent.usd <= usd(5.0), "spent {} over the cap", status.spent.usd);
+        assert!(
+            status.spent.usd <= usd(5.0),
+            "spent {} over the cap",
+            status.spent.usd
+        );
         assert_eq!(status.reserved, Amount::default());
         // At most 50 fit at once, and releases let later ones in: at least 50 were admitted.
         assert!((50..=100).contains(&admitted), "{admitted}");
@@ -329,18 +400,36 @@ mod tests {
     #[test]
     fn exactly_the_calls_that_fit_are_admitted_when_none_finish() {
         let budgets = Budgets::new();
-        let run = budgets.add("run", None, BudgetLimits { usd: Some(usd(5.0)), ..BudgetLimits::default() });
+        let run = budgets.add(
+            "run",
+            None,
+            BudgetLimits {
+                usd: Some(usd(5.0)),
+                ..BudgetLimits::default()
+            },
+        );
         let barrier = Arc::new(Barrier::new(100));
         let handles: Vec<_> = (0..100)
             .map(|_| {
                 let (budgets, barrier) = (budgets.clone(), barrier.clone());
                 thread::spawn(move || {
                     barrier.wait();
-                    budgets.reserve(&[run], Amount { output_tokens: 0, usd: usd(0.10) }).ok()
+                    budgets
+                        .reserve(
+                            &[run],
+                            Amount {
+                                output_tokens: 0,
+                                usd: usd(0.10),
+                            },
+                        )
+                        .ok()
                 })
             })
             .collect();
-        let held: Vec<Reservation> = handles.into_iter().filter_map(|h| h.join().unwrap()).collect();
+        let held: Vec<Reservation> = handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect();
         assert_eq!(held.len(), 50);
         assert_eq!(budgets.status(run).unwrap().reserved.usd, usd(5.0));
         drop(held);
@@ -350,29 +439,99 @@ mod tests {
     #[test]
     fn token_budgets_follow_claude_codes_rule() {
         let budgets = Budgets::new();
-        let run = budgets.add("run", None, BudgetLimits { output_tokens: Some(100), ..BudgetLimits::default() });
+        let run = budgets.add(
+            "run",
+            None,
+            BudgetLimits {
+                output_tokens: Some(100),
+                ..BudgetLimits::default()
+            },
+        );
         // A call reserving nothing is admitted while spent < total…
-        budgets.reserve(&[run], Amount::default()).unwrap().settle(Amount { output_tokens: 100, usd: Usd::ZERO });
+        budgets
+            .reserve(&[run], Amount::default())
+            .unwrap()
+            .settle(Amount {
+                output_tokens: 100,
+                usd: Usd::ZERO,
+            });
         // …and refused once spent >= total.
         let err = budgets.reserve(&[run], Amount::default()).unwrap_err();
-        assert_eq!(err.to_string(), "budget \"run\" exhausted: 100 output tokens spent and 0 reserved of 100; this call may use up to 0");
+        assert_eq!(
+            err.to_string(),
+            "budget \"run\" exhausted: 100 output tokens spent and 0 reserved of 100; this call may use up to 0"
+        );
     }
 
     #[test]
     fn the_tightest_ancestor_decides_and_is_named() {
         let budgets = Budgets::new();
-        let run = budgets.add("run", None, BudgetLimits { usd: Some(usd(1.0)), ..BudgetLimits::default() });
-        let phase = budgets.add("phase:verify", Some(run), BudgetLimits { usd: Some(usd(0.25)), ..BudgetLimits::default() });
-        let agent = budgets.add("agent:doc-bot", None, BudgetLimits { usd: Some(usd(10.0)), ..BudgetLimits::default() });
-        let r = budgets.reserve(&[phase, agent], Amount { output_tokens: 0, usd: usd(0.2) }).unwrap();
+        let run = budgets.add(
+            "run",
+            None,
+            BudgetLimits {
+                usd: Some(usd(1.0)),
+                ..BudgetLimits::default()
+            },
+        );
+        let phase = budgets.add(
+            "phase:verify",
+            Some(run),
+            BudgetLimits {
+                usd: Some(usd(0.25)),
+                ..BudgetLimits::default()
+            },
+        );
+        let agent = budgets.add(
+            "agent:doc-bot",
+            None,
+            BudgetLimits {
+                usd: Some(usd(10.0)),
+                ..BudgetLimits::default()
+            },
+        );
+        let r = budgets
+            .reserve(
+                &[phase, agent],
+                Amount {
+                    output_tokens: 0,
+                    usd: usd(0.2),
+                },
+            )
+            .unwrap();
         assert_eq!(budgets.status(run).unwrap().reserved.usd, usd(0.2));
         assert_eq!(budgets.status(agent).unwrap().reserved.usd, usd(0.2));
-        let err = budgets.reserve(&[phase, agent], Amount { output_tokens: 0, usd: usd(0.2) }).unwrap_err();
-        assert!(matches!(&err, BudgetError::Exceeded { budget, .. } if budget == "phase:verify"), "{err}");
+        let err = budgets
+            .reserve(
+                &[phase, agent],
+                Amount {
+                    output_tokens: 0,
+                    usd: usd(0.2),
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, BudgetError::Exceeded { budget, .. } if budget == "phase:verify"),
+            "{err}"
+        );
         // Nothing was held by the refused call.
         assert_eq!(budgets.status(agent).unwrap().reserved.usd, usd(0.2));
-        let exhausted = r.settle(Amount { output_tokens: 10, usd: usd(0.3) });
+        let exhausted = r.settle(Amount {
+            output_tokens: 10,
+            usd: usd(0.3),
+        });
         assert_eq!(exhausted, vec!["phase:verify".to_owned()]);
-        assert_eq!(budgets.charge(&[agent], Amount { output_tokens: 1, usd: usd(10.0) }).unwrap(), vec!["agent:doc-bot".to_owned()]);
+        assert_eq!(
+            budgets
+                .charge(
+                    &[agent],
+                    Amount {
+                        output_tokens: 1,
+                        usd: usd(10.0)
+                    }
+                )
+                .unwrap(),
+            vec!["agent:doc-bot".to_owned()]
+        );
     }
 }

@@ -104,11 +104,26 @@ impl WorkUnitDraft {
     /// A running unit of `kind` with nothing else said.
     #[must_use]
     pub fn new(kind: WorkUnitKind) -> Self {
-        Self { kind, state: WorkUnitState::Running, label: None, phase: None, agent: None, model: None, provider_refs: None }
+        Self {
+            kind,
+            state: WorkUnitState::Running,
+            label: None,
+            phase: None,
+            agent: None,
+            model: None,
+            provider_refs: None,
+        }
     }
 
-    fn into_record(self, thread_id: ThreadId, turn_id: TurnId, parent_id: Option<WorkUnitId>, at: Timestamp) -> WorkUnitRecord {
-        let mut record = WorkUnitRecord::new(thread_id, turn_id, parent_id, self.kind, self.state, at);
+    fn into_record(
+        self,
+        thread_id: ThreadId,
+        turn_id: TurnId,
+        parent_id: Option<WorkUnitId>,
+        at: Timestamp,
+    ) -> WorkUnitRecord {
+        let mut record =
+            WorkUnitRecord::new(thread_id, turn_id, parent_id, self.kind, self.state, at);
         record.label = self.label;
         record.phase = self.phase;
         record.agent = self.agent;
@@ -144,19 +159,43 @@ fn builtin_prices() -> &'static PriceTable {
 }
 
 /// Turns a command into the event that records it, against the thread as it is.
-fn decide(thread: &Thread, command: Command, now: Timestamp, prices: &PriceTable) -> Result<Event, Violation> {
+fn decide(
+    thread: &Thread,
+    command: Command,
+    now: Timestamp,
+    prices: &PriceTable,
+) -> Result<Event, Violation> {
     Ok(match command {
         Command::StartTurn { input, root } => {
             let turn_id = TurnId::new();
-            Event::TurnStarted { turn_id, input, root: root.into_record(thread.id, turn_id, None, now), at: now }
+            Event::TurnStarted {
+                turn_id,
+                input,
+                root: root.into_record(thread.id, turn_id, None, now),
+                at: now,
+            }
         }
-        Command::CompleteTurn { turn_id, state } => Event::TurnCompleted { turn_id, state, at: now },
+        Command::CompleteTurn { turn_id, state } => Event::TurnCompleted {
+            turn_id,
+            state,
+            at: now,
+        },
         Command::StartWorkUnit { parent_id, draft } => {
-            let parent = thread.work_unit(parent_id).ok_or(Violation::WorkUnitMissing(parent_id))?;
-            Event::WorkUnitUpserted { work_unit: draft.into_record(thread.id, parent.turn_id, Some(parent_id), now) }
+            let parent = thread
+                .work_unit(parent_id)
+                .ok_or(Violation::WorkUnitMissing(parent_id))?;
+            Event::WorkUnitUpserted {
+                work_unit: draft.into_record(thread.id, parent.turn_id, Some(parent_id), now),
+            }
         }
-        Command::SetWorkUnitState { work_unit_id, state, error } => {
-            let unit = thread.work_unit(work_unit_id).ok_or(Violation::WorkUnitMissing(work_unit_id))?;
+        Command::SetWorkUnitState {
+            work_unit_id,
+            state,
+            error,
+        } => {
+            let unit = thread
+                .work_unit(work_unit_id)
+                .ok_or(Violation::WorkUnitMissing(work_unit_id))?;
             let mut record = unit.record.clone();
             if record.started_at.is_none() && state != WorkUnitState::Pending {
                 record.started_at = Some(now);
@@ -170,14 +209,41 @@ fn decide(thread: &Thread, command: Command, now: Timestamp, prices: &PriceTable
             Event::WorkUnitUpserted { work_unit: record }
         }
         Command::UpsertWorkUnit(record) => Event::WorkUnitUpserted { work_unit: record },
-        Command::RecordUsage { work_unit_id, model, usage } => {
-            let model = model.or_else(|| thread.work_unit(work_unit_id).and_then(|u| u.model.clone()));
+        Command::RecordUsage {
+            work_unit_id,
+            model,
+            usage,
+        } => {
+            let model =
+                model.or_else(|| thread.work_unit(work_unit_id).and_then(|u| u.model.clone()));
             let cost = model.as_deref().and_then(|m| prices.cost(m, &usage));
-            Event::UsageRecorded { work_unit_id, model, usage, cost, at: now }
+            Event::UsageRecorded {
+                work_unit_id,
+                model,
+                usage,
+                cost,
+                at: now,
+            }
         }
-        Command::AppendActivity { turn_id, work_unit_id, kind } => {
-            let turn_id = turn_id.or_else(|| work_unit_id.and_then(|u| thread.work_unit(u)).map(|u| u.turn_id));
-            Event::ActivityAppended { activity: Activity { id: ActivityId::new(), turn_id, work_unit_id, at: now, kind } }
+        Command::AppendActivity {
+            turn_id,
+            work_unit_id,
+            kind,
+        } => {
+            let turn_id = turn_id.or_else(|| {
+                work_unit_id
+                    .and_then(|u| thread.work_unit(u))
+                    .map(|u| u.turn_id)
+            });
+            Event::ActivityAppended {
+                activity: Activity {
+                    id: ActivityId::new(),
+                    turn_id,
+                    work_unit_id,
+                    at: now,
+                    kind,
+                },
+            }
         }
         Command::RecordBudgetExceeded(alert) => Event::BudgetExceeded { alert },
         Command::RevertThread { to_turn } => Event::ThreadReverted { to_turn, at: now },
@@ -199,12 +265,22 @@ impl<S: EventStore> Recorder<S> {
     /// When the store fails.
     pub async fn create(store: S, title: Option<String>) -> Result<Self, CommandError> {
         let id = ThreadId::new();
-        let event = Event::ThreadCreated { thread_id: id, title, at: Timestamp::now() };
+        let event = Event::ThreadCreated {
+            thread_id: id,
+            title,
+            at: Timestamp::now(),
+        };
         let mut thread = None;
         apply(&mut thread, id, &event)?;
-        store.append(id, ExpectedVersion::NoStream, vec![event]).await?;
+        store
+            .append(id, ExpectedVersion::NoStream, vec![event])
+            .await?;
         let thread = thread.ok_or(CommandError::NoThread(id))?;
-        Ok(Self { store, thread, prices: Arc::new(builtin_prices().clone()) })
+        Ok(Self {
+            store,
+            thread,
+            prices: Arc::new(builtin_prices().clone()),
+        })
     }
 
     /// Opens an existing thread.
@@ -212,8 +288,15 @@ impl<S: EventStore> Recorder<S> {
     /// # Errors
     /// [`CommandError::NoThread`] when it is not in the store; store failures.
     pub async fn open(store: S, id: ThreadId) -> Result<Self, CommandError> {
-        let thread = store.snapshot(id).await?.ok_or(CommandError::NoThread(id))?;
-        Ok(Self { store, thread, prices: Arc::new(builtin_prices().clone()) })
+        let thread = store
+            .snapshot(id)
+            .await?
+            .ok_or(CommandError::NoThread(id))?;
+        Ok(Self {
+            store,
+            thread,
+            prices: Arc::new(builtin_prices().clone()),
+        })
     }
 
     /// Prices usage with `prices` instead of the shipped table.
@@ -242,12 +325,21 @@ impl<S: EventStore> Recorder<S> {
     /// is appended); store failures.
     pub async fn execute(&mut self, command: Command) -> Result<RecordedEvent, CommandError> {
         for _ in 0..4 {
-            let event = decide(&self.thread, command.clone(), Timestamp::now(), &self.prices)?;
+            let event = decide(
+                &self.thread,
+                command.clone(),
+                Timestamp::now(),
+                &self.prices,
+            )?;
             let expected = ExpectedVersion::Exact(self.thread.version);
             // Checked and applied in memory first (a refused event changes nothing); if the
             // store then does not take it, the thread is reloaded from the store, the truth.
             self.thread.apply_event(&event)?;
-            match self.store.append(self.thread.id, expected, vec![event.clone()]).await {
+            match self
+                .store
+                .append(self.thread.id, expected, vec![event.clone()])
+                .await
+            {
                 Ok(appended) => {
                     return Ok(RecordedEvent {
                         position: appended.last_position,
@@ -273,7 +365,11 @@ impl<S: EventStore> Recorder<S> {
     /// # Errors
     /// Store failures.
     pub async fn reload(&mut self) -> Result<(), CommandError> {
-        self.thread = self.store.snapshot(self.thread.id).await?.ok_or(CommandError::NoThread(self.thread.id))?;
+        self.thread = self
+            .store
+            .snapshot(self.thread.id)
+            .await?
+            .ok_or(CommandError::NoThread(self.thread.id))?;
         Ok(())
     }
 
@@ -281,8 +377,28 @@ impl<S: EventStore> Recorder<S> {
     ///
     /// # Errors
     /// As [`Recorder::execute`].
-    pub async fn start_turn(&mut self, kind: WorkUnitKind, input: Option<String>) -> Result<(TurnId, WorkUnitId), CommandError> {
-        let recorded = self.execute(Command::StartTurn { input, root: WorkUnitDraft::new(kind) }).await?;
+    pub async fn start_turn(
+        &mut self,
+        kind: WorkUnitKind,
+        input: Option<String>,
+    ) -> Result<(TurnId, WorkUnitId), CommandError> {
+        self.start_turn_with(kind, input, |_| {}).await
+    }
+
+    /// Starts a turn whose running root of `kind` is described by `describe`; returns the turn
+    /// and its root.
+    ///
+    /// # Errors
+    /// As [`Recorder::execute`].
+    pub async fn start_turn_with(
+        &mut self,
+        kind: WorkUnitKind,
+        input: Option<String>,
+        describe: impl FnOnce(&mut WorkUnitDraft),
+    ) -> Result<(TurnId, WorkUnitId), CommandError> {
+        let mut root = WorkUnitDraft::new(kind);
+        describe(&mut root);
+        let recorded = self.execute(Command::StartTurn { input, root }).await?;
         match recorded.event {
             Event::TurnStarted { turn_id, root, .. } => Ok((turn_id, root.id)),
             _ => Err(CommandError::NoThread(self.thread.id)),
@@ -293,10 +409,20 @@ impl<S: EventStore> Recorder<S> {
     ///
     /// # Errors
     /// As [`Recorder::execute`].
-    pub async fn start_work_unit(&mut self, parent: WorkUnitId, kind: WorkUnitKind, describe: impl FnOnce(&mut WorkUnitDraft)) -> Result<WorkUnitId, CommandError> {
+    pub async fn start_work_unit(
+        &mut self,
+        parent: WorkUnitId,
+        kind: WorkUnitKind,
+        describe: impl FnOnce(&mut WorkUnitDraft),
+    ) -> Result<WorkUnitId, CommandError> {
         let mut draft = WorkUnitDraft::new(kind);
         describe(&mut draft);
-        let recorded = self.execute(Command::StartWorkUnit { parent_id: parent, draft }).await?;
+        let recorded = self
+            .execute(Command::StartWorkUnit {
+                parent_id: parent,
+                draft,
+            })
+            .await?;
         match recorded.event {
             Event::WorkUnitUpserted { work_unit } => Ok(work_unit.id),
             _ => Err(CommandError::NoThread(self.thread.id)),
@@ -307,15 +433,35 @@ impl<S: EventStore> Recorder<S> {
     ///
     /// # Errors
     /// As [`Recorder::execute`]; a finished unit cannot change state.
-    pub async fn finish_work_unit(&mut self, id: WorkUnitId, state: WorkUnitState, error: Option<String>) -> Result<(), CommandError> {
-        self.execute(Command::SetWorkUnitState { work_unit_id: id, state, error }).await.map(drop)
+    pub async fn finish_work_unit(
+        &mut self,
+        id: WorkUnitId,
+        state: WorkUnitState,
+        error: Option<String>,
+    ) -> Result<(), CommandError> {
+        self.execute(Command::SetWorkUnitState {
+            work_unit_id: id,
+            state,
+            error,
+        })
+        .await
+        .map(drop)
     }
 
     /// Ends a turn.
     ///
     /// # Errors
     /// As [`Recorder::execute`].
-    pub async fn complete_turn(&mut self, turn: TurnId, state: TurnState) -> Result<(), CommandError> {
-        self.execute(Command::CompleteTurn { turn_id: turn, state }).await.map(drop)
+    pub async fn complete_turn(
+        &mut self,
+        turn: TurnId,
+        state: TurnState,
+    ) -> Result<(), CommandError> {
+        self.execute(Command::CompleteTurn {
+            turn_id: turn,
+            state,
+        })
+        .await
+        .map(drop)
     }
 }

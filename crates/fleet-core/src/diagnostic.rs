@@ -25,7 +25,13 @@ impl Diagnostic {
     /// A diagnostic about a whole file (no position), such as one that cannot be read.
     #[must_use]
     pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), line: 0, column: 0, field: String::new(), message: message.into() }
+        Self {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: message.into(),
+        }
     }
 }
 
@@ -48,7 +54,6 @@ pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
     /// The problems, in the order of the file.
-    #[must_use]
     pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
         self.0.iter()
     }
@@ -103,7 +108,10 @@ pub(crate) fn display_path(path: &[PathSeg]) -> String {
 }
 
 /// The closest of `candidates` to `given`, when it is close enough to be a likely typo.
-pub(crate) fn did_you_mean<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(
+    given: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::damerau_levenshtein(given, c), c))
@@ -125,16 +133,32 @@ mod tests {
             field: "sandbox.allowed_syscalls[2]".into(),
             message: "unknown syscall \"opn\" (did you mean \"open\"?)".into(),
         };
-        assert_eq!(d.to_string(), "agents/doc-bot.yaml:7:3: sandbox.allowed_syscalls[2]: unknown syscall \"opn\" (did you mean \"open\"?)");
-        assert_eq!(Diagnostic::whole_file(Path::new("a.yaml"), "empty").to_string(), "a.yaml: empty");
+        assert_eq!(
+            d.to_string(),
+            "agents/doc-bot.yaml:7:3: sandbox.allowed_syscalls[2]: unknown syscall \"opn\" (did you mean \"open\"?)"
+        );
+        assert_eq!(
+            Diagnostic::whole_file(Path::new("a.yaml"), "empty").to_string(),
+            "a.yaml: empty"
+        );
     }
 
     #[test]
     fn paths_and_suggestions() {
-        let p = [PathSeg::Key("sandbox".into()), PathSeg::Key("writable".into()), PathSeg::Index(0)];
+        let p = [
+            PathSeg::Key("sandbox".into()),
+            PathSeg::Key("writable".into()),
+            PathSeg::Index(0),
+        ];
         assert_eq!(display_path(&p), "sandbox.writable[0]");
-        assert_eq!(did_you_mean("opn", ["open", "openat", "read"]), Some("open"));
+        assert_eq!(
+            did_you_mean("opn", ["open", "openat", "read"]),
+            Some("open")
+        );
         assert_eq!(did_you_mean("zzzzzz", ["open", "read"]), None);
-        assert_eq!(did_you_mean("max_token", ["max_tokens", "model"]), Some("max_tokens"));
+        assert_eq!(
+            did_you_mean("max_token", ["max_tokens", "model"]),
+            Some("max_tokens")
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Identifiers: UUIDv7 newtypes, one type per kind of thing.
 //!
 //! Ids that come from outside (CLI flags, stored rows, JSON) are turned into values by exactly one
-//! function per type, [`ThreadId::parse`] and its siblings, which [`FromStr`](std::str::FromStr)
+//! function per type, [`ThreadId::parse`] and its siblings, which [`FromStr`]
 //! and serde both call. An id therefore has one canonical spelling everywhere: lowercase,
 //! hyphenated.
 
@@ -31,7 +31,8 @@ fn parse_uuid(kind: &'static str, input: &str) -> Result<Uuid, IdError> {
         input: trimmed.chars().take(80).collect(),
         reason,
     };
-    let uuid = Uuid::try_parse(trimmed).map_err(|_| error("expected a UUID such as 0190b0e4-6f1c-7d2a-9b3e-5c4d3e2f1a0b"))?;
+    let uuid = Uuid::try_parse(trimmed)
+        .map_err(|_| error("expected a UUID such as 0190b0e4-6f1c-7d2a-9b3e-5c4d3e2f1a0b"))?;
     if uuid.is_nil() {
         return Err(error("the nil UUID names nothing"));
     }
@@ -184,7 +185,11 @@ mod tests {
     fn bad_ids_are_named() {
         let err = ThreadId::parse("not-a-uuid").unwrap_err();
         assert_eq!(err.kind, "thread");
-        assert!(err.to_string().starts_with("invalid thread id \"not-a-uuid\""), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("invalid thread id \"not-a-uuid\""),
+            "{err}"
+        );
         let nil = TurnId::parse("00000000-0000-0000-0000-000000000000").unwrap_err();
         assert_eq!(nil.reason, "the nil UUID names nothing");
         assert!(serde_json::from_str::<ActivityId>("\"x\"").is_err());

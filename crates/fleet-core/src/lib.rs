@@ -71,7 +71,7 @@ mod yaml;
 
 pub use activity::{Activity, ActivityKind, LogLevel, Role};
 pub use budget::{Amount, BudgetError, BudgetId, BudgetLimits, Budgets, Reservation};
-pub use command::{Command, CommandError, Recorder};
+pub use command::{Command, CommandError, Recorder, WorkUnitDraft};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use event::{BudgetAlert, Event, RecordedEvent, TurnState};
 pub use id::{ActivityId, IdError, RunId, ThreadId, TurnId, WorkUnitId};

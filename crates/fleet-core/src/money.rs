@@ -81,7 +81,7 @@ impl fmt::Display for Usd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.dollars();
         let digits = match d.abs() {
-            x if x == 0.0 || x >= 1.0 => 2,
+            x if x == 0.0 || x >= 1.0 || self.0 % 10_000_000 == 0 => 2,
             x if x >= 0.01 => 4,
             _ => 6,
         };
@@ -98,8 +98,9 @@ impl Serialize for Usd {
 impl<'de> Deserialize<'de> for Usd {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let dollars = f64::deserialize(deserializer)?;
-        Self::from_dollars(dollars)
-            .ok_or_else(|| serde::de::Error::custom(format!("{dollars} is not an amount of dollars")))
+        Self::from_dollars(dollars).ok_or_else(|| {
+            serde::de::Error::custom(format!("{dollars} is not an amount of dollars"))
+        })
     }
 }
 
@@ -118,7 +119,14 @@ mod tests {
 
     #[test]
     fn dollars_round_trip_exactly() {
-        for d in [0.0, 0.000_000_025, 0.0125, 1.5, 1234.567_891_234, 9_000_000.000_000_001] {
+        for d in [
+            0.0,
+            0.000_000_025,
+            0.0125,
+            1.5,
+            1_234.567_891_234,
+            9_000_000.000_000_001,
+        ] {
             let usd = Usd::from_dollars(d).unwrap();
             let json = serde_json::to_string(&usd).unwrap();
             let back: Usd = serde_json::from_str(&json).unwrap();
@@ -132,7 +140,10 @@ mod tests {
         assert_eq!(Usd::from_nanos(0).to_string(), "$0.00");
         assert_eq!(Usd::from_dollars(12.3).unwrap().to_string(), "$12.30");
         assert_eq!(Usd::from_dollars(0.0125).unwrap().to_string(), "$0.0125");
-        assert_eq!(Usd::from_dollars(0.000_042).unwrap().to_string(), "$0.000042");
+        assert_eq!(
+            Usd::from_dollars(0.000_042).unwrap().to_string(),
+            "$0.000042"
+        );
     }
 }
 
@@ -140,7 +151,9 @@ mod tests {
 /// be priced because their model's price is unknown.
 ///
 /// An unknown price is never counted as $0: the total says it is incomplete.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(default)]
 pub struct Cost {
     /// Dollars of the usage that had a price.

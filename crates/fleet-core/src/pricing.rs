@@ -43,12 +43,20 @@ pub struct ModelPrice {
 
 impl ModelPrice {
     /// The price of a model that costs nothing (a local server, the offline provider).
-    pub const FREE: Self = Self { input: Usd::ZERO, cache_write: Usd::ZERO, cache_write_1h: Usd::ZERO, cache_read: Usd::ZERO, output: Usd::ZERO };
+    pub const FREE: Self = Self {
+        input: Usd::ZERO,
+        cache_write: Usd::ZERO,
+        cache_write_1h: Usd::ZERO,
+        cache_read: Usd::ZERO,
+        output: Usd::ZERO,
+    };
 
     /// What `usage` costs at this price.
     #[must_use]
     pub fn cost(&self, usage: &TokenUsage) -> Usd {
-        let part = |tokens: u64, per_million: Usd| -> i128 { i128::from(tokens) * i128::from(per_million.nanos()) };
+        let part = |tokens: u64, per_million: Usd| -> i128 {
+            i128::from(tokens) * i128::from(per_million.nanos())
+        };
         let total = part(usage.input, self.input)
             + part(usage.cache_write, self.cache_write)
             + part(usage.cache_write_1h, self.cache_write_1h)
@@ -65,7 +73,15 @@ impl ModelPrice {
     pub fn worst_case(&self, prompt_tokens: u64, max_output: u64) -> Usd {
         // Cache writes can cost more than plain input; reserve at the dearest input rate.
         let input_rate = self.input.max(self.cache_write).max(self.cache_write_1h);
-        ModelPrice { input: input_rate, ..*self }.cost(&TokenUsage { input: prompt_tokens, output: max_output, ..TokenUsage::default() })
+        ModelPrice {
+            input: input_rate,
+            ..*self
+        }
+        .cost(&TokenUsage {
+            input: prompt_tokens,
+            output: max_output,
+            ..TokenUsage::default()
+        })
     }
 }
 
@@ -123,7 +139,11 @@ pub fn normalize_model_id(model: &str) -> String {
         } else if is_digits(tail, 2) {
             // -YYYY-MM-DD
             let parts: Vec<&str> = id.rsplitn(4, '-').collect();
-            if parts.len() == 4 && is_digits(parts[0], 2) && is_digits(parts[1], 2) && is_digits(parts[2], 4) {
+            if parts.len() == 4
+                && is_digits(parts[0], 2)
+                && is_digits(parts[1], 2)
+                && is_digits(parts[2], 4)
+            {
                 id = parts[3].to_owned();
             }
         }
@@ -133,7 +153,9 @@ pub fn normalize_model_id(model: &str) -> String {
 
 fn schema() -> &'static CompiledSchema {
     static SCHEMA: OnceLock<CompiledSchema> = OnceLock::new();
-    SCHEMA.get_or_init(|| CompiledSchema::new(serde_json::Value::from(schemars::schema_for!(PriceFile))))
+    SCHEMA.get_or_init(|| {
+        CompiledSchema::new(serde_json::Value::from(schemars::schema_for!(PriceFile)))
+    })
 }
 
 impl PriceTable {
@@ -159,7 +181,10 @@ impl PriceTable {
             let price = ModelPrice {
                 input,
                 cache_write: entry.cache_write.map_or(input, usd),
-                cache_write_1h: entry.cache_write_1h.or(entry.cache_write).map_or(input, usd),
+                cache_write_1h: entry
+                    .cache_write_1h
+                    .or(entry.cache_write)
+                    .map_or(input, usd),
                 cache_read: usd(entry.cache_read),
                 output: usd(entry.output),
             };
@@ -167,7 +192,10 @@ impl PriceTable {
                 prices.insert(normalize_model_id(model), price);
             }
         }
-        Ok(Self { as_of: parsed.as_of, prices })
+        Ok(Self {
+            as_of: parsed.as_of,
+            prices,
+        })
     }
 
     /// This table with `overrides` on top: their models replace or join these.
@@ -230,14 +258,34 @@ mod tests {
         assert_eq!(t.as_of(), "2026-11-01");
         let d = |x: f64| Usd::from_dollars(x).unwrap();
         let opus = t.price("claude-opus-4-7").unwrap();
-        assert_eq!((opus.input, opus.cache_write, opus.cache_write_1h, opus.cache_read, opus.output), (d(5.0), d(6.25), d(10.0), d(0.5), d(25.0)));
+        assert_eq!(
+            (
+                opus.input,
+                opus.cache_write,
+                opus.cache_write_1h,
+                opus.cache_read,
+                opus.output
+            ),
+            (d(5.0), d(6.25), d(10.0), d(0.5), d(25.0))
+        );
         let old_opus = t.price("claude-opus-4-1-20250805").unwrap();
         assert_eq!(old_opus.output, d(75.0));
         let mini = t.price("gpt-5-mini").unwrap();
-        assert_eq!((mini.input, mini.cache_read, mini.output), (d(0.25), d(0.025), d(2.0)));
+        assert_eq!(
+            (mini.input, mini.cache_read, mini.output),
+            (d(0.25), d(0.025), d(2.0))
+        );
         // OpenAI has no cache-write price: writes are priced as input.
         assert_eq!(mini.cache_write, mini.input);
-        for m in ["claude-sonnet-4", "claude-sonnet-5", "claude-haiku-4-5", "gpt-5.1", "o3", "o4-mini", "gpt-4.1"] {
+        for m in [
+            "claude-sonnet-4",
+            "claude-sonnet-5",
+            "claude-haiku-4-5",
+            "gpt-5.1",
+            "o3",
+            "o4-mini",
+            "gpt-4.1",
+        ] {
             assert!(t.price(m).is_some(), "{m}");
         }
         assert!(t.price("llama3.1:8b").is_none());
@@ -247,14 +295,36 @@ mod tests {
     fn anthropic_and_openai_cost_formulas() {
         let t = PriceTable::builtin().unwrap();
         // Anthropic: 1M uncached input, 1M 5-min writes, 1M 1-h writes, 1M reads, 1M output.
-        let u = TokenUsage { input: 1_000_000, cache_write: 1_000_000, cache_write_1h: 1_000_000, cache_read: 1_000_000, output: 1_000_000 };
-        assert_eq!(t.cost("claude-sonnet-4-5", &u).unwrap(), Usd::from_dollars(3.0 + 3.75 + 6.0 + 0.3 + 15.0).unwrap());
+        let u = TokenUsage {
+            input: 1_000_000,
+            cache_write: 1_000_000,
+            cache_write_1h: 1_000_000,
+            cache_read: 1_000_000,
+            output: 1_000_000,
+        };
+        assert_eq!(
+            t.cost("claude-sonnet-4-5", &u).unwrap(),
+            Usd::from_dollars(3.0 + 3.75 + 6.0 + 0.3 + 15.0).unwrap()
+        );
         // OpenAI: 10,000 prompt tokens of which 8,000 cached, 1,000 output on gpt-5.
         let o = TokenUsage::from_openai(10_000, 1_000, 8_000);
         let expected = (2_000.0 * 1.25 + 8_000.0 * 0.125 + 1_000.0 * 10.0) / 1e6;
-        assert_eq!(t.cost("gpt-5", &o).unwrap(), Usd::from_dollars(expected).unwrap());
+        assert_eq!(
+            t.cost("gpt-5", &o).unwrap(),
+            Usd::from_dollars(expected).unwrap()
+        );
         // Tiny amounts are not rounded away: 20 cached tokens on gpt-5-mini = 500 nano-dollars.
-        assert_eq!(t.cost("gpt-5-mini", &TokenUsage { cache_read: 20, ..TokenUsage::default() }).unwrap(), Usd::from_nanos(500));
+        assert_eq!(
+            t.cost(
+                "gpt-5-mini",
+                &TokenUsage {
+                    cache_read: 20,
+                    ..TokenUsage::default()
+                }
+            )
+            .unwrap(),
+            Usd::from_nanos(500)
+        );
     }
 
     #[test]
@@ -262,15 +332,32 @@ mod tests {
         let t = PriceTable::builtin().unwrap();
         let p = t.price("claude-haiku-4-5").unwrap();
         // 1000 prompt tokens at the 1-h write rate ($2/M) + 4000 output at $5/M.
-        assert_eq!(p.worst_case(1_000, 4_000), Usd::from_dollars(0.002 + 0.02).unwrap());
+        assert_eq!(
+            p.worst_case(1_000, 4_000),
+            Usd::from_dollars(0.002 + 0.02).unwrap()
+        );
     }
 
     #[test]
     fn overrides_replace_and_extend() {
         let mine = "as_of: 2026-11-20\nentries:\n  - models: [gpt-5]\n    input: 1.0\n    cache_read: 0.1\n    output: 8.0\n  - models: [my-model]\n    input: 0\n    cache_read: 0\n    output: 0\n";
-        let t = PriceTable::builtin().unwrap().with_overrides(PriceTable::from_yaml(Path::new("prices.yaml"), mine).unwrap());
-        assert_eq!(t.price("gpt-5").unwrap().output, Usd::from_dollars(8.0).unwrap());
-        assert_eq!(t.cost("my-model", &TokenUsage { input: 5, ..TokenUsage::default() }), Some(Usd::ZERO));
+        let t = PriceTable::builtin()
+            .unwrap()
+            .with_overrides(PriceTable::from_yaml(Path::new("prices.yaml"), mine).unwrap());
+        assert_eq!(
+            t.price("gpt-5").unwrap().output,
+            Usd::from_dollars(8.0).unwrap()
+        );
+        assert_eq!(
+            t.cost(
+                "my-model",
+                &TokenUsage {
+                    input: 5,
+                    ..TokenUsage::default()
+                }
+            ),
+            Some(Usd::ZERO)
+        );
         assert!(t.as_of().contains("2026-11-20"));
     }
 
@@ -280,6 +367,9 @@ mod tests {
         let err = PriceTable::from_yaml(Path::new("p.yaml"), bad).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("p.yaml:4:12: entries[0].input:"), "{text}");
-        assert!(text.contains("p.yaml:7:5: entries[0].colour: unknown field \"colour\""), "{text}");
+        assert!(
+            text.contains("p.yaml:7:5: entries[0].colour: unknown field \"colour\""),
+            "{text}"
+        );
     }
 }

@@ -63,6 +63,26 @@ pub struct Thread {
     /// Budgets that ran out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub budget_alerts: Vec<BudgetAlert>,
+    /// The ids of `activities`, to refuse a repeat in constant time. Derived, never stored:
+    /// rebuilt whenever it is out of step with `activities`.
+    #[serde(skip)]
+    activity_ids: ActivityIndex,
+}
+
+/// A derived index that takes no part in equality or debugging output.
+#[derive(Clone, Default)]
+struct ActivityIndex(HashSet<ActivityId>);
+
+impl PartialEq for ActivityIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ActivityIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
 }
 
 /// Why an event cannot apply to a thread.
@@ -105,7 +125,9 @@ pub enum Violation {
         turn: TurnId,
     },
     /// A unit appeared without a parent outside `turn_started`.
-    #[error("work unit {0} has no parent: only a turn's root (recorded by turn_started) may have none")]
+    #[error(
+        "work unit {0} has no parent: only a turn's root (recorded by turn_started) may have none"
+    )]
     SecondRoot(WorkUnitId),
     /// A unit id was used twice.
     #[error("work unit {0} already exists")]
@@ -179,12 +201,23 @@ impl Changes {
 ///
 /// # Errors
 /// A [`Violation`] when the event cannot happen to the thread as it is.
-pub fn apply(thread: &mut Option<Thread>, stream: ThreadId, event: &Event) -> Result<Changes, Violation> {
+pub fn apply(
+    thread: &mut Option<Thread>,
+    stream: ThreadId,
+    event: &Event,
+) -> Result<Changes, Violation> {
     let Some(t) = thread else {
         return match event {
-            Event::ThreadCreated { thread_id, title, at } => {
+            Event::ThreadCreated {
+                thread_id,
+                title,
+                at,
+            } => {
                 if *thread_id != stream {
-                    return Err(Violation::WrongThread { stream, found: *thread_id });
+                    return Err(Violation::WrongThread {
+                        stream,
+                        found: *thread_id,
+                    });
                 }
                 *thread = Some(Thread {
                     id: stream,
@@ -196,6 +229,7 @@ pub fn apply(thread: &mut Option<Thread>, stream: ThreadId, event: &Event) -> Re
                     work_units: BTreeMap::new(),
                     activities: Vec::new(),
                     budget_alerts: Vec::new(),
+                    activity_ids: ActivityIndex::default(),
                 });
                 Ok(Changes::default())
             }
@@ -207,7 +241,10 @@ pub fn apply(thread: &mut Option<Thread>, stream: ThreadId, event: &Event) -> Re
 
 /// Folds a stream's events into its thread. Events that cannot apply (which a store never
 /// accepts) are skipped, so a damaged stream still gives a consistent thread.
-pub fn project<'a>(stream: ThreadId, events: impl IntoIterator<Item = &'a Event>) -> Option<Thread> {
+pub fn project<'a>(
+    stream: ThreadId,
+    events: impl IntoIterator<Item = &'a Event>,
+) -> Option<Thread> {
     let mut thread = None;
     for event in events {
         // Skipping is the documented behaviour for events a store would have refused.
@@ -217,6 +254,33 @@ pub fn project<'a>(stream: ThreadId, events: impl IntoIterator<Item = &'a Event>
 }
 
 impl Thread {
+    /// A thread as stored elsewhere (for stores that keep the parts in their own tables).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        id: ThreadId,
+        title: Option<String>,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+        version: u64,
+        turns: Vec<Turn>,
+        work_units: BTreeMap<WorkUnitId, WorkUnit>,
+        activities: Vec<Activity>,
+        budget_alerts: Vec<BudgetAlert>,
+    ) -> Self {
+        Self {
+            id,
+            title,
+            created_at,
+            updated_at,
+            version,
+            turns,
+            work_units,
+            activities,
+            budget_alerts,
+            activity_ids: ActivityIndex::default(),
+        }
+    }
+
     /// Applies one event to this (existing) thread; see [`apply`].
     ///
     /// # Errors
@@ -232,28 +296,55 @@ impl Thread {
         let mut changes = Changes::default();
         let at = match event {
             Event::ThreadCreated { .. } => return Err(Violation::ThreadExists(self.id)),
-            Event::TurnStarted { turn_id, input, root, at } => {
+            Event::TurnStarted {
+                turn_id,
+                input,
+                root,
+                at,
+            } => {
                 if self.turns.iter().any(|t| t.id == *turn_id) {
                     return Err(Violation::TurnExists(*turn_id));
                 }
                 if let Some(running) = self.turns.iter().find(|t| !t.state.is_finished()) {
                     return Err(Violation::TurnStillRunning(running.id));
                 }
-                if root.parent_id.is_some() || root.turn_id != *turn_id || root.kind == WorkUnitKind::DelegatedAgent {
+                if root.parent_id.is_some()
+                    || root.turn_id != *turn_id
+                    || root.kind == WorkUnitKind::DelegatedAgent
+                {
                     return Err(Violation::BadRoot { turn: *turn_id });
                 }
                 self.check_thread(root.thread_id)?;
                 if self.work_units.contains_key(&root.id) {
                     return Err(Violation::WorkUnitExists(root.id));
                 }
-                self.turns.push(Turn { id: *turn_id, root_id: root.id, state: TurnState::Running, input: input.clone(), started_at: *at, ended_at: None });
-                self.work_units.insert(root.id, WorkUnit { record: root.clone(), usage: TokenUsage::default(), cost: Cost::default(), children: Vec::new() });
+                self.turns.push(Turn {
+                    id: *turn_id,
+                    root_id: root.id,
+                    state: TurnState::Running,
+                    input: input.clone(),
+                    started_at: *at,
+                    ended_at: None,
+                });
+                self.work_units.insert(
+                    root.id,
+                    WorkUnit {
+                        record: root.clone(),
+                        usage: TokenUsage::default(),
+                        cost: Cost::default(),
+                        children: Vec::new(),
+                    },
+                );
                 changes.turns.push(*turn_id);
                 changes.work_units.push(root.id);
                 *at
             }
             Event::TurnCompleted { turn_id, state, at } => {
-                let turn = self.turns.iter_mut().find(|t| t.id == *turn_id).ok_or(Violation::TurnMissing(*turn_id))?;
+                let turn = self
+                    .turns
+                    .iter_mut()
+                    .find(|t| t.id == *turn_id)
+                    .ok_or(Violation::TurnMissing(*turn_id))?;
                 if turn.state.is_finished() {
                     return Err(Violation::TurnFinished(*turn_id));
                 }
@@ -274,36 +365,48 @@ impl Thread {
                 work_unit.updated_at
             }
             Event::ActivityAppended { activity } => {
-                if let Some(turn) = activity.turn_id {
-                    if !self.turns.iter().any(|t| t.id == turn) {
-                        return Err(Violation::TurnMissing(turn));
-                    }
+                if let Some(turn) = activity.turn_id
+                    && !self.turns.iter().any(|t| t.id == turn)
+                {
+                    return Err(Violation::TurnMissing(turn));
                 }
-                if let Some(unit) = activity.work_unit_id {
-                    if !self.work_units.contains_key(&unit) {
-                        return Err(Violation::WorkUnitMissing(unit));
-                    }
+                if let Some(unit) = activity.work_unit_id
+                    && !self.work_units.contains_key(&unit)
+                {
+                    return Err(Violation::WorkUnitMissing(unit));
                 }
-                // Ids are UUIDv7, so a repeat is almost always among the most recent.
-                if self.activities.iter().rev().any(|a| a.id == activity.id) {
+                if self.activity_ids.0.len() != self.activities.len() {
+                    self.activity_ids.0 = self.activities.iter().map(|a| a.id).collect();
+                }
+                if self.activity_ids.0.contains(&activity.id) {
                     return Err(Violation::ActivityExists(activity.id));
                 }
+                self.activity_ids.0.insert(activity.id);
                 self.activities.push(activity.clone());
                 changes.activities.push(activity.id);
                 activity.at
             }
-            Event::UsageRecorded { work_unit_id, usage, cost, at, .. } => {
-                let unit = self.work_units.get_mut(work_unit_id).ok_or(Violation::WorkUnitMissing(*work_unit_id))?;
+            Event::UsageRecorded {
+                work_unit_id,
+                usage,
+                cost,
+                at,
+                ..
+            } => {
+                let unit = self
+                    .work_units
+                    .get_mut(work_unit_id)
+                    .ok_or(Violation::WorkUnitMissing(*work_unit_id))?;
                 unit.usage += *usage;
                 unit.cost.add(*cost);
                 changes.work_units.push(*work_unit_id);
                 *at
             }
             Event::BudgetExceeded { alert } => {
-                if let Some(unit) = alert.work_unit_id {
-                    if !self.work_units.contains_key(&unit) {
-                        return Err(Violation::WorkUnitMissing(unit));
-                    }
+                if let Some(unit) = alert.work_unit_id
+                    && !self.work_units.contains_key(&unit)
+                {
+                    return Err(Violation::WorkUnitMissing(unit));
                 }
                 self.budget_alerts.push(alert.clone());
                 alert.at
@@ -318,19 +421,39 @@ impl Thread {
     }
 
     fn check_thread(&self, found: ThreadId) -> Result<(), Violation> {
-        if found == self.id { Ok(()) } else { Err(Violation::WrongThread { stream: self.id, found }) }
+        if found == self.id {
+            Ok(())
+        } else {
+            Err(Violation::WrongThread {
+                stream: self.id,
+                found,
+            })
+        }
     }
 
     /// Records `record`; returns the parent when the unit is new.
     fn upsert(&mut self, record: &WorkUnitRecord) -> Result<Option<WorkUnitId>, Violation> {
         self.check_thread(record.thread_id)?;
         if let Some(existing) = self.work_units.get_mut(&record.id) {
-            let same = |field: &'static str, equal: bool| if equal { Ok(()) } else { Err(Violation::Immutable { unit: record.id, field }) };
+            let same = |field: &'static str, equal: bool| {
+                if equal {
+                    Ok(())
+                } else {
+                    Err(Violation::Immutable {
+                        unit: record.id,
+                        field,
+                    })
+                }
+            };
             same("turn_id", existing.turn_id == record.turn_id)?;
             same("parent_id", existing.parent_id == record.parent_id)?;
             same("kind", existing.kind == record.kind)?;
             if !existing.state.can_become(record.state) {
-                return Err(Violation::IllegalTransition { unit: record.id, from: existing.state, to: record.state });
+                return Err(Violation::IllegalTransition {
+                    unit: record.id,
+                    from: existing.state,
+                    to: record.state,
+                });
             }
             existing.record = record.clone();
             return Ok(None);
@@ -341,15 +464,35 @@ impl Thread {
         if !self.turns.iter().any(|t| t.id == record.turn_id) {
             return Err(Violation::TurnMissing(record.turn_id));
         }
-        let parent = self.work_units.get_mut(&parent_id).ok_or(Violation::ParentMissing { unit: record.id, parent: parent_id })?;
+        let parent = self
+            .work_units
+            .get_mut(&parent_id)
+            .ok_or(Violation::ParentMissing {
+                unit: record.id,
+                parent: parent_id,
+            })?;
         parent.children.push(record.id);
-        self.work_units.insert(record.id, WorkUnit { record: record.clone(), usage: TokenUsage::default(), cost: Cost::default(), children: Vec::new() });
+        self.work_units.insert(
+            record.id,
+            WorkUnit {
+                record: record.clone(),
+                usage: TokenUsage::default(),
+                cost: Cost::default(),
+                children: Vec::new(),
+            },
+        );
         Ok(Some(parent_id))
     }
 
     fn revert(&mut self, to_turn: Option<TurnId>) -> Result<Changes, Violation> {
         let keep = match to_turn {
-            Some(turn) => self.turns.iter().position(|t| t.id == turn).ok_or(Violation::TurnMissing(turn))? + 1,
+            Some(turn) => {
+                self.turns
+                    .iter()
+                    .position(|t| t.id == turn)
+                    .ok_or(Violation::TurnMissing(turn))?
+                    + 1
+            }
             None => 0,
         };
         let removed_turns: Vec<TurnId> = self.turns.drain(keep..).map(|t| t.id).collect();
@@ -357,12 +500,17 @@ impl Thread {
         // Every unit of a removed turn, and every descendant of a removed unit, transitively,
         // whatever turn the descendant names.
         let mut removed: HashSet<WorkUnitId> = HashSet::new();
-        let mut stack: Vec<WorkUnitId> = self.work_units.values().filter(|u| turn_set.contains(&u.turn_id)).map(|u| u.id).collect();
+        let mut stack: Vec<WorkUnitId> = self
+            .work_units
+            .values()
+            .filter(|u| turn_set.contains(&u.turn_id))
+            .map(|u| u.id)
+            .collect();
         while let Some(id) = stack.pop() {
-            if removed.insert(id) {
-                if let Some(unit) = self.work_units.get(&id) {
-                    stack.extend(unit.children.iter().copied());
-                }
+            if removed.insert(id)
+                && let Some(unit) = self.work_units.get(&id)
+            {
+                stack.extend(unit.children.iter().copied());
             }
         }
         let mut removed_work_units: Vec<WorkUnitId> = removed.iter().copied().collect();
@@ -381,14 +529,25 @@ impl Thread {
         }
         let mut removed_activities = Vec::new();
         self.activities.retain(|a| {
-            let gone = a.turn_id.is_some_and(|t| turn_set.contains(&t)) || a.work_unit_id.is_some_and(|u| removed.contains(&u));
+            let gone = a.turn_id.is_some_and(|t| turn_set.contains(&t))
+                || a.work_unit_id.is_some_and(|u| removed.contains(&u));
             if gone {
                 removed_activities.push(a.id);
             }
             !gone
         });
-        self.budget_alerts.retain(|a| !a.work_unit_id.is_some_and(|u| removed.contains(&u)));
-        Ok(Changes { work_units: touched, removed_turns, removed_work_units, removed_activities, ..Changes::default() })
+        for id in &removed_activities {
+            self.activity_ids.0.remove(id);
+        }
+        self.budget_alerts
+            .retain(|a| !a.work_unit_id.is_some_and(|u| removed.contains(&u)));
+        Ok(Changes {
+            work_units: touched,
+            removed_turns,
+            removed_work_units,
+            removed_activities,
+            ..Changes::default()
+        })
     }
 
     /// The turn `id`.
@@ -405,7 +564,11 @@ impl Thread {
 
     /// The children of `id`, in the order they appeared.
     pub fn children(&self, id: WorkUnitId) -> impl Iterator<Item = &WorkUnit> {
-        self.work_units.get(&id).into_iter().flat_map(|u| u.children.iter()).filter_map(|c| self.work_units.get(c))
+        self.work_units
+            .get(&id)
+            .into_iter()
+            .flat_map(|u| u.children.iter())
+            .filter_map(|c| self.work_units.get(c))
     }
 
     /// `id` and all its descendants, depth first, each with its depth below `id`.
@@ -440,7 +603,9 @@ impl Thread {
 
     /// The activities of work unit `id`.
     pub fn activities_of(&self, id: WorkUnitId) -> impl Iterator<Item = &Activity> {
-        self.activities.iter().filter(move |a| a.work_unit_id == Some(id))
+        self.activities
+            .iter()
+            .filter(move |a| a.work_unit_id == Some(id))
     }
 }
 

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 /// `input` counts only the input tokens that were neither written to nor read from the prompt
 /// cache: the two providers disagree on this, so use [`TokenUsage::from_anthropic`] or
 /// [`TokenUsage::from_openai`] to build it from their figures.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(default)]
 pub struct TokenUsage {
     /// Uncached input tokens.
@@ -25,7 +27,13 @@ pub struct TokenUsage {
 impl TokenUsage {
     /// From Anthropic's figures, where `input_tokens` EXCLUDES cache writes and reads.
     #[must_use]
-    pub fn from_anthropic(input_tokens: u64, output_tokens: u64, cache_creation: u64, cache_creation_1h: u64, cache_read: u64) -> Self {
+    pub fn from_anthropic(
+        input_tokens: u64,
+        output_tokens: u64,
+        cache_creation: u64,
+        cache_creation_1h: u64,
+        cache_read: u64,
+    ) -> Self {
         Self {
             input: input_tokens,
             output: output_tokens,
@@ -107,11 +115,29 @@ mod tests {
     fn the_two_conventions_meet() {
         // Anthropic: 100 uncached + 2000 cache read + 300 cache write (of which 100 for 1 h).
         let a = TokenUsage::from_anthropic(100, 50, 300, 100, 2000);
-        assert_eq!(a, TokenUsage { input: 100, output: 50, cache_write: 200, cache_write_1h: 100, cache_read: 2000 });
+        assert_eq!(
+            a,
+            TokenUsage {
+                input: 100,
+                output: 50,
+                cache_write: 200,
+                cache_write_1h: 100,
+                cache_read: 2000
+            }
+        );
         assert_eq!(a.total_input(), 2400);
         // OpenAI: prompt_tokens 2100 of which 2000 cached.
         let o = TokenUsage::from_openai(2100, 50, 2000);
-        assert_eq!(o, TokenUsage { input: 100, output: 50, cache_write: 0, cache_write_1h: 0, cache_read: 2000 });
+        assert_eq!(
+            o,
+            TokenUsage {
+                input: 100,
+                output: 50,
+                cache_write: 0,
+                cache_write_1h: 0,
+                cache_read: 2000
+            }
+        );
         assert!((o.cache_hit_ratio() - 2000.0 / 2100.0).abs() < 1e-12);
         // A server that reports more cached than input does not underflow.
         assert_eq!(TokenUsage::from_openai(10, 0, 20).total_input(), 10);

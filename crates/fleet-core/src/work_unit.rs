@@ -92,7 +92,9 @@ impl fmt::Display for WorkUnitState {
 ///
 /// Claude Code: `thread` = session id, `item` = the `Agent`/`Task` tool_use id, `task` = task id.
 /// Codex: `thread` = (child) thread id, `item` = collab item id, `turn` = child turn id.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(default)]
 pub struct ProviderRefs {
     /// The provider's name (`anthropic`, `claude-code`, `codex`, …).
@@ -159,7 +161,14 @@ pub struct WorkUnitRecord {
 impl WorkUnitRecord {
     /// A new unit in `state`, with nothing else said about it yet.
     #[must_use]
-    pub fn new(thread_id: ThreadId, turn_id: TurnId, parent_id: Option<WorkUnitId>, kind: WorkUnitKind, state: WorkUnitState, at: Timestamp) -> Self {
+    pub fn new(
+        thread_id: ThreadId,
+        turn_id: TurnId,
+        parent_id: Option<WorkUnitId>,
+        kind: WorkUnitKind,
+        state: WorkUnitState,
+        at: Timestamp,
+    ) -> Self {
         Self {
             id: WorkUnitId::new(),
             thread_id,
@@ -212,7 +221,15 @@ mod tests {
 
     #[test]
     fn finished_units_never_run_again() {
-        let all = [Pending, Running, Paused, Completed, Failed, Cancelled, Interrupted];
+        let all = [
+            Pending,
+            Running,
+            Paused,
+            Completed,
+            Failed,
+            Cancelled,
+            Interrupted,
+        ];
         for from in all {
             for to in all {
                 let allowed = from.can_become(to);
@@ -224,6 +241,11 @@ mod tests {
                 }
             }
         }
-        assert!(Pending.can_become(Running) && Running.can_become(Paused) && Paused.can_become(Running) && Running.can_become(Completed));
+        assert!(
+            Pending.can_become(Running)
+                && Running.can_become(Paused)
+                && Paused.can_become(Running)
+                && Running.can_become(Completed)
+        );
     }
 }

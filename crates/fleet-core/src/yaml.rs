@@ -46,7 +46,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
         Ok(Node::Scalar(Value::from(v)))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Scalar(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)))
+        Ok(Node::Scalar(
+            serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+        ))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
         Ok(Node::Scalar(Value::String(v.to_owned())))
@@ -87,7 +89,12 @@ fn to_json(node: &Located) -> Value {
     match &node.value {
         Node::Scalar(v) => v.clone(),
         Node::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
-        Node::Map(entries) => Value::Object(entries.iter().map(|(k, v)| (key_text(k), to_json(v))).collect()),
+        Node::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (key_text(k), to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -95,7 +102,10 @@ fn to_json(node: &Located) -> Value {
 fn locate<'n>(mut node: &'n Located, path: &[PathSeg]) -> &'n Located {
     for seg in path {
         let next = match (&node.value, seg) {
-            (Node::Map(entries), PathSeg::Key(k)) => entries.iter().find(|(key, _)| key_text(key) == *k).map(|(_, v)| v),
+            (Node::Map(entries), PathSeg::Key(k)) => entries
+                .iter()
+                .find(|(key, _)| key_text(key) == *k)
+                .map(|(_, v)| v),
             (Node::Seq(items), PathSeg::Index(i)) => items.get(*i),
             _ => None,
         };
@@ -110,13 +120,22 @@ fn locate<'n>(mut node: &'n Located, path: &[PathSeg]) -> &'n Located {
 /// The key node of `key` inside the mapping at `path`, for pointing at an unknown field itself.
 fn locate_key<'n>(root: &'n Located, path: &[PathSeg], key: &str) -> Option<&'n Spanned<String>> {
     match &locate(root, path).value {
-        Node::Map(entries) => entries.iter().find(|(k, _)| key_text(k) == key).map(|(k, _)| k),
+        Node::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| key_text(k) == key)
+            .map(|(k, _)| k),
         _ => None,
     }
 }
 
 fn at(file: &Path, loc: Location, path: &[PathSeg], message: String) -> Diagnostic {
-    Diagnostic { file: file.to_path_buf(), line: loc.line(), column: loc.column(), field: display_path(path), message }
+    Diagnostic {
+        file: file.to_path_buf(),
+        line: loc.line(),
+        column: loc.column(),
+        field: display_path(path),
+        message,
+    }
 }
 
 fn pointer_to_path(pointer: &str) -> Vec<PathSeg> {
@@ -143,8 +162,14 @@ fn resolve<'s>(root: &'s Value, mut node: &'s Value) -> &'s Value {
                 Some(target) => node = target,
                 None => return node,
             }
-        } else if let Some(branches) = node.get("anyOf").or_else(|| node.get("oneOf")).and_then(Value::as_array) {
-            let mut real = branches.iter().filter(|b| b.get("type").and_then(Value::as_str) != Some("null"));
+        } else if let Some(branches) = node
+            .get("anyOf")
+            .or_else(|| node.get("oneOf"))
+            .and_then(Value::as_array)
+        {
+            let mut real = branches
+                .iter()
+                .filter(|b| b.get("type").and_then(Value::as_str) != Some("null"));
             match (real.next(), real.next()) {
                 (Some(only), None) => node = only,
                 _ => return node,
@@ -171,7 +196,9 @@ fn schema_at<'s>(schema: &'s Value, path: &[PathSeg]) -> Option<&'s Value> {
 
 /// The values an enumeration at `path` allows (empty when it is not one).
 fn allowed_values(schema: &Value, path: &[PathSeg]) -> Vec<String> {
-    let Some(node) = schema_at(schema, path) else { return Vec::new() };
+    let Some(node) = schema_at(schema, path) else {
+        return Vec::new();
+    };
     let consts = |n: &Value| -> Vec<Value> {
         match (n.get("const"), n.get("enum").and_then(Value::as_array)) {
             (Some(c), _) => vec![c.clone()],
@@ -181,11 +208,20 @@ fn allowed_values(schema: &Value, path: &[PathSeg]) -> Vec<String> {
     };
     let mut values = consts(node);
     for key in ["oneOf", "anyOf"] {
-        for branch in node.get(key).and_then(Value::as_array).into_iter().flatten() {
+        for branch in node
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             values.extend(consts(resolve(schema, branch)));
         }
     }
-    values.iter().filter(|v| !v.is_null()).map(Value::to_string).collect()
+    values
+        .iter()
+        .filter(|v| !v.is_null())
+        .map(Value::to_string)
+        .collect()
 }
 
 /// `a`, `a or b`, `a, b or c`.
@@ -200,12 +236,20 @@ fn one_of(items: &[String]) -> String {
 /// A value for a message: JSON, shortened when long.
 fn shown(value: &Value) -> String {
     let text = value.to_string();
-    if text.chars().count() > 60 { format!("{}…", text.chars().take(60).collect::<String>()) } else { text }
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
 }
 
 /// The field names the schema allows for the mapping at `path`, to suggest the one meant.
 fn fields_at(schema: &Value, path: &[PathSeg]) -> Vec<String> {
-    schema_at(schema, path).and_then(|n| n.get("properties")).and_then(Value::as_object).map(|p| p.keys().cloned().collect()).unwrap_or_default()
+    schema_at(schema, path)
+        .and_then(|n| n.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// A JSON Schema and its compiled validator.
@@ -254,17 +298,31 @@ impl<'f> Document<'f> {
 
     /// A diagnostic at the node `path` points to.
     pub(crate) fn error_at(&self, path: &[PathSeg], message: String) -> Diagnostic {
-        at(self.file, locate(&self.root, path).referenced, path, message)
+        at(
+            self.file,
+            locate(&self.root, path).referenced,
+            path,
+            message,
+        )
     }
 
     /// Every way the document breaks `schema`, each located; then the typed value.
-    pub(crate) fn check<T: DeserializeOwned>(&self, schema: &CompiledSchema) -> Result<T, Diagnostics> {
+    pub(crate) fn check<T: DeserializeOwned>(
+        &self,
+        schema: &CompiledSchema,
+    ) -> Result<T, Diagnostics> {
         let validator = schema.validator.as_ref().map_err(|e| {
             // The schema is generated from fleet's own types: failing to compile is a bug in
             // fleet, still reported rather than panicking.
-            Diagnostics(vec![Diagnostic::whole_file(self.file, format!("internal error: the schema does not compile: {e}"))])
+            Diagnostics(vec![Diagnostic::whole_file(
+                self.file,
+                format!("internal error: the schema does not compile: {e}"),
+            )])
         })?;
-        let mut problems: Vec<Diagnostic> = validator.iter_errors(&self.json).map(|e| self.explain(&e, &schema.schema)).collect();
+        let mut problems: Vec<Diagnostic> = validator
+            .iter_errors(&self.json)
+            .map(|e| self.explain(&e, &schema.schema))
+            .collect();
         if problems.is_empty() {
             match serde_path_to_error::deserialize::<_, T>(&self.json) {
                 Ok(value) => return Ok(value),
@@ -273,9 +331,15 @@ impl<'f> Document<'f> {
                         .path()
                         .iter()
                         .filter_map(|seg| match seg {
-                            serde_path_to_error::Segment::Seq { index } => Some(PathSeg::Index(*index)),
-                            serde_path_to_error::Segment::Map { key } => Some(PathSeg::Key(key.clone())),
-                            serde_path_to_error::Segment::Enum { variant } => Some(PathSeg::Key(variant.clone())),
+                            serde_path_to_error::Segment::Seq { index } => {
+                                Some(PathSeg::Index(*index))
+                            }
+                            serde_path_to_error::Segment::Map { key } => {
+                                Some(PathSeg::Key(key.clone()))
+                            }
+                            serde_path_to_error::Segment::Enum { variant } => {
+                                Some(PathSeg::Key(variant.clone()))
+                            }
                             serde_path_to_error::Segment::Unknown => None,
                         })
                         .collect();
@@ -301,29 +365,57 @@ impl<'f> Document<'f> {
                 };
                 let mut key_path = path.clone();
                 key_path.push(PathSeg::Key(key.clone()));
-                let loc = locate_key(&self.root, &path, &key).map_or_else(|| locate(&self.root, &path).referenced, |k| k.referenced);
-                at(self.file, loc, &key_path, format!("unknown field \"{key}\"{hint}"))
+                let loc = locate_key(&self.root, &path, &key)
+                    .map_or_else(|| locate(&self.root, &path).referenced, |k| k.referenced);
+                at(
+                    self.file,
+                    loc,
+                    &key_path,
+                    format!("unknown field \"{key}\"{hint}"),
+                )
             }
             K::Required { property } => {
                 let name = property.as_str().unwrap_or_default();
                 let mut field_path = path.clone();
                 field_path.push(PathSeg::Key(name.to_owned()));
-                at(self.file, locate(&self.root, &path).referenced, &field_path, format!("missing required field \"{name}\""))
+                at(
+                    self.file,
+                    locate(&self.root, &path).referenced,
+                    &field_path,
+                    format!("missing required field \"{name}\""),
+                )
             }
             K::Type { kind } => {
                 let types: Vec<String> = match kind {
                     jsonschema::error::TypeKind::Single(t) => vec![t.to_string()],
-                    jsonschema::error::TypeKind::Multiple(set) => set.iter().map(|t| t.to_string()).collect(),
+                    jsonschema::error::TypeKind::Multiple(set) => {
+                        set.iter().map(|t| t.to_string()).collect()
+                    }
                 };
-                let types: Vec<String> = types.into_iter().filter(|t| t != "null").map(|t| format!("\"{t}\"")).collect();
-                self.error_at(&path, format!("{} is not of type {}", shown(error.instance()), one_of(&types)))
+                let types: Vec<String> = types
+                    .into_iter()
+                    .filter(|t| t != "null")
+                    .map(|t| format!("\"{t}\""))
+                    .collect();
+                self.error_at(
+                    &path,
+                    format!(
+                        "{} is not of type {}",
+                        shown(error.instance()),
+                        one_of(&types)
+                    ),
+                )
             }
             K::AnyOf { .. } | K::OneOfNotValid { .. } | K::Enum { .. } | K::Constant { .. } => {
                 let allowed = allowed_values(schema, &path);
                 let message = if allowed.is_empty() {
                     error.to_string()
                 } else {
-                    format!("{} is not one of {}", shown(error.instance()), one_of(&allowed))
+                    format!(
+                        "{} is not one of {}",
+                        shown(error.instance()),
+                        one_of(&allowed)
+                    )
                 };
                 self.error_at(&path, message)
             }
@@ -340,14 +432,26 @@ mod tests {
     fn nodes_know_where_they_are() {
         let text = "a: 1\nb:\n  - x\n  - y: true\n";
         let doc = Document::parse(Path::new("t.yaml"), text).unwrap();
-        assert_eq!(doc.json(), &serde_json::json!({"a": 1, "b": ["x", {"y": true}]}));
-        let d = doc.error_at(&[PathSeg::Key("b".into()), PathSeg::Index(1), PathSeg::Key("y".into())], "bad".into());
+        assert_eq!(
+            doc.json(),
+            &serde_json::json!({"a": 1, "b": ["x", {"y": true}]})
+        );
+        let d = doc.error_at(
+            &[
+                PathSeg::Key("b".into()),
+                PathSeg::Index(1),
+                PathSeg::Key("y".into()),
+            ],
+            "bad".into(),
+        );
         assert_eq!(d.to_string(), "t.yaml:4:8: b[1].y: bad");
     }
 
     #[test]
     fn syntax_errors_are_located() {
-        let err = Document::parse(Path::new("t.yaml"), "a: [1, 2\nb: 3\n").err().unwrap();
+        let err = Document::parse(Path::new("t.yaml"), "a: [1, 2\nb: 3\n")
+            .err()
+            .unwrap();
         assert!(err.line >= 1, "{err}");
         assert!(err.message.starts_with("invalid YAML: "), "{err}");
     }

@@ -31,7 +31,10 @@ pub const DEFAULT_COST_BUDGET: Usd = Usd::from_nanos(1_000_000_000);
 /// One specialist agent, as declared in `agents/<name>.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(title = "fleet agent spec", description = "A specialist agent declared in agents/<name>.yaml.")]
+#[schemars(
+    title = "fleet agent spec",
+    description = "A specialist agent declared in agents/<name>.yaml."
+)]
 pub struct AgentSpec {
     /// The agent's name: lowercase letters, digits, `-` and `_`; the file must be `<name>.yaml`.
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"))]
@@ -74,7 +77,11 @@ pub struct AgentSpec {
     #[schemars(range(min = 1))]
     pub max_tool_calls: Option<u32>,
     /// Most time for one task: seconds, or a duration such as `90s`, `5m`, `1h 30m`.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "timeout_serde")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "timeout_serde"
+    )]
     #[schemars(with = "Option<TimeoutSchema>")]
     pub timeout: Option<Duration>,
     /// Shorthand for `sandbox.allowed_syscalls`: the two lists are merged.
@@ -189,14 +196,19 @@ mod timeout_serde {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(d) => s.serialize_u64(d.as_secs()),
             None => s.serialize_none(),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
@@ -206,32 +218,53 @@ mod timeout_serde {
         match Option::<Raw>::deserialize(d)? {
             None => Ok(None),
             Some(Raw::Seconds(s)) => Ok(Some(Duration::from_secs(s))),
-            Some(Raw::Text(t)) => parse_duration(&t).map(Some).map_err(serde::de::Error::custom),
+            Some(Raw::Text(t)) => parse_duration(&t)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
         }
     }
 
     pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-        let bad = || format!("invalid duration \"{text}\": expected seconds or a duration such as \"90s\", \"5m\", \"1h 30m\"");
+        let bad = || {
+            format!(
+                "invalid duration \"{text}\": expected seconds or a duration such as \"90s\", \"5m\", \"1h 30m\""
+            )
+        };
         let signed: jiff::SignedDuration = text.trim().parse().map_err(|_| bad())?;
-        Duration::try_from(signed).ok().filter(|d| !d.is_zero()).ok_or_else(bad)
+        Duration::try_from(signed)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(bad)
     }
 }
 
 /// System calls that `allowed_syscalls` may never add, with the reason and the right switch.
 fn refusal(name: &str) -> Option<&'static str> {
     Some(match name {
-        "clone" | "clone3" | "fork" | "vfork" => "starts processes: set `sandbox.subprocesses: true` instead (threads are always allowed)",
-        "socket" => "opens network sockets: set `sandbox.network: true` instead (AF_UNIX sockets are always allowed)",
-        "ptrace" | "process_vm_readv" | "process_vm_writev" => "reads or controls other processes and is never allowed",
-        "io_uring_setup" | "io_uring_enter" | "io_uring_register" => "bypasses the system-call filter and is never allowed",
-        "bpf" | "perf_event_open" | "userfaultfd" => "exposes the kernel to attack and is never allowed",
-        "unshare" | "setns" | "mount" | "umount2" | "move_mount" | "open_tree" | "open_tree_attr" | "fsopen" | "fsconfig" | "fsmount"
-        | "fspick" | "mount_setattr" | "pivot_root" | "chroot" => "changes namespaces or mounts and is never allowed",
-        "add_key" | "request_key" | "keyctl" => "touches the kernel keyrings and is never allowed",
-        "init_module" | "finit_module" | "delete_module" | "kexec_load" | "kexec_file_load" | "reboot" => {
-            "loads kernel code or reboots and is never allowed"
+        "clone" | "clone3" | "fork" | "vfork" => {
+            "starts processes: set `sandbox.subprocesses: true` instead (threads are always allowed)"
         }
-        "name_to_handle_at" | "open_by_handle_at" => "escapes filesystem confinement and is never allowed",
+        "socket" => {
+            "opens network sockets: set `sandbox.network: true` instead (AF_UNIX sockets are always allowed)"
+        }
+        "ptrace" | "process_vm_readv" | "process_vm_writev" => {
+            "reads or controls other processes and is never allowed"
+        }
+        "io_uring_setup" | "io_uring_enter" | "io_uring_register" => {
+            "bypasses the system-call filter and is never allowed"
+        }
+        "bpf" | "perf_event_open" | "userfaultfd" => {
+            "exposes the kernel to attack and is never allowed"
+        }
+        "unshare" | "setns" | "mount" | "umount2" | "move_mount" | "open_tree"
+        | "open_tree_attr" | "fsopen" | "fsconfig" | "fsmount" | "fspick" | "mount_setattr"
+        | "pivot_root" | "chroot" => "changes namespaces or mounts and is never allowed",
+        "add_key" | "request_key" | "keyctl" => "touches the kernel keyrings and is never allowed",
+        "init_module" | "finit_module" | "delete_module" | "kexec_load" | "kexec_file_load"
+        | "reboot" => "loads kernel code or reboots and is never allowed",
+        "name_to_handle_at" | "open_by_handle_at" => {
+            "escapes filesystem confinement and is never allowed"
+        }
         _ => return None,
     })
 }
@@ -247,10 +280,14 @@ pub fn check_syscall_name(name: &str) -> Result<(), String> {
     if SYSCALLS_X86_64.iter().any(|(n, _)| *n == name) {
         return Ok(());
     }
-    Err(match did_you_mean(name, SYSCALLS_X86_64.iter().map(|(n, _)| *n)) {
-        Some(s) => format!("unknown syscall \"{name}\" (did you mean \"{s}\"?)"),
-        None => format!("unknown syscall \"{name}\": expected a Linux system call name such as \"openat\""),
-    })
+    Err(
+        match did_you_mean(name, SYSCALLS_X86_64.iter().map(|(n, _)| *n)) {
+            Some(s) => format!("unknown syscall \"{name}\" (did you mean \"{s}\"?)"),
+            None => format!(
+                "unknown syscall \"{name}\": expected a Linux system call name such as \"openat\""
+            ),
+        },
+    )
 }
 
 /// The JSON Schema of an agent spec, as committed at `docs/agent-spec.schema.json`.
@@ -273,17 +310,24 @@ impl AgentSpec {
         let doc = Document::parse(file, text).map_err(|d| Diagnostics(vec![d]))?;
         let mut spec: Self = doc.check(schema())?;
         let mut problems = Vec::new();
-        let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
         if !stem.is_empty() && stem != spec.name {
             problems.push(doc.error_at(
                 &[PathSeg::Key("name".into())],
                 format!("the agent is named \"{}\" but its file is \"{stem}\": rename one so they match", spec.name),
             ));
         }
-        for (outer, list) in [(None, &spec.allowed_syscalls), (Some("sandbox"), &spec.sandbox.allowed_syscalls)] {
+        for (outer, list) in [
+            (None, &spec.allowed_syscalls),
+            (Some("sandbox"), &spec.sandbox.allowed_syscalls),
+        ] {
             for (i, name) in list.iter().enumerate() {
                 if let Err(message) = check_syscall_name(name) {
-                    let mut path: Vec<PathSeg> = outer.map(|o| PathSeg::Key(o.into())).into_iter().collect();
+                    let mut path: Vec<PathSeg> =
+                        outer.map(|o| PathSeg::Key(o.into())).into_iter().collect();
                     path.push(PathSeg::Key("allowed_syscalls".into()));
                     path.push(PathSeg::Index(i));
                     problems.push(doc.error_at(&path, message));
@@ -308,7 +352,12 @@ impl AgentSpec {
     /// # Errors
     /// As [`AgentSpec::from_yaml`], or one diagnostic when the file cannot be read.
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
-        let text = std::fs::read_to_string(path).map_err(|e| Diagnostics(vec![Diagnostic::whole_file(path, format!("cannot read: {e}"))]))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic::whole_file(
+                path,
+                format!("cannot read: {e}"),
+            )])
+        })?;
         Self::from_yaml(path, &text)
     }
 
@@ -345,7 +394,10 @@ impl SpecSet {
         let mut paths: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .filter(|p| {
+                p.is_file()
+                    && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            })
             .collect();
         paths.sort();
         let mut files: Vec<(String, PathBuf)> = Vec::new();
@@ -355,7 +407,11 @@ impl SpecSet {
                     if let Some((_, first)) = files.iter().find(|(n, _)| *n == spec.name) {
                         set.errors.push(Diagnostic::whole_file(
                             &path,
-                            format!("an agent named \"{}\" is already declared in {}", spec.name, first.display()),
+                            format!(
+                                "an agent named \"{}\" is already declared in {}",
+                                spec.name,
+                                first.display()
+                            ),
                         ));
                         continue;
                     }

@@ -7,7 +7,11 @@ fn load(name: &str, text: &str) -> Result<AgentSpec, Diagnostics> {
 }
 
 fn errors(name: &str, text: &str) -> Vec<String> {
-    load(name, text).unwrap_err().iter().map(ToString::to_string).collect()
+    load(name, text)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[test]
@@ -41,31 +45,68 @@ sandbox:
     assert_eq!(spec.system.as_deref(), Some("You write doc comments.\n"));
     assert_eq!(spec.timeout, Some(Duration::from_secs(300)));
     assert_eq!(spec.cost_budget, Usd::from_dollars(0.5));
-    assert_eq!(spec.effective_cost_budget(), Usd::from_dollars(0.5).unwrap());
-    assert_eq!(spec.capabilities, vec![Capability::ReadFiles, Capability::WriteFiles]);
+    assert_eq!(
+        spec.effective_cost_budget(),
+        Usd::from_dollars(0.5).unwrap()
+    );
+    assert_eq!(
+        spec.capabilities,
+        vec![Capability::ReadFiles, Capability::WriteFiles]
+    );
     assert_eq!(spec.sandbox.landlock, LandlockMode::BestEffort);
     // The shorthand list is merged into the sandbox block, without repeats.
     assert!(spec.allowed_syscalls.is_empty());
-    assert_eq!(spec.sandbox.allowed_syscalls, vec!["madvise".to_owned(), "mprotect".to_owned()]);
-    assert_eq!(spec.sandbox.writable, vec![PathBuf::from("workspace"), PathBuf::from("/tmp/doc-bot")]);
+    assert_eq!(
+        spec.sandbox.allowed_syscalls,
+        vec!["madvise".to_owned(), "mprotect".to_owned()]
+    );
+    assert_eq!(
+        spec.sandbox.writable,
+        vec![PathBuf::from("workspace"), PathBuf::from("/tmp/doc-bot")]
+    );
 }
 
 #[test]
 fn a_minimal_spec_gets_safe_defaults() {
-    let spec = load("patch-bot", "name: patch-bot\nrole: fixes failing tests\nmodel: gpt-5-mini\n").unwrap();
+    let spec = load(
+        "patch-bot",
+        "name: patch-bot\nrole: fixes failing tests\nmodel: gpt-5-mini\n",
+    )
+    .unwrap();
     assert_eq!(spec.sandbox, SandboxSpec::default());
     assert!(!spec.sandbox.network && !spec.sandbox.subprocesses);
     assert_eq!(spec.sandbox.landlock, LandlockMode::Required);
     assert_eq!(spec.effective_cost_budget(), DEFAULT_COST_BUDGET);
     assert_eq!(spec.timeout, None);
-    assert_eq!(load("patch-bot", "name: patch-bot\nrole: r\nmodel: m\ntimeout: 90\n").unwrap().timeout, Some(Duration::from_secs(90)));
-    assert_eq!(load("patch-bot", "name: patch-bot\nrole: r\nmodel: m\ntimeout: 1h 30m\n").unwrap().timeout, Some(Duration::from_secs(5400)));
+    assert_eq!(
+        load(
+            "patch-bot",
+            "name: patch-bot\nrole: r\nmodel: m\ntimeout: 90\n"
+        )
+        .unwrap()
+        .timeout,
+        Some(Duration::from_secs(90))
+    );
+    assert_eq!(
+        load(
+            "patch-bot",
+            "name: patch-bot\nrole: r\nmodel: m\ntimeout: 1h 30m\n"
+        )
+        .unwrap()
+        .timeout,
+        Some(Duration::from_secs(5400))
+    );
 }
 
 #[test]
 fn an_unknown_syscall_is_located_and_corrected() {
     let text = "name: doc-bot\nrole: docs\nmodel: m\n\nsandbox:\n  allowed_syscalls:\n  - read\n  - write\n  - opn\n";
-    assert_eq!(errors("doc-bot", text), vec!["agents/doc-bot.yaml:9:5: sandbox.allowed_syscalls[2]: unknown syscall \"opn\" (did you mean \"open\"?)"]);
+    assert_eq!(
+        errors("doc-bot", text),
+        vec![
+            "agents/doc-bot.yaml:9:5: sandbox.allowed_syscalls[2]: unknown syscall \"opn\" (did you mean \"open\"?)"
+        ]
+    );
 }
 
 #[test]
@@ -74,10 +115,22 @@ fn dangerous_syscalls_point_to_the_right_switch() {
     let errs = errors("a", text);
     assert_eq!(errs.len(), 5, "{errs:#?}");
     assert!(errs[0].starts_with("agents/a.yaml:4:20: allowed_syscalls[0]: \"clone\" starts processes: set `sandbox.subprocesses: true`"), "{}", errs[0]);
-    assert!(errs[1].contains("\"socket\" opens network sockets: set `sandbox.network: true`"), "{}", errs[1]);
-    assert!(errs[2].contains("\"ptrace\" reads or controls other processes and is never allowed"), "{}", errs[2]);
+    assert!(
+        errs[1].contains("\"socket\" opens network sockets: set `sandbox.network: true`"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains("\"ptrace\" reads or controls other processes and is never allowed"),
+        "{}",
+        errs[2]
+    );
     assert!(errs[3].contains("never allowed"), "{}", errs[3]);
-    assert!(errs[4].contains("changes namespaces or mounts"), "{}", errs[4]);
+    assert!(
+        errs[4].contains("changes namespaces or mounts"),
+        "{}",
+        errs[4]
+    );
 }
 
 #[test]
@@ -103,17 +156,27 @@ fn every_problem_is_reported_at_once() {
 fn names_and_durations_are_checked() {
     assert_eq!(
         errors("doc-bot", "name: docbot\nrole: r\nmodel: m\n"),
-        vec!["agents/doc-bot.yaml:1:7: name: the agent is named \"docbot\" but its file is \"doc-bot\": rename one so they match"]
+        vec![
+            "agents/doc-bot.yaml:1:7: name: the agent is named \"docbot\" but its file is \"doc-bot\": rename one so they match"
+        ]
     );
     let errs = errors("Bad Name", "name: Bad Name\nrole: r\nmodel: m\n");
-    assert!(errs[0].starts_with("agents/Bad Name.yaml:1:7: name: \"Bad Name\" does not match"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("agents/Bad Name.yaml:1:7: name: \"Bad Name\" does not match"),
+        "{errs:?}"
+    );
     assert_eq!(
         errors("a", "name: a\nrole: r\nmodel: m\ntimeout: soon\n"),
-        vec!["agents/a.yaml:4:10: timeout: invalid duration \"soon\": expected seconds or a duration such as \"90s\", \"5m\", \"1h 30m\""]
+        vec![
+            "agents/a.yaml:4:10: timeout: invalid duration \"soon\": expected seconds or a duration such as \"90s\", \"5m\", \"1h 30m\""
+        ]
     );
     // `no` is a string, not a boolean (YAML 1.1's surprise), so it is a type error here.
     let errs = errors("a", "name: a\nrole: r\nmodel: m\nsandbox:\n  network: no\n");
-    assert_eq!(errs, vec!["agents/a.yaml:5:12: sandbox.network: \"no\" is not of type \"boolean\""]);
+    assert_eq!(
+        errs,
+        vec!["agents/a.yaml:5:12: sandbox.network: \"no\" is not of type \"boolean\""]
+    );
 }
 
 #[test]
@@ -123,7 +186,10 @@ fn broken_yaml_is_located() {
     assert!(errs[0].starts_with("agents/a.yaml:"), "{}", errs[0]);
     assert!(errs[0].contains("invalid YAML"), "{}", errs[0]);
     let errs = errors("a", "name: a\nname: b\nrole: r\nmodel: m\n");
-    assert!(errs[0].starts_with("agents/a.yaml:2:1") && errs[0].to_lowercase().contains("duplicate"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("agents/a.yaml:2:1") && errs[0].to_lowercase().contains("duplicate"),
+        "{errs:?}"
+    );
     let errs = errors("a", "- just\n- a list\n");
     assert!(errs[0].contains("is not of type \"object\""), "{errs:?}");
     assert_eq!(errors("a", "").len(), 1);
@@ -133,26 +199,57 @@ fn broken_yaml_is_located() {
 fn a_directory_loads_the_valid_and_reports_all_the_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
-    write("doc-bot.yaml", "name: doc-bot\nrole: docs\nmodel: claude-haiku-4-5\n");
-    write("patch-bot.yml", "name: patch-bot\nrole: patches\nmodel: gpt-5-mini\n");
+    write(
+        "doc-bot.yaml",
+        "name: doc-bot\nrole: docs\nmodel: claude-haiku-4-5\n",
+    );
+    write(
+        "patch-bot.yml",
+        "name: patch-bot\nrole: patches\nmodel: gpt-5-mini\n",
+    );
     write("broken.yaml", "name: broken\nrole: r\n");
-    write("worse.yaml", "name: worse\nrole: r\nmodel: m\nsandbox: {allowed_syscalls: [opn, bpf]}\n");
+    write(
+        "worse.yaml",
+        "name: worse\nrole: r\nmodel: m\nsandbox: {allowed_syscalls: [opn, bpf]}\n",
+    );
     write("notes.txt", "not a spec");
     std::fs::create_dir(dir.path().join("nested.yaml")).unwrap();
     let set = SpecSet::load_dir(dir.path()).unwrap();
-    assert_eq!(set.specs.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["doc-bot", "patch-bot"]);
+    assert_eq!(
+        set.specs
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["doc-bot", "patch-bot"]
+    );
     assert_eq!(set.errors.len(), 3, "{:#?}", set.errors);
-    assert!(set.errors[0].file.ends_with("broken.yaml") && set.errors[0].message.contains("\"model\""));
-    assert!(set.errors[1].file.ends_with("worse.yaml") && set.errors[1].field == "sandbox.allowed_syscalls[0]");
-    assert!(set.errors[2].field == "sandbox.allowed_syscalls[1]" && set.errors[2].message.contains("\"bpf\""));
+    assert!(
+        set.errors[0].file.ends_with("broken.yaml") && set.errors[0].message.contains("\"model\"")
+    );
+    assert!(
+        set.errors[1].file.ends_with("worse.yaml")
+            && set.errors[1].field == "sandbox.allowed_syscalls[0]"
+    );
+    assert!(
+        set.errors[2].field == "sandbox.allowed_syscalls[1]"
+            && set.errors[2].message.contains("\"bpf\"")
+    );
     assert!(set.get("doc-bot").is_some());
-    assert!(SpecSet::load_dir(&dir.path().join("missing")).unwrap().specs.is_empty());
+    assert!(
+        SpecSet::load_dir(&dir.path().join("missing"))
+            .unwrap()
+            .specs
+            .is_empty()
+    );
 }
 
 #[test]
 fn the_committed_schema_is_current() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/agent-spec.schema.json");
-    let generated = format!("{}\n", serde_json::to_string_pretty(&agent_spec_schema()).unwrap());
+    let generated = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&agent_spec_schema()).unwrap()
+    );
     if std::env::var_os("FLEET_UPDATE_SCHEMAS").is_some() {
         std::fs::write(&path, &generated).unwrap();
     }

@@ -109,7 +109,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The database was written by a newer fleet.
-    #[error("the database is at schema version {found}, newer than this fleet supports ({supported}): upgrade fleet")]
+    #[error(
+        "the database is at schema version {found}, newer than this fleet supports ({supported}): upgrade fleet"
+    )]
     TooNew {
         /// The database's version.
         found: u32,
@@ -141,8 +143,17 @@ impl StoreError {
         match self {
             Self::Conflict { .. } => true,
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(e) => matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)),
-            Self::Rejected { .. } | Self::Empty(_) | Self::Corrupt { .. } | Self::CommitFailed { .. } | Self::TooNew { .. } | Self::Io { .. } | Self::Closed => false,
+            Self::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Self::Rejected { .. }
+            | Self::Empty(_)
+            | Self::Corrupt { .. }
+            | Self::CommitFailed { .. }
+            | Self::TooNew { .. }
+            | Self::Io { .. }
+            | Self::Closed => false,
         }
     }
 }
@@ -161,19 +172,33 @@ pub trait EventStore: Send + Sync {
     /// # Errors
     /// [`StoreError::Conflict`] when the stream is elsewhere, [`StoreError::Rejected`] when an
     /// event would break the thread's model, and storage failures.
-    fn append(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+    fn append(
+        &self,
+        thread: ThreadId,
+        expected: ExpectedVersion,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
 
     /// Up to `limit` events of `thread` with version greater than `after_version`, in order.
     ///
     /// # Errors
     /// Storage failures.
-    fn read_stream(&self, thread: ThreadId, after_version: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+    fn read_stream(
+        &self,
+        thread: ThreadId,
+        after_version: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// Up to `limit` events of all streams with position greater than `after`, in order.
     ///
     /// # Errors
     /// Storage failures.
-    fn read_all(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
     /// The position of the last event, watched: it changes after every append.
     fn head(&self) -> watch::Receiver<u64>;
@@ -182,7 +207,10 @@ pub trait EventStore: Send + Sync {
     ///
     /// # Errors
     /// Storage failures.
-    fn snapshot(&self, thread: ThreadId) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
+    fn snapshot(
+        &self,
+        thread: ThreadId,
+    ) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
         async move {
             let mut events = Vec::new();
             loop {
@@ -201,7 +229,12 @@ pub trait EventStore: Send + Sync {
     where
         Self: Sized,
     {
-        Subscription { store: self, position: after, buffer: VecDeque::new(), head: self.head() }
+        Subscription {
+            store: self,
+            position: after,
+            buffer: VecDeque::new(),
+            head: self.head(),
+        }
     }
 }
 
@@ -245,11 +278,25 @@ impl<S: EventStore + ?Sized> Subscription<'_, S> {
 /// [`EventStore`] for dynamic dispatch: `Arc<dyn DynEventStore>` is itself an [`EventStore`].
 pub trait DynEventStore: Send + Sync {
     /// See [`EventStore::append`].
-    fn append_dyn(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> BoxFuture<'_, Result<Appended, StoreError>>;
+    fn append_dyn(
+        &self,
+        thread: ThreadId,
+        expected: ExpectedVersion,
+        events: Vec<Event>,
+    ) -> BoxFuture<'_, Result<Appended, StoreError>>;
     /// See [`EventStore::read_stream`].
-    fn read_stream_dyn(&self, thread: ThreadId, after_version: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
+    fn read_stream_dyn(
+        &self,
+        thread: ThreadId,
+        after_version: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
     /// See [`EventStore::read_all`].
-    fn read_all_dyn(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
+    fn read_all_dyn(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>>;
     /// See [`EventStore::head`].
     fn head_dyn(&self) -> watch::Receiver<u64>;
     /// See [`EventStore::snapshot`].
@@ -257,13 +304,27 @@ pub trait DynEventStore: Send + Sync {
 }
 
 impl<T: EventStore> DynEventStore for T {
-    fn append_dyn(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> BoxFuture<'_, Result<Appended, StoreError>> {
+    fn append_dyn(
+        &self,
+        thread: ThreadId,
+        expected: ExpectedVersion,
+        events: Vec<Event>,
+    ) -> BoxFuture<'_, Result<Appended, StoreError>> {
         Box::pin(self.append(thread, expected, events))
     }
-    fn read_stream_dyn(&self, thread: ThreadId, after_version: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+    fn read_stream_dyn(
+        &self,
+        thread: ThreadId,
+        after_version: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
         Box::pin(self.read_stream(thread, after_version, limit))
     }
-    fn read_all_dyn(&self, after: u64, limit: usize) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
+    fn read_all_dyn(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<RecordedEvent>, StoreError>> {
         Box::pin(self.read_all(after, limit))
     }
     fn head_dyn(&self) -> watch::Receiver<u64> {
@@ -275,19 +336,36 @@ impl<T: EventStore> DynEventStore for T {
 }
 
 impl EventStore for dyn DynEventStore {
-    fn append(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+    fn append(
+        &self,
+        thread: ThreadId,
+        expected: ExpectedVersion,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
         self.append_dyn(thread, expected, events)
     }
-    fn read_stream(&self, thread: ThreadId, after_version: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+    fn read_stream(
+        &self,
+        thread: ThreadId,
+        after_version: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
         self.read_stream_dyn(thread, after_version, limit)
     }
-    fn read_all(&self, after: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+    fn read_all(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
         self.read_all_dyn(after, limit)
     }
     fn head(&self) -> watch::Receiver<u64> {
         self.head_dyn()
     }
-    fn snapshot(&self, thread: ThreadId) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
+    fn snapshot(
+        &self,
+        thread: ThreadId,
+    ) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
         self.snapshot_dyn(thread)
     }
 }
@@ -327,32 +405,40 @@ impl StreamState {
         self.thread.as_ref().map_or(0, |t| t.version)
     }
 
-    /// Checks `events` against the expected version and the model and applies them, all or
-    /// nothing. Returns what changed.
-    pub(crate) fn append(&mut self, id: ThreadId, expected: ExpectedVersion, events: &[Event]) -> Result<crate::thread::Changes, StoreError> {
+    /// Checks `events` against the expected version and the model and applies them. Returns
+    /// what changed. On `Err(Rejected { index > 0 })` the earlier events of the batch were applied
+    /// and the caller restores the state from its stored events.
+    pub(crate) fn append(
+        &mut self,
+        id: ThreadId,
+        expected: ExpectedVersion,
+        events: &[Event],
+    ) -> Result<crate::thread::Changes, StoreError> {
         if events.is_empty() {
             return Err(StoreError::Empty(id));
         }
         let actual = self.version();
         if !expected.matches(actual) {
-            return Err(StoreError::Conflict { thread: id, expected, actual });
+            return Err(StoreError::Conflict {
+                thread: id,
+                expected,
+                actual,
+            });
         }
-        let apply_all = |thread: &mut Option<Thread>| {
-            let mut changes = crate::thread::Changes::default();
-            for (index, event) in events.iter().enumerate() {
-                let c = crate::thread::apply(thread, id, event).map_err(|violation| StoreError::Rejected { thread: id, index, violation })?;
-                changes.merge(c);
-            }
-            Ok(changes)
-        };
-        // One event applies in place (a refused event changes nothing); a batch applies to a copy
-        // so that a refusal part-way leaves the stream as it was.
-        if events.len() == 1 {
-            return apply_all(&mut self.thread);
+        // Applied in place: a refused event changes nothing, but a refusal part-way through a
+        // batch leaves the earlier events applied, so the caller must then restore the stream
+        // from what it stored (see `StreamState::restore_needed`).
+        let mut changes = crate::thread::Changes::default();
+        for (index, event) in events.iter().enumerate() {
+            let c = crate::thread::apply(&mut self.thread, id, event).map_err(|violation| {
+                StoreError::Rejected {
+                    thread: id,
+                    index,
+                    violation,
+                }
+            })?;
+            changes.merge(c);
         }
-        let mut scratch = self.thread.clone();
-        let changes = apply_all(&mut scratch)?;
-        self.thread = scratch;
         Ok(changes)
     }
 }

@@ -73,7 +73,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,23 +96,41 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         schema::migrate(&mut conn)?;
-        let last: i64 = conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))?;
+        let last: i64 =
+            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })?;
         let (head_tx, head) = watch::channel(u64::try_from(last).unwrap_or(0));
         let writer = Writer::new(conn, head_tx)?;
-        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        let reader = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
         configure(&reader)?;
         reader.pragma_update(None, "query_only", true)?;
         let (requests, queue) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("fleet-sqlite-writer".into())
             .spawn(move || writer.run(&queue))
-            .map_err(|source| StoreError::Io { path: path.display().to_string(), source })?;
-        Ok(Self { path, requests: Some(requests), writer: Some(handle), reader: Mutex::new(reader), head })
+            .map_err(|source| StoreError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Self {
+            path,
+            requests: Some(requests),
+            writer: Some(handle),
+            reader: Mutex::new(reader),
+            head,
+        })
     }
 
     /// The database file.
@@ -125,7 +145,11 @@ impl SqliteStore {
     }
 
     fn send(&self, request: Request) -> Result<(), StoreError> {
-        self.requests.as_ref().ok_or(StoreError::Closed)?.send(request).map_err(|_| StoreError::Closed)
+        self.requests
+            .as_ref()
+            .ok_or(StoreError::Closed)?
+            .send(request)
+            .map_err(|_| StoreError::Closed)
     }
 
     /// Empties the projection tables and rebuilds them from the events, in one transaction.
@@ -154,8 +178,17 @@ impl SqliteStore {
         let rows = stmt.query_map([since], |r| {
             Ok(ModelUsage {
                 model: r.get(0)?,
-                usage: TokenUsage { input: n(r.get(1)?), output: n(r.get(2)?), cache_write: n(r.get(3)?), cache_write_1h: n(r.get(4)?), cache_read: n(r.get(5)?) },
-                cost: Cost { usd: Usd::from_nanos(r.get(6)?), unpriced: n(r.get(7)?) },
+                usage: TokenUsage {
+                    input: n(r.get(1)?),
+                    output: n(r.get(2)?),
+                    cache_write: n(r.get(3)?),
+                    cache_write_1h: n(r.get(4)?),
+                    cache_read: n(r.get(5)?),
+                },
+                cost: Cost {
+                    usd: Usd::from_nanos(r.get(6)?),
+                    unpriced: n(r.get(7)?),
+                },
                 records: n(r.get(8)?),
             })
         })?;
@@ -168,17 +201,25 @@ impl SqliteStore {
     /// Storage failures.
     pub fn thread_ids(&self) -> Result<Vec<ThreadId>, StoreError> {
         let conn = self.reader();
-        let mut stmt = conn.prepare_cached("SELECT id FROM threads ORDER BY updated_at DESC, id")?;
+        let mut stmt =
+            conn.prepare_cached("SELECT id FROM threads ORDER BY updated_at DESC, id")?;
         let ids = stmt.query_map([], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();
         for id in ids {
             let id = id?;
-            out.push(ThreadId::parse(&id).map_err(|e| StoreError::Corrupt { what: format!("thread row {id}"), reason: e.to_string() })?);
+            out.push(ThreadId::parse(&id).map_err(|e| StoreError::Corrupt {
+                what: format!("thread row {id}"),
+                reason: e.to_string(),
+            })?);
         }
         Ok(out)
     }
 
-    fn query_events(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordedEvent>, StoreError> {
+    fn query_events(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params)?;
@@ -205,17 +246,32 @@ fn limit(n: usize) -> i64 {
 }
 
 impl EventStore for SqliteStore {
-    fn append(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+    fn append(
+        &self,
+        thread: ThreadId,
+        expected: ExpectedVersion,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
         // Queued at call time, so appends are ordered as they were called.
         let (reply, done) = oneshot::channel();
-        let sent = self.send(Request::Append { thread, expected, events, reply });
+        let sent = self.send(Request::Append {
+            thread,
+            expected,
+            events,
+            reply,
+        });
         async move {
             sent?;
             done.await.map_err(|_| StoreError::Closed)?
         }
     }
 
-    fn read_stream(&self, thread: ThreadId, after_version: u64, limit_: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+    fn read_stream(
+        &self,
+        thread: ThreadId,
+        after_version: u64,
+        limit_: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
         let result = self.query_events(
             "SELECT position, thread_id, version, data, recorded_at FROM events WHERE thread_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
             rusqlite::params![thread.to_string(), i64::try_from(after_version).unwrap_or(i64::MAX), limit(limit_)],
@@ -223,7 +279,11 @@ impl EventStore for SqliteStore {
         async move { result }
     }
 
-    fn read_all(&self, after: u64, limit_: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+    fn read_all(
+        &self,
+        after: u64,
+        limit_: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
         let result = self.query_events(
             "SELECT position, thread_id, version, data, recorded_at FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
             rusqlite::params![i64::try_from(after).unwrap_or(i64::MAX), limit(limit_)],
@@ -235,7 +295,10 @@ impl EventStore for SqliteStore {
         self.head.clone()
     }
 
-    fn snapshot(&self, thread: ThreadId) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
+    fn snapshot(
+        &self,
+        thread: ThreadId,
+    ) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
         let result = rows::load_thread(&self.reader(), thread);
         async move { result }
     }

@@ -26,7 +26,10 @@ struct Header {
 }
 
 fn corrupt(what: impl Into<String>, e: &serde_json::Error) -> StoreError {
-    StoreError::Corrupt { what: what.into(), reason: e.to_string() }
+    StoreError::Corrupt {
+        what: what.into(),
+        reason: e.to_string(),
+    }
 }
 
 fn to_json<T: Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
@@ -34,8 +37,17 @@ fn to_json<T: Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
 }
 
 fn write_header(conn: &Connection, thread: &Thread) -> Result<(), StoreError> {
-    let header = Header { id: thread.id, title: thread.title.clone(), created_at: thread.created_at, updated_at: thread.updated_at, budget_alerts: thread.budget_alerts.clone() };
-    conn.prepare_cached("INSERT OR REPLACE INTO threads (id, version, updated_at, data) VALUES (?1, ?2, ?3, ?4)")?.execute(params![
+    let header = Header {
+        id: thread.id,
+        title: thread.title.clone(),
+        created_at: thread.created_at,
+        updated_at: thread.updated_at,
+        budget_alerts: thread.budget_alerts.clone(),
+    };
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO threads (id, version, updated_at, data) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
         thread.id.to_string(),
         i64::try_from(thread.version).unwrap_or(i64::MAX),
         thread.updated_at.to_string(),
@@ -44,7 +56,12 @@ fn write_header(conn: &Connection, thread: &Thread) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn write_turn(conn: &Connection, thread: &Thread, seq: usize, turn: &Turn) -> Result<(), StoreError> {
+fn write_turn(
+    conn: &Connection,
+    thread: &Thread,
+    seq: usize,
+    turn: &Turn,
+) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT OR REPLACE INTO turns (id, thread_id, seq, state, data) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
         turn.id.to_string(),
         thread.id.to_string(),
@@ -69,7 +86,11 @@ fn write_work_unit(conn: &Connection, unit: &WorkUnit) -> Result<(), StoreError>
     Ok(())
 }
 
-fn write_activity(conn: &Connection, thread: &Thread, activity: &Activity) -> Result<(), StoreError> {
+fn write_activity(
+    conn: &Connection,
+    thread: &Thread,
+    activity: &Activity,
+) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT INTO activities (id, thread_id, turn_id, work_unit_id, data) VALUES (?1, ?2, ?3, ?4, ?5)")?.execute(params![
         activity.id.to_string(),
         thread.id.to_string(),
@@ -81,36 +102,46 @@ fn write_activity(conn: &Connection, thread: &Thread, activity: &Activity) -> Re
 }
 
 /// Writes what `changes` says changed in `thread` (each row once).
-pub(crate) fn write_changes(conn: &Connection, thread: &Thread, changes: &Changes) -> Result<(), StoreError> {
+pub(crate) fn write_changes(
+    conn: &Connection,
+    thread: &Thread,
+    changes: &Changes,
+) -> Result<(), StoreError> {
     write_header(conn, thread)?;
     for id in &changes.removed_turns {
-        conn.prepare_cached("DELETE FROM turns WHERE id = ?1")?.execute([id.to_string()])?;
+        conn.prepare_cached("DELETE FROM turns WHERE id = ?1")?
+            .execute([id.to_string()])?;
     }
     for id in &changes.removed_work_units {
-        conn.prepare_cached("DELETE FROM work_units WHERE id = ?1")?.execute([id.to_string()])?;
+        conn.prepare_cached("DELETE FROM work_units WHERE id = ?1")?
+            .execute([id.to_string()])?;
     }
     for id in &changes.removed_activities {
-        conn.prepare_cached("DELETE FROM activities WHERE id = ?1")?.execute([id.to_string()])?;
+        conn.prepare_cached("DELETE FROM activities WHERE id = ?1")?
+            .execute([id.to_string()])?;
     }
     let mut seen = HashSet::new();
     for id in &changes.turns {
-        if seen.insert(id.as_uuid()) {
-            if let Some((seq, turn)) = thread.turns.iter().enumerate().find(|(_, t)| t.id == *id) {
-                write_turn(conn, thread, seq, turn)?;
-            }
+        if seen.insert(id.as_uuid())
+            && let Some((seq, turn)) = thread.turns.iter().enumerate().find(|(_, t)| t.id == *id)
+        {
+            write_turn(conn, thread, seq, turn)?;
         }
     }
     for id in &changes.work_units {
-        if seen.insert(id.as_uuid()) {
-            if let Some(unit) = thread.work_units.get(id) {
-                write_work_unit(conn, unit)?;
-            }
+        if seen.insert(id.as_uuid())
+            && let Some(unit) = thread.work_units.get(id)
+        {
+            write_work_unit(conn, unit)?;
         }
     }
     if !changes.activities.is_empty() {
         // New activities are the last ones of the thread.
         let new: HashSet<_> = changes.activities.iter().collect();
-        let start = thread.activities.len().saturating_sub(changes.activities.len());
+        let start = thread
+            .activities
+            .len()
+            .saturating_sub(changes.activities.len());
         for activity in &thread.activities[start..] {
             if new.contains(&activity.id) {
                 write_activity(conn, thread, activity)?;
@@ -144,17 +175,24 @@ pub(crate) fn load_thread(conn: &Connection, id: ThreadId) -> Result<Option<Thre
     let key = id.to_string();
     let Some((version, data)) = conn
         .prepare_cached("SELECT version, data FROM threads WHERE id = ?1")?
-        .query_row([&key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+        .query_row([&key], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })
         .optional()?
     else {
         return Ok(None);
     };
     let header: Header = decode("thread", &key, &data)?;
     let mut turns = Vec::new();
-    let mut stmt = conn.prepare_cached("SELECT data FROM turns WHERE thread_id = ?1 ORDER BY seq")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT data FROM turns WHERE thread_id = ?1 ORDER BY seq")?;
     let mut rows = stmt.query([&key])?;
     while let Some(row) = rows.next()? {
-        turns.push(decode::<Turn>("turn of thread", &key, &row.get::<_, String>(0)?)?);
+        turns.push(decode::<Turn>(
+            "turn of thread",
+            &key,
+            &row.get::<_, String>(0)?,
+        )?);
     }
     let mut work_units = BTreeMap::new();
     let mut stmt = conn.prepare_cached("SELECT data FROM work_units WHERE thread_id = ?1")?;
@@ -164,22 +202,27 @@ pub(crate) fn load_thread(conn: &Connection, id: ThreadId) -> Result<Option<Thre
         work_units.insert(unit.id, unit);
     }
     let mut activities = Vec::new();
-    let mut stmt = conn.prepare_cached("SELECT data FROM activities WHERE thread_id = ?1 ORDER BY seq")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT data FROM activities WHERE thread_id = ?1 ORDER BY seq")?;
     let mut rows = stmt.query([&key])?;
     while let Some(row) = rows.next()? {
-        activities.push(decode::<Activity>("activity of thread", &key, &row.get::<_, String>(0)?)?);
+        activities.push(decode::<Activity>(
+            "activity of thread",
+            &key,
+            &row.get::<_, String>(0)?,
+        )?);
     }
-    Ok(Some(Thread {
-        id: header.id,
-        title: header.title,
-        created_at: header.created_at,
-        updated_at: header.updated_at,
-        version: u64::try_from(version).unwrap_or(0),
+    Ok(Some(Thread::from_parts(
+        header.id,
+        header.title,
+        header.created_at,
+        header.updated_at,
+        u64::try_from(version).unwrap_or(0),
         turns,
         work_units,
         activities,
-        budget_alerts: header.budget_alerts,
-    }))
+        header.budget_alerts,
+    )))
 }
 
 /// Decodes an `events` row selected as `position, thread_id, version, data, recorded_at`.
@@ -187,11 +230,25 @@ pub(crate) fn event_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreE
     let position: i64 = row.get(0)?;
     let what = || format!("event at position {position}");
     let thread: String = row.get(1)?;
-    let thread_id = ThreadId::parse(&thread).map_err(|e| StoreError::Corrupt { what: what(), reason: e.to_string() })?;
+    let thread_id = ThreadId::parse(&thread).map_err(|e| StoreError::Corrupt {
+        what: what(),
+        reason: e.to_string(),
+    })?;
     let version: i64 = row.get(2)?;
     let data: String = row.get(3)?;
     let event = serde_json::from_str(&data).map_err(|e| corrupt(what(), &e))?;
     let recorded: String = row.get(4)?;
-    let recorded_at = recorded.parse().map_err(|e: jiff::Error| StoreError::Corrupt { what: what(), reason: e.to_string() })?;
-    Ok(RecordedEvent { position: u64::try_from(position).unwrap_or(0), thread_id, version: u64::try_from(version).unwrap_or(0), recorded_at, event })
+    let recorded_at = recorded
+        .parse()
+        .map_err(|e: jiff::Error| StoreError::Corrupt {
+            what: what(),
+            reason: e.to_string(),
+        })?;
+    Ok(RecordedEvent {
+        position: u64::try_from(position).unwrap_or(0),
+        thread_id,
+        version: u64::try_from(version).unwrap_or(0),
+        recorded_at,
+        event,
+    })
 }

@@ -6,7 +6,9 @@ use crate::event::Event;
 use crate::store::StoreError;
 
 /// Each migration takes the database from the version before it to its own (index + 1).
-const MIGRATIONS: &[fn(&Connection) -> Result<(), StoreError>] = &[v1_initial, v2_usage_ledger];
+type Migration = fn(&Connection) -> Result<(), StoreError>;
+
+const MIGRATIONS: &[Migration] = &[v1_initial, v2_usage_ledger];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -15,7 +17,10 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > SCHEMA_VERSION {
-        return Err(StoreError::TooNew { found, supported: SCHEMA_VERSION });
+        return Err(StoreError::TooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
     for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -106,15 +111,30 @@ fn v2_usage_ledger(conn: &Connection) -> Result<(), StoreError> {
         let position: i64 = row.get(0)?;
         let thread_id: String = row.get(1)?;
         let data: String = row.get(2)?;
-        let event: Event = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt { what: format!("event at position {position}"), reason: e.to_string() })?;
+        let event: Event = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
+            what: format!("event at position {position}"),
+            reason: e.to_string(),
+        })?;
         insert_ledger_row(conn, position, &thread_id, &event)?;
     }
     Ok(())
 }
 
 /// Writes the ledger row of a `usage_recorded` event (other events write nothing).
-pub(crate) fn insert_ledger_row(conn: &Connection, position: i64, thread_id: &str, event: &Event) -> Result<(), StoreError> {
-    let Event::UsageRecorded { work_unit_id, model, usage, cost, at } = event else {
+pub(crate) fn insert_ledger_row(
+    conn: &Connection,
+    position: i64,
+    thread_id: &str,
+    event: &Event,
+) -> Result<(), StoreError> {
+    let Event::UsageRecorded {
+        work_unit_id,
+        model,
+        usage,
+        cost,
+        at,
+    } = event
+    else {
         return Ok(());
     };
     let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);

@@ -5,7 +5,11 @@ use crate::thread::project;
 use crate::work_unit::{WorkUnitKind, WorkUnitState};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 const FIXTURE_V1: &str = include_str!("../../../tests/fixtures/store-v1.sql");
@@ -14,9 +18,15 @@ const FIXTURE_V1: &str = include_str!("../../../tests/fixtures/store-v1.sql");
 fn a_version_1_database_migrates_and_reads() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    Connection::open(&path).unwrap().execute_batch(FIXTURE_V1).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch(FIXTURE_V1)
+        .unwrap();
     let store = SqliteStore::open(&path).unwrap();
-    let version: u32 = store.reader().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let version: u32 = store
+        .reader()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
     assert_eq!(SCHEMA_VERSION, 2);
     runtime().block_on(async {
@@ -25,19 +35,45 @@ fn a_version_1_database_migrates_and_reads() {
         assert_eq!(events.len(), 7, "every old event decodes");
         let projected = project(id, events.iter().map(|e| &e.event)).unwrap();
         let snapshot = store.snapshot(id).await.unwrap().unwrap();
-        assert_eq!(snapshot, projected, "old rows read as the projector folds old events");
+        assert_eq!(
+            snapshot, projected,
+            "old rows read as the projector folds old events"
+        );
         assert_eq!(snapshot.activities[0].work_unit_id, None);
-        assert_eq!(snapshot.subtree_usage(snapshot.turns[0].root_id).input, 1000);
+        assert_eq!(
+            snapshot.subtree_usage(snapshot.turns[0].root_id).input,
+            1000
+        );
         // The new ledger was filled from the old events.
         let by_model = store.usage_by_model(None).unwrap();
         assert_eq!(by_model.len(), 1);
         assert_eq!(by_model[0].model.as_deref(), Some("claude-haiku-4-5"));
-        assert_eq!((by_model[0].usage.input, by_model[0].usage.output), (1000, 200));
-        assert_eq!(by_model[0].cost, Cost { usd: Usd::from_nanos(2_000_000), unpriced: 0 });
+        assert_eq!(
+            (by_model[0].usage.input, by_model[0].usage.output),
+            (1000, 200)
+        );
+        assert_eq!(
+            by_model[0].cost,
+            Cost {
+                usd: Usd::from_nanos(2_000_000),
+                unpriced: 0
+            }
+        );
         // And new events append after the old ones.
         let mut rec = Recorder::open(&store, id).await.unwrap();
-        rec.start_turn(WorkUnitKind::PrimaryAgent, Some("again".into())).await.unwrap();
-        assert_eq!(store.read_all(0, 100).await.unwrap().last().unwrap().position, 8);
+        rec.start_turn(WorkUnitKind::PrimaryAgent, Some("again".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .read_all(0, 100)
+                .await
+                .unwrap()
+                .last()
+                .unwrap()
+                .position,
+            8
+        );
     });
     // Opening again does not migrate twice.
     drop(store);
@@ -48,9 +84,17 @@ fn a_version_1_database_migrates_and_reads() {
 fn a_newer_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("new.db");
-    Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
     let err = SqliteStore::open(&path).unwrap_err();
-    assert_eq!(err.to_string(), format!("the database is at schema version 99, newer than this fleet supports ({SCHEMA_VERSION}): upgrade fleet"));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the database is at schema version 99, newer than this fleet supports ({SCHEMA_VERSION}): upgrade fleet"
+        )
+    );
 }
 
 #[test]
@@ -60,14 +104,36 @@ fn appends_survive_reopening_and_rows_match_the_projector() {
     let rt = runtime();
     let (id, before) = rt.block_on(async {
         let store = SqliteStore::open(&path).unwrap();
-        let mut rec = Recorder::create(&store, Some("durable".into())).await.unwrap();
-        let (turn, root) = rec.start_turn(WorkUnitKind::Workflow, None).await.unwrap();
-        let child = rec.start_work_unit(root, WorkUnitKind::DelegatedAgent, |d| d.model = Some("gpt-5-mini".into())).await.unwrap();
-        rec.execute(Command::RecordUsage { work_unit_id: child, model: None, usage: crate::usage::TokenUsage::from_openai(1000, 100, 800) }).await.unwrap();
-        rec.execute(Command::RecordUsage { work_unit_id: child, model: Some("my-local-model".into()), usage: crate::usage::TokenUsage { output: 7, ..Default::default() } })
+        let mut rec = Recorder::create(&store, Some("durable".into()))
             .await
             .unwrap();
-        rec.finish_work_unit(child, WorkUnitState::Failed, Some("boom".into())).await.unwrap();
+        let (turn, root) = rec.start_turn(WorkUnitKind::Workflow, None).await.unwrap();
+        let child = rec
+            .start_work_unit(root, WorkUnitKind::DelegatedAgent, |d| {
+                d.model = Some("gpt-5-mini".into())
+            })
+            .await
+            .unwrap();
+        rec.execute(Command::RecordUsage {
+            work_unit_id: child,
+            model: None,
+            usage: crate::usage::TokenUsage::from_openai(1000, 100, 800),
+        })
+        .await
+        .unwrap();
+        rec.execute(Command::RecordUsage {
+            work_unit_id: child,
+            model: Some("my-local-model".into()),
+            usage: crate::usage::TokenUsage {
+                output: 7,
+                ..Default::default()
+            },
+        })
+        .await
+        .unwrap();
+        rec.finish_work_unit(child, WorkUnitState::Failed, Some("boom".into()))
+            .await
+            .unwrap();
         rec.complete_turn(turn, TurnState::Failed).await.unwrap();
         (rec.thread().id, rec.thread().clone())
     });
@@ -76,7 +142,10 @@ fn appends_survive_reopening_and_rows_match_the_projector() {
         let after = store.snapshot(id).await.unwrap().unwrap();
         assert_eq!(after, before);
         let events = store.read_stream(id, 0, 100).await.unwrap();
-        assert_eq!(Some(after.clone()), project(id, events.iter().map(|e| &e.event)));
+        assert_eq!(
+            Some(after.clone()),
+            project(id, events.iter().map(|e| &e.event))
+        );
         // Rebuilding the projection tables from the events gives the same rows.
         let stats = store.rebuild_projections().await.unwrap();
         assert_eq!((stats.events, stats.threads, stats.skipped), (7, 1, 0));
@@ -85,12 +154,35 @@ fn appends_survive_reopening_and_rows_match_the_projector() {
         // The ledger: the priced model and the unknown one, which is never $0.
         let by_model = store.usage_by_model(None).unwrap();
         assert_eq!(by_model.len(), 2);
-        let mini = by_model.iter().find(|m| m.model.as_deref() == Some("gpt-5-mini")).unwrap();
+        let mini = by_model
+            .iter()
+            .find(|m| m.model.as_deref() == Some("gpt-5-mini"))
+            .unwrap();
         // 200 uncached × $0.25 + 800 cached × $0.025 + 100 output × $2, per million.
-        assert_eq!(mini.cost, Cost { usd: Usd::from_nanos(50_000 + 20_000 + 200_000), unpriced: 0 });
-        let local = by_model.iter().find(|m| m.model.as_deref() == Some("my-local-model")).unwrap();
-        assert_eq!(local.cost, Cost { usd: Usd::ZERO, unpriced: 1 });
-        assert!(store.usage_by_model(Some(Timestamp::now() + jiff::SignedDuration::from_hours(1))).unwrap().is_empty());
+        assert_eq!(
+            mini.cost,
+            Cost {
+                usd: Usd::from_nanos(50_000 + 20_000 + 200_000),
+                unpriced: 0
+            }
+        );
+        let local = by_model
+            .iter()
+            .find(|m| m.model.as_deref() == Some("my-local-model"))
+            .unwrap();
+        assert_eq!(
+            local.cost,
+            Cost {
+                usd: Usd::ZERO,
+                unpriced: 1
+            }
+        );
+        assert!(
+            store
+                .usage_by_model(Some(Timestamp::now() + jiff::SignedDuration::from_hours(1)))
+                .unwrap()
+                .is_empty()
+        );
     });
 }
 
@@ -105,9 +197,14 @@ fn concurrent_appends_share_commits_and_all_land() {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let mut rec = Recorder::create(store, None).await.unwrap();
-                    let (_, root) = rec.start_turn(WorkUnitKind::PrimaryAgent, None).await.unwrap();
+                    let (_, root) = rec
+                        .start_turn(WorkUnitKind::PrimaryAgent, None)
+                        .await
+                        .unwrap();
                     for _ in 0..5 {
-                        rec.start_work_unit(root, WorkUnitKind::DelegatedAgent, |_| {}).await.unwrap();
+                        rec.start_work_unit(root, WorkUnitKind::DelegatedAgent, |_| {})
+                            .await
+                            .unwrap();
                     }
                     rec.thread().id
                 })
@@ -122,7 +219,10 @@ fn concurrent_appends_share_commits_and_all_land() {
     rt.block_on(async {
         let all = store.read_all(0, 10_000).await.unwrap();
         assert_eq!(all.len(), 32 * 7);
-        assert!(all.windows(2).all(|w| w[1].position == w[0].position + 1), "positions have no gaps");
+        assert!(
+            all.windows(2).all(|w| w[1].position == w[0].position + 1),
+            "positions have no gaps"
+        );
         for id in ids {
             let snap = store.snapshot(id).await.unwrap().unwrap();
             assert_eq!(snap.work_units.len(), 6);
@@ -139,9 +239,21 @@ fn a_refused_append_in_a_group_does_not_touch_the_others() {
         let good = ThreadId::new();
         let bad = ThreadId::new();
         // Queued together (appends are queued at call time), so they share a commit.
-        let a = store.append(good, ExpectedVersion::NoStream, vec![crate::testkit::created(good)]);
-        let b = store.append(bad, ExpectedVersion::NoStream, vec![crate::testkit::turn_started(bad).0]);
-        let c = store.append(good, ExpectedVersion::Exact(1), vec![crate::testkit::turn_started(good).0]);
+        let a = store.append(
+            good,
+            ExpectedVersion::NoStream,
+            vec![crate::testkit::created(good)],
+        );
+        let b = store.append(
+            bad,
+            ExpectedVersion::NoStream,
+            vec![crate::testkit::turn_started(bad).0],
+        );
+        let c = store.append(
+            good,
+            ExpectedVersion::Exact(1),
+            vec![crate::testkit::turn_started(good).0],
+        );
         let (a, b, c) = (a.await, b.await, c.await);
         assert!(a.is_ok() && c.is_ok(), "{a:?} {c:?}");
         assert!(matches!(b, Err(StoreError::Rejected { .. })));

@@ -25,8 +25,15 @@ const CACHED_THREADS: usize = 256;
 const GROUP: usize = 512;
 
 pub(super) enum Request {
-    Append { thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>, reply: oneshot::Sender<Result<Appended, StoreError>> },
-    Rebuild { reply: oneshot::Sender<Result<RebuildStats, StoreError>> },
+    Append {
+        thread: ThreadId,
+        expected: ExpectedVersion,
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    Rebuild {
+        reply: oneshot::Sender<Result<RebuildStats, StoreError>>,
+    },
 }
 
 /// What [`super::SqliteStore::rebuild_projections`] did.
@@ -51,13 +58,22 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn new(conn: Connection, head: watch::Sender<u64>) -> Result<Self, StoreError> {
-        let mut writer = Self { conn, cache: HashMap::new(), next_position: 0, head };
+        let mut writer = Self {
+            conn,
+            cache: HashMap::new(),
+            next_position: 0,
+            head,
+        };
         writer.reset_position()?;
         Ok(writer)
     }
 
     fn reset_position(&mut self) -> Result<(), StoreError> {
-        let last: i64 = self.conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))?;
+        let last: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                    r.get(0)
+                })?;
         self.next_position = last + 1;
         Ok(())
     }
@@ -70,12 +86,22 @@ impl Writer {
                     let _ = reply.send(self.rebuild());
                     continue;
                 }
-                Request::Append { thread, expected, events, reply } => group.push((thread, expected, events, reply)),
+                Request::Append {
+                    thread,
+                    expected,
+                    events,
+                    reply,
+                } => group.push((thread, expected, events, reply)),
             }
             let mut rebuild = None;
             while group.len() < GROUP {
                 match requests.try_recv() {
-                    Ok(Request::Append { thread, expected, events, reply }) => group.push((thread, expected, events, reply)),
+                    Ok(Request::Append {
+                        thread,
+                        expected,
+                        events,
+                        reply,
+                    }) => group.push((thread, expected, events, reply)),
                     Ok(Request::Rebuild { reply }) => {
                         rebuild = Some(reply);
                         break;
@@ -91,14 +117,32 @@ impl Writer {
     }
 
     #[allow(clippy::type_complexity)]
-    fn commit_group(&mut self, group: Vec<(ThreadId, ExpectedVersion, Vec<Event>, oneshot::Sender<Result<Appended, StoreError>>)>) {
+    fn commit_group(
+        &mut self,
+        group: Vec<(
+            ThreadId,
+            ExpectedVersion,
+            Vec<Event>,
+            oneshot::Sender<Result<Appended, StoreError>>,
+        )>,
+    ) {
         let recorded_at = Timestamp::now();
         let mut outcomes: Vec<Result<Appended, StoreError>> = Vec::with_capacity(group.len());
         let result = (|| -> Result<(), StoreError> {
-            let mut tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for (thread, expected, events, _) in &group {
                 let sp = tx.savepoint()?;
-                match append_one(&sp, &mut self.cache, &mut self.next_position, *thread, *expected, events, recorded_at) {
+                match append_one(
+                    &sp,
+                    &mut self.cache,
+                    &mut self.next_position,
+                    *thread,
+                    *expected,
+                    events,
+                    recorded_at,
+                ) {
                     Ok(appended) => {
                         sp.commit()?;
                         outcomes.push(Ok(appended));
@@ -115,7 +159,12 @@ impl Writer {
         })();
         match result {
             Ok(()) => {
-                if let Some(last) = outcomes.iter().filter_map(|o| o.as_ref().ok()).map(|a| a.last_position).max() {
+                if let Some(last) = outcomes
+                    .iter()
+                    .filter_map(|o| o.as_ref().ok())
+                    .map(|a| a.last_position)
+                    .max()
+                {
                     self.head.send_replace(last);
                 }
                 for ((_, _, _, reply), outcome) in group.into_iter().zip(outcomes) {
@@ -128,7 +177,9 @@ impl Writer {
                 let _ = self.reset_position();
                 let reason = e.to_string();
                 for (_, _, _, reply) in group {
-                    let _ = reply.send(Err(StoreError::CommitFailed { reason: reason.clone() }));
+                    let _ = reply.send(Err(StoreError::CommitFailed {
+                        reason: reason.clone(),
+                    }));
                 }
             }
         }
@@ -137,9 +188,16 @@ impl Writer {
     fn rebuild(&mut self) -> Result<RebuildStats, StoreError> {
         let started = Instant::now();
         self.cache.clear();
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch("DELETE FROM threads; DELETE FROM turns; DELETE FROM work_units; DELETE FROM activities; DELETE FROM usage_ledger;")?;
-        let mut stats = RebuildStats { events: 0, threads: 0, skipped: 0, micros: 0 };
+        let mut stats = RebuildStats {
+            events: 0,
+            threads: 0,
+            skipped: 0,
+            micros: 0,
+        };
         {
             let mut select = tx.prepare("SELECT position, thread_id, version, data, recorded_at FROM events ORDER BY thread_id, version")?;
             let mut rows = select.query([])?;
@@ -147,20 +205,28 @@ impl Writer {
             while let Some(row) = rows.next()? {
                 let recorded = rows::event_row(row)?;
                 stats.events += 1;
-                if current.as_ref().is_none_or(|(id, _)| *id != recorded.thread_id) {
+                if current
+                    .as_ref()
+                    .is_none_or(|(id, _)| *id != recorded.thread_id)
+                {
                     if let Some((_, Some(thread))) = current.take() {
                         rows::write_all(&tx, &thread)?;
                         stats.threads += 1;
                     }
                     current = Some((recorded.thread_id, None));
                 }
-                if let Some((id, thread)) = current.as_mut() {
-                    if apply(thread, *id, &recorded.event).is_err() {
-                        stats.skipped += 1;
-                        continue;
-                    }
+                if let Some((id, thread)) = current.as_mut()
+                    && apply(thread, *id, &recorded.event).is_err()
+                {
+                    stats.skipped += 1;
+                    continue;
                 }
-                insert_ledger_row(&tx, i64::try_from(recorded.position).unwrap_or(i64::MAX), &recorded.thread_id.to_string(), &recorded.event)?;
+                insert_ledger_row(
+                    &tx,
+                    i64::try_from(recorded.position).unwrap_or(i64::MAX),
+                    &recorded.thread_id.to_string(),
+                    &recorded.event,
+                )?;
             }
             if let Some((_, Some(thread))) = current {
                 rows::write_all(&tx, &thread)?;
@@ -189,18 +255,30 @@ fn append_one(
                 cache.remove(&victim);
             }
         }
-        cache.insert(thread, StreamState { thread: rows::load_thread(conn, thread)? });
+        cache.insert(
+            thread,
+            StreamState {
+                thread: rows::load_thread(conn, thread)?,
+            },
+        );
     }
-    let Some(state) = cache.get_mut(&thread) else { return Err(StoreError::Closed) };
+    let Some(state) = cache.get_mut(&thread) else {
+        return Err(StoreError::Closed);
+    };
     let changes = state.append(thread, expected, events)?;
-    let Some(projected) = state.thread.as_ref() else { return Err(StoreError::Closed) };
+    let Some(projected) = state.thread.as_ref() else {
+        return Err(StoreError::Closed);
+    };
     let first_version = projected.version + 1 - events.len() as u64;
     let first_position = *next_position;
     let key = thread.to_string();
     let recorded = recorded_at.to_string();
     for (i, event) in events.iter().enumerate() {
         let position = first_position + i as i64;
-        let data = serde_json::to_string(event).map_err(|e| StoreError::Corrupt { what: "new event".into(), reason: e.to_string() })?;
+        let data = serde_json::to_string(event).map_err(|e| StoreError::Corrupt {
+            what: "new event".into(),
+            reason: e.to_string(),
+        })?;
         conn.prepare_cached("INSERT INTO events (position, thread_id, version, type, data, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
             .execute(params![position, key, (first_version + i as u64) as i64, event.type_name(), data, recorded])?;
         insert_ledger_row(conn, position, &key, event)?;
@@ -208,5 +286,10 @@ fn append_one(
     rows::write_changes(conn, projected, &changes)?;
     *next_position += events.len() as i64;
     let last_position = *next_position - 1;
-    Ok(Appended { first_position: first_position as u64, last_position: last_position as u64, version: projected.version, recorded_at })
+    Ok(Appended {
+        first_position: first_position as u64,
+        last_position: last_position as u64,
+        version: projected.version,
+        recorded_at,
+    })
 }

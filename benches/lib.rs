@@ -1,0 +1,1 @@
+//! fleet's benchmarks; see the `[[bench]]` targets of this package and the README.

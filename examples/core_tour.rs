@@ -1,0 +1,220 @@
+//! A tour of fleet-core, end to end, on the embedded defaults.
+//!
+//! It loads the project's agent specs, opens the durable SQLite store at `.fleet/fleet.db`,
+//! records one turn in which a primary agent delegates to each specialist (and one specialist to
+//! a subagent of its own), prices every token, admits every call against a dollar budget by
+//! reservation, reopens the store to show that everything persisted, and draws the work-unit
+//! tree. No model is called: the token counts are what a small review would use, so that the
+//! bookkeeping can be seen without an API key. Run it with:
+//!
+//! ```text
+//! cargo run -p fleet-examples --example core-tour
+//! ```
+
+#![allow(clippy::print_stdout)]
+
+use std::path::Path;
+
+use anyhow::Context;
+use fleet_core::spec::SpecSet;
+use fleet_core::{
+    Amount, BudgetLimits, Budgets, Command, EventStore, PriceTable, Recorder, SqliteStore, Thread,
+    TokenUsage, TurnState, Usd, WorkUnitKind, WorkUnitState,
+};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()?;
+    let specs = SpecSet::load_dir(&root.join("agents"))?;
+    for problem in &specs.errors {
+        println!("agent spec problem: {problem}");
+    }
+    anyhow::ensure!(!specs.specs.is_empty(), "no valid agent specs in agents/");
+    println!(
+        "offline tour: no model is called; fleet-core records, prices and budgets a simulated turn.\n"
+    );
+
+    let db = root.join(".fleet/fleet.db");
+    let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let prices = PriceTable::builtin()?;
+    let budgets = Budgets::new();
+    let run_budget = budgets.add(
+        "run",
+        None,
+        BudgetLimits {
+            usd: Usd::from_dollars(0.25),
+            ..BudgetLimits::default()
+        },
+    );
+
+    let mut thread =
+        Recorder::create(&store, Some("core tour: review the workspace".into())).await?;
+    let (turn, primary) = thread
+        .start_turn_with(
+            WorkUnitKind::PrimaryAgent,
+            Some("review the workspace and fix what fails".into()),
+            |d| {
+                d.label = Some("primary agent".into());
+                d.model = Some("claude-sonnet-4-5".into());
+            },
+        )
+        .await?;
+
+    // The primary agent plans, then delegates one task to each specialist.
+    let mut calls = vec![(
+        primary,
+        "claude-sonnet-4-5".to_owned(),
+        TokenUsage::from_anthropic(1_800, 420, 12_000, 0, 0),
+    )];
+    for (i, spec) in specs.specs.iter().enumerate() {
+        let budget = budgets.add(
+            format!("agent:{}", spec.name),
+            Some(run_budget),
+            BudgetLimits {
+                usd: Some(spec.effective_cost_budget()),
+                ..BudgetLimits::default()
+            },
+        );
+        let unit = thread
+            .start_work_unit(primary, WorkUnitKind::DelegatedAgent, |d| {
+                d.label = Some(spec.role.clone());
+                d.agent = Some(spec.name.clone());
+                d.model = Some(spec.model.clone());
+            })
+            .await?;
+        // Each specialist's call is admitted only if its worst case fits the budgets.
+        let price = prices.price(&spec.model).context("a priced model")?;
+        let worst = Amount {
+            output_tokens: u64::from(spec.max_tokens.unwrap_or(4096)),
+            usd: price.worst_case(6_000, u64::from(spec.max_tokens.unwrap_or(4096))),
+        };
+        let reservation = budgets.reserve(&[budget], worst)?;
+        let usage = TokenUsage {
+            input: 900 + 300 * i as u64,
+            output: 350 + 120 * i as u64,
+            cache_read: 4_000,
+            ..TokenUsage::default()
+        };
+        let cost = prices.cost(&spec.model, &usage).unwrap_or_default();
+        reservation.settle(Amount {
+            output_tokens: usage.output,
+            usd: cost,
+        });
+        calls.push((unit, spec.model.clone(), usage));
+        if spec.name == "patch-bot" {
+            let sub = thread
+                .start_work_unit(unit, WorkUnitKind::DelegatedAgent, |d| {
+                    d.label = Some("run the failing test and read its output".into());
+                    d.model = Some("claude-haiku-4-5".into());
+                })
+                .await?;
+            calls.push((
+                sub,
+                "claude-haiku-4-5".into(),
+                TokenUsage {
+                    input: 600,
+                    output: 90,
+                    ..TokenUsage::default()
+                },
+            ));
+        }
+    }
+    for (unit, model, usage) in &calls {
+        thread
+            .execute(Command::RecordUsage {
+                work_unit_id: *unit,
+                model: Some(model.clone()),
+                usage: *usage,
+            })
+            .await?;
+    }
+    for (unit, _, _) in calls.iter().rev() {
+        thread
+            .finish_work_unit(*unit, WorkUnitState::Completed, None)
+            .await?;
+    }
+    thread.complete_turn(turn, TurnState::Completed).await?;
+    let id = thread.thread().id;
+    drop(thread);
+    drop(store);
+
+    // Everything was durable: a fresh store reads the same tree back from disk.
+    let store = SqliteStore::open(&db)?;
+    let tree = store.snapshot(id).await?.context("the thread persisted")?;
+    draw(&tree);
+    let status = budgets.status(run_budget).context("run budget")?;
+    println!(
+        "\nrun budget: {} spent of {} ({} reserved)",
+        status.spent.usd,
+        status.limits.usd.unwrap_or_default(),
+        status.reserved.usd
+    );
+    println!(
+        "{} events in {}; thread {id}",
+        store.read_stream(id, 0, usize::MAX).await?.len(),
+        db.display()
+    );
+    Ok(())
+}
+
+fn draw(thread: &Thread) {
+    println!(
+        "{:<52} {:>9} {:>7} {:<11} {:>10}",
+        "work unit", "state", "tokens", "cache hits", "cost"
+    );
+    for turn in &thread.turns {
+        draw_unit(thread, turn.root_id, "", "");
+    }
+}
+
+/// One row per unit, children below with box-drawing branches; the cache column is the share of
+/// input served from the prompt cache, as a bar and a percentage.
+fn draw_unit(thread: &Thread, id: fleet_core::WorkUnitId, lead: &str, rest: &str) {
+    let Some(unit) = thread.work_unit(id) else {
+        return;
+    };
+    let name = unit
+        .agent
+        .clone()
+        .or_else(|| unit.label.clone())
+        .unwrap_or_else(|| "work unit".into());
+    let mut label = format!("{lead}{name} · {}", unit.model.as_deref().unwrap_or("-"));
+    if label.chars().count() > 52 {
+        label = format!("{}…", label.chars().take(51).collect::<String>());
+    }
+    let usage = thread.subtree_usage(unit.id);
+    let ratio = usage.cache_hit_ratio();
+    let bar: String = (0..5)
+        .map(|i| {
+            if ratio * 5.0 > f64::from(i) + 0.5 {
+                '█'
+            } else {
+                '░'
+            }
+        })
+        .collect();
+    let cache = format!("{bar} {:>3.0}%", ratio * 100.0);
+    println!(
+        "{label:<52} {:>9} {:>7} {cache:<11} {:>10}",
+        unit.state,
+        usage.total(),
+        thread.subtree_cost(unit.id).to_string()
+    );
+    let children: Vec<_> = thread.children(id).map(|c| c.id).collect();
+    for (i, child) in children.iter().enumerate() {
+        let last = i + 1 == children.len();
+        let (branch, below) = if last {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        draw_unit(
+            thread,
+            *child,
+            &format!("{rest}{branch}"),
+            &format!("{rest}{below}"),
+        );
+    }
+}

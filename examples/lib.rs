@@ -1,0 +1,1 @@
+//! Runnable examples of fleet's SDK; see the `[[example]]` targets of this package.
