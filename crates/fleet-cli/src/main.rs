@@ -33,7 +33,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Work with the agents declared in agents/*.yaml.
+    /// Work with the agents declared in `agents/*.yaml`.
     #[command(subcommand)]
     Agents(AgentsCommand),
     /// Print a JSON Schema fleet publishes.
@@ -55,7 +55,7 @@ enum AgentsCommand {
 
 #[derive(Subcommand)]
 enum SchemaCommand {
-    /// The JSON Schema of agents/<name>.yaml (also at docs/agent-spec.schema.json).
+    /// The JSON Schema of `agents/<name>.yaml` (also at `docs/agent-spec.schema.json`).
     AgentSpec,
 }
 
