@@ -18,9 +18,18 @@ use std::path::Path;
 use anyhow::Context;
 use fleet_core::spec::SpecSet;
 use fleet_core::{
-    Amount, BudgetLimits, Budgets, Command, EventStore, PriceTable, Recorder, SqliteStore, Thread,
-    TokenUsage, TurnState, Usd, WorkUnitKind, WorkUnitState,
+    Amount, BudgetId, BudgetLimits, Budgets, Command, EventStore, PriceTable, Recorder,
+    SqliteStore, Thread, TokenUsage, TurnState, Usd, WorkUnitId, WorkUnitKind, WorkUnitState,
 };
+
+/// One simulated model call of the turn.
+struct Call {
+    unit: WorkUnitId,
+    model: String,
+    max_tokens: u64,
+    budget: BudgetId,
+    usage: TokenUsage,
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
@@ -62,12 +71,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
 
-    // The primary agent plans, then delegates one task to each specialist.
-    let mut calls = vec![(
-        primary,
-        "claude-sonnet-4-5".to_owned(),
-        TokenUsage::from_anthropic(1_800, 420, 12_000, 0, 0),
-    )];
+    // The primary agent plans, then delegates one task to each specialist; patch-bot delegates
+    // once more. Every call is charged to its agent's budget and, through it, to the run's.
+    let mut calls = vec![Call {
+        unit: primary,
+        model: "claude-sonnet-4-5".into(),
+        max_tokens: 8_192,
+        budget: run_budget,
+        usage: TokenUsage::from_anthropic(1_800, 420, 12_000, 0, 0),
+    }];
     for (i, spec) in specs.specs.iter().enumerate() {
         let budget = budgets.add(
             format!("agent:{}", spec.name),
@@ -84,25 +96,20 @@ async fn main() -> anyhow::Result<()> {
                 d.model = Some(spec.model.clone());
             })
             .await?;
-        // Each specialist's call is admitted only if its worst case fits the budgets.
-        let price = prices.price(&spec.model).context("a priced model")?;
-        let worst = Amount {
-            output_tokens: u64::from(spec.max_tokens.unwrap_or(4096)),
-            usd: price.worst_case(6_000, u64::from(spec.max_tokens.unwrap_or(4096))),
-        };
-        let reservation = budgets.reserve(&[budget], worst)?;
+        let max_tokens = u64::from(spec.max_tokens.unwrap_or(4_096));
         let usage = TokenUsage {
             input: 900 + 300 * i as u64,
             output: 350 + 120 * i as u64,
             cache_read: 4_000,
             ..TokenUsage::default()
         };
-        let cost = prices.cost(&spec.model, &usage).unwrap_or_default();
-        reservation.settle(Amount {
-            output_tokens: usage.output,
-            usd: cost,
+        calls.push(Call {
+            unit,
+            model: spec.model.clone(),
+            max_tokens,
+            budget,
+            usage,
         });
-        calls.push((unit, spec.model.clone(), usage));
         if spec.name == "patch-bot" {
             let sub = thread
                 .start_work_unit(unit, WorkUnitKind::DelegatedAgent, |d| {
@@ -110,29 +117,49 @@ async fn main() -> anyhow::Result<()> {
                     d.model = Some("claude-haiku-4-5".into());
                 })
                 .await?;
-            calls.push((
-                sub,
-                "claude-haiku-4-5".into(),
-                TokenUsage {
-                    input: 600,
-                    output: 90,
-                    ..TokenUsage::default()
-                },
-            ));
+            let usage = TokenUsage {
+                input: 600,
+                output: 90,
+                ..TokenUsage::default()
+            };
+            calls.push(Call {
+                unit: sub,
+                model: "claude-haiku-4-5".into(),
+                max_tokens: 1_024,
+                budget,
+                usage,
+            });
         }
     }
-    for (unit, model, usage) in &calls {
+    for call in &calls {
+        // Admitted only if its worst case (prompt at the dearest input rate plus max_tokens of
+        // output) fits every budget above it; then settled to what it really cost.
+        let price = prices.price(&call.model).with_context(|| {
+            format!(
+                "no price for {}: a dollar budget cannot admit it",
+                call.model
+            )
+        })?;
+        let worst = Amount {
+            output_tokens: call.max_tokens,
+            usd: price.worst_case(call.usage.total_input(), call.max_tokens),
+        };
+        let reservation = budgets.reserve(&[call.budget], worst)?;
+        reservation.settle(Amount {
+            output_tokens: call.usage.output,
+            usd: price.cost(&call.usage),
+        });
         thread
             .execute(Command::RecordUsage {
-                work_unit_id: *unit,
-                model: Some(model.clone()),
-                usage: *usage,
+                work_unit_id: call.unit,
+                model: Some(call.model.clone()),
+                usage: call.usage,
             })
             .await?;
     }
-    for (unit, _, _) in calls.iter().rev() {
+    for call in calls.iter().rev() {
         thread
-            .finish_work_unit(*unit, WorkUnitState::Completed, None)
+            .finish_work_unit(call.unit, WorkUnitState::Completed, None)
             .await?;
     }
     thread.complete_turn(turn, TurnState::Completed).await?;
@@ -145,6 +172,12 @@ async fn main() -> anyhow::Result<()> {
     let tree = store.snapshot(id).await?.context("the thread persisted")?;
     draw(&tree);
     let status = budgets.status(run_budget).context("run budget")?;
+    let root_cost = tree.subtree_cost(tree.turns[0].root_id);
+    anyhow::ensure!(
+        root_cost.usd == status.spent.usd && root_cost.is_complete(),
+        "the budget ledger ({}) and the persisted tree ({root_cost}) disagree",
+        status.spent.usd
+    );
     println!(
         "\nrun budget: {} spent of {} ({} reserved)",
         status.spent.usd,
@@ -171,7 +204,7 @@ fn draw(thread: &Thread) {
 
 /// One row per unit, children below with box-drawing branches; the cache column is the share of
 /// input served from the prompt cache, as a bar and a percentage.
-fn draw_unit(thread: &Thread, id: fleet_core::WorkUnitId, lead: &str, rest: &str) {
+fn draw_unit(thread: &Thread, id: WorkUnitId, lead: &str, rest: &str) {
     let Some(unit) = thread.work_unit(id) else {
         return;
     };

@@ -5,7 +5,9 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -130,7 +132,7 @@ async fn versions_and_conflicts<S: EventStore>(store: &S) {
 async fn refused_appends_store_nothing<S: EventStore>(store: &S) {
     let id = ThreadId::new();
     // Not starting with thread_created.
-    let (turn, turn_id, root) = turn_started(id);
+    let (turn, _, root) = turn_started(id);
     match store
         .append(id, ExpectedVersion::NoStream, vec![turn.clone()])
         .await
@@ -187,7 +189,6 @@ async fn refused_appends_store_nothing<S: EventStore>(store: &S) {
         .await
         .expect("valid batch");
     assert_eq!(ok.version, 2);
-    let _ = turn_id;
 }
 
 async fn reading_pages_in_order<S: EventStore>(store: &S) {
@@ -296,7 +297,7 @@ async fn snapshot_matches_projection<S: EventStore>(store: &S) {
         .await
         .unwrap();
     rec.complete_turn(t1, TurnState::Completed).await.unwrap();
-    let (t2, r2) = rec
+    let (_, r2) = rec
         .start_turn(WorkUnitKind::PrimaryAgent, Some("second".into()))
         .await
         .unwrap();
@@ -334,7 +335,6 @@ async fn snapshot_matches_projection<S: EventStore>(store: &S) {
     assert_eq!(stored.activities.len(), 1);
     let events = store.read_stream(id, 0, 1000).await.unwrap();
     assert_eq!(Some(stored), project(id, events.iter().map(|e| &e.event)));
-    let _ = t2;
 }
 
 async fn subscriptions_see_every_event<S: EventStore>(store: &S) {
@@ -393,7 +393,7 @@ async fn concurrent_writers_one_wins<S: EventStore>(store: &S) {
             vec![Event::ActivityAppended { activity }],
         )
     });
-    let results = futures_join_all(attempts).await;
+    let results = join_all(attempts).await;
     assert_eq!(
         results.iter().filter(|r| r.is_ok()).count(),
         1,
@@ -407,14 +407,25 @@ async fn concurrent_writers_one_wins<S: EventStore>(store: &S) {
     );
 }
 
-async fn futures_join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futures {
-        set.push(f);
-    }
-    let mut out = Vec::with_capacity(set.len());
-    for f in set {
-        out.push(f.await);
-    }
-    out
+/// Polls every future until all are ready, so they really run at the same time whether a
+/// store queues its appends when `append` is called or only when the future is first polled.
+async fn join_all<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    poll_fn(|cx| {
+        for (future, slot) in pending.iter_mut().zip(done.iter_mut()) {
+            if slot.is_none()
+                && let Poll::Ready(output) = future.as_mut().poll(cx)
+            {
+                *slot = Some(output);
+            }
+        }
+        if done.iter().all(Option::is_some) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    done.into_iter().flatten().collect()
 }

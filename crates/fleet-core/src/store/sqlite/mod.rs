@@ -40,7 +40,7 @@ use tokio::sync::{oneshot, watch};
 
 pub use self::schema::SCHEMA_VERSION;
 pub use self::writer::RebuildStats;
-use self::writer::{Request, Writer};
+use self::writer::{PendingAppend, Request, Writer};
 use super::{Appended, EventStore, ExpectedVersion, StoreError};
 use crate::event::{Event, RecordedEvent};
 use crate::id::ThreadId;
@@ -254,12 +254,12 @@ impl EventStore for SqliteStore {
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
         // Queued at call time, so appends are ordered as they were called.
         let (reply, done) = oneshot::channel();
-        let sent = self.send(Request::Append {
+        let sent = self.send(Request::Append(PendingAppend {
             thread,
             expected,
             events,
             reply,
-        });
+        }));
         async move {
             sent?;
             done.await.map_err(|_| StoreError::Closed)?

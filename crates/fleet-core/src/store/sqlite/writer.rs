@@ -24,13 +24,16 @@ const CACHED_THREADS: usize = 256;
 /// Most appends committed together.
 const GROUP: usize = 512;
 
+/// One queued append and where to send its outcome.
+pub(super) struct PendingAppend {
+    pub(super) thread: ThreadId,
+    pub(super) expected: ExpectedVersion,
+    pub(super) events: Vec<Event>,
+    pub(super) reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
 pub(super) enum Request {
-    Append {
-        thread: ThreadId,
-        expected: ExpectedVersion,
-        events: Vec<Event>,
-        reply: oneshot::Sender<Result<Appended, StoreError>>,
-    },
+    Append(PendingAppend),
     Rebuild {
         reply: oneshot::Sender<Result<RebuildStats, StoreError>>,
     },
@@ -86,22 +89,12 @@ impl Writer {
                     let _ = reply.send(self.rebuild());
                     continue;
                 }
-                Request::Append {
-                    thread,
-                    expected,
-                    events,
-                    reply,
-                } => group.push((thread, expected, events, reply)),
+                Request::Append(append) => group.push(append),
             }
             let mut rebuild = None;
             while group.len() < GROUP {
                 match requests.try_recv() {
-                    Ok(Request::Append {
-                        thread,
-                        expected,
-                        events,
-                        reply,
-                    }) => group.push((thread, expected, events, reply)),
+                    Ok(Request::Append(append)) => group.push(append),
                     Ok(Request::Rebuild { reply }) => {
                         rebuild = Some(reply);
                         break;
@@ -116,31 +109,22 @@ impl Writer {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn commit_group(
-        &mut self,
-        group: Vec<(
-            ThreadId,
-            ExpectedVersion,
-            Vec<Event>,
-            oneshot::Sender<Result<Appended, StoreError>>,
-        )>,
-    ) {
+    fn commit_group(&mut self, group: Vec<PendingAppend>) {
         let recorded_at = Timestamp::now();
         let mut outcomes: Vec<Result<Appended, StoreError>> = Vec::with_capacity(group.len());
         let result = (|| -> Result<(), StoreError> {
             let mut tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            for (thread, expected, events, _) in &group {
+            for append in &group {
                 let sp = tx.savepoint()?;
                 match append_one(
                     &sp,
                     &mut self.cache,
                     &mut self.next_position,
-                    *thread,
-                    *expected,
-                    events,
+                    append.thread,
+                    append.expected,
+                    &append.events,
                     recorded_at,
                 ) {
                     Ok(appended) => {
@@ -149,7 +133,7 @@ impl Writer {
                     }
                     Err(e) => {
                         drop(sp); // rolls back this append alone
-                        self.cache.remove(thread);
+                        self.cache.remove(&append.thread);
                         outcomes.push(Err(e));
                     }
                 }
@@ -167,8 +151,8 @@ impl Writer {
                 {
                     self.head.send_replace(last);
                 }
-                for ((_, _, _, reply), outcome) in group.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
+                for (append, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = append.reply.send(outcome);
                 }
             }
             Err(e) => {
@@ -176,8 +160,8 @@ impl Writer {
                 self.cache.clear();
                 let _ = self.reset_position();
                 let reason = e.to_string();
-                for (_, _, _, reply) in group {
-                    let _ = reply.send(Err(StoreError::CommitFailed {
+                for append in group {
+                    let _ = append.reply.send(Err(StoreError::CommitFailed {
                         reason: reason.clone(),
                     }));
                 }
