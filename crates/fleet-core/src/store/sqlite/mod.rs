@@ -83,6 +83,9 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Statement journals (written for each row of an `INSERT OR REPLACE` inside a savepoint)
+    // and other temporary files stay in memory: they are scratch, never needed after a crash.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
