@@ -16,6 +16,10 @@
 //!   line, column and field.
 //! - **Costs**: [`TokenUsage`] kept by kind, a dated [`PriceTable`], and hierarchical
 //!   [`Budgets`] that reserve a call's worst case before it is made.
+//! - **The seams** the other crates implement: [`Provider`] (a model behind any wire format,
+//!   streaming normalized [`StreamEvent`]s), [`AgentRunner`] (one agent call, recorded as a work
+//!   unit through a shared [`Journal`]), [`CommandSandbox`] (programs run for agents), and
+//!   [`EventStore`].
 //!
 //! # Example
 //!
@@ -53,13 +57,17 @@
 //! ```
 
 pub mod activity;
+pub mod agent;
 pub mod budget;
 pub mod command;
 mod diagnostic;
 pub mod event;
+pub mod exec;
 pub mod id;
+pub mod journal;
 pub mod money;
 pub mod pricing;
+pub mod provider;
 pub mod spec;
 pub mod store;
 #[cfg(feature = "testkit")]
@@ -70,14 +78,22 @@ pub mod work_unit;
 mod yaml;
 
 pub use activity::{Activity, ActivityKind, LogLevel, Role};
+pub use agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, DynAgentRunner};
 pub use budget::{Amount, BudgetError, BudgetId, BudgetLimits, Budgets, Reservation};
 pub use command::{Command, CommandError, Recorder, WorkUnitDraft};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use event::{BudgetAlert, Event, RecordedEvent, TurnState};
+pub use exec::{CommandOutput, CommandRequest, CommandSandbox, DynCommandSandbox, ExecError};
 pub use id::{ActivityId, IdError, RunId, ThreadId, TurnId, WorkUnitId};
 pub use jiff::Timestamp;
+pub use journal::{Journal, SharedStore};
 pub use money::{Cost, Usd};
 pub use pricing::{ModelPrice, PriceTable};
+pub use provider::{
+    CancelToken, Capabilities, Content, DynProvider, EventStream, Message, MessageRole,
+    ModelRequest, ModelResponse, Provider, ProviderError, StopReason, StreamEvent, ToolChoice,
+    ToolSpec,
+};
 pub use store::memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteStore;

@@ -1,0 +1,150 @@
+//! A shared handle on one thread's [`Recorder`], for the many tasks of a run that record into
+//! the same thread concurrently (agent calls, subagents, the workflow itself).
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::activity::ActivityKind;
+use crate::command::{Command, CommandError, Recorder, WorkUnitDraft};
+use crate::event::{Event, RecordedEvent};
+use crate::id::{ThreadId, WorkUnitId};
+use crate::money::Usd;
+use crate::store::DynEventStore;
+use crate::thread::Thread;
+use crate::usage::TokenUsage;
+use crate::work_unit::WorkUnitState;
+
+/// The store type a [`Journal`] records into.
+pub type SharedStore = Arc<dyn DynEventStore>;
+
+/// A cloneable, concurrent recorder of one thread. All clones record into the same thread.
+#[derive(Clone)]
+pub struct Journal {
+    recorder: Arc<Mutex<Recorder<SharedStore>>>,
+    thread_id: ThreadId,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("thread_id", &self.thread_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Shares `recorder`.
+    #[must_use]
+    pub fn new(recorder: Recorder<SharedStore>) -> Self {
+        let thread_id = recorder.thread().id;
+        Self {
+            recorder: Arc::new(Mutex::new(recorder)),
+            thread_id,
+        }
+    }
+
+    /// Creates a thread in `store` and shares its recorder.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn create(store: SharedStore, title: Option<String>) -> Result<Self, CommandError> {
+        Ok(Self::new(Recorder::create(store, title).await?))
+    }
+
+    /// The thread recorded into.
+    #[must_use]
+    pub fn thread_id(&self) -> ThreadId {
+        self.thread_id
+    }
+
+    /// Validates `command` and appends it.
+    ///
+    /// # Errors
+    /// As [`Recorder::execute`].
+    pub async fn execute(&self, command: Command) -> Result<RecordedEvent, CommandError> {
+        self.recorder.lock().await.execute(command).await
+    }
+
+    /// Reads the thread as recorded so far.
+    pub async fn read<R>(&self, f: impl FnOnce(&Thread) -> R) -> R {
+        f(self.recorder.lock().await.thread())
+    }
+
+    /// Records `draft` under `parent`; returns the new unit.
+    ///
+    /// # Errors
+    /// As [`Recorder::execute`].
+    pub async fn start_work_unit(
+        &self,
+        parent: WorkUnitId,
+        draft: WorkUnitDraft,
+    ) -> Result<WorkUnitId, CommandError> {
+        let recorded = self
+            .execute(Command::StartWorkUnit {
+                parent_id: parent,
+                draft,
+            })
+            .await?;
+        match recorded.event {
+            Event::WorkUnitUpserted { work_unit } => Ok(work_unit.id),
+            _ => Err(CommandError::NoThread(self.thread_id)),
+        }
+    }
+
+    /// Moves a unit to `state`.
+    ///
+    /// # Errors
+    /// As [`Recorder::execute`]; a finished unit cannot change state.
+    pub async fn set_state(
+        &self,
+        unit: WorkUnitId,
+        state: WorkUnitState,
+        error: Option<String>,
+    ) -> Result<(), CommandError> {
+        self.execute(Command::SetWorkUnitState {
+            work_unit_id: unit,
+            state,
+            error,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Records an activity of `unit`.
+    ///
+    /// # Errors
+    /// As [`Recorder::execute`].
+    pub async fn activity(&self, unit: WorkUnitId, kind: ActivityKind) -> Result<(), CommandError> {
+        self.execute(Command::AppendActivity {
+            turn_id: None,
+            work_unit_id: Some(unit),
+            kind,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Records tokens `unit` used with `model`; returns their price (`None`: unpriced model).
+    ///
+    /// # Errors
+    /// As [`Recorder::execute`].
+    pub async fn usage(
+        &self,
+        unit: WorkUnitId,
+        model: &str,
+        usage: TokenUsage,
+    ) -> Result<Option<Usd>, CommandError> {
+        let recorded = self
+            .execute(Command::RecordUsage {
+                work_unit_id: unit,
+                model: Some(model.to_owned()),
+                usage,
+            })
+            .await?;
+        Ok(match recorded.event {
+            Event::UsageRecorded { cost, .. } => cost,
+            _ => None,
+        })
+    }
+}
