@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use crate::activity::{Activity, ActivityKind};
 use crate::event::{BudgetAlert, Event, RecordedEvent, TurnState};
 use crate::id::{ActivityId, ThreadId, TurnId, WorkUnitId};
+use crate::money::Usd;
 use crate::pricing::PriceTable;
 use crate::store::{EventStore, ExpectedVersion, StoreError};
 use crate::thread::{Thread, Violation, apply};
@@ -62,6 +63,18 @@ pub enum Command {
         model: Option<String>,
         /// The tokens.
         usage: TokenUsage,
+    },
+    /// Record tokens a unit used at a cost the caller knows (a free local model, a provider
+    /// that reports its own cost).
+    RecordPricedUsage {
+        /// The unit.
+        work_unit_id: WorkUnitId,
+        /// The model.
+        model: Option<String>,
+        /// The tokens.
+        usage: TokenUsage,
+        /// What they cost.
+        cost: Usd,
     },
     /// Record an activity.
     AppendActivity {
@@ -225,6 +238,18 @@ fn decide(
                 at: now,
             }
         }
+        Command::RecordPricedUsage {
+            work_unit_id,
+            model,
+            usage,
+            cost,
+        } => Event::UsageRecorded {
+            work_unit_id,
+            model,
+            usage,
+            cost: Some(cost),
+            at: now,
+        },
         Command::AppendActivity {
             turn_id,
             work_unit_id,

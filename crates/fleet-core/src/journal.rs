@@ -125,7 +125,8 @@ impl Journal {
         .map(drop)
     }
 
-    /// Records tokens `unit` used with `model`; returns their price (`None`: unpriced model).
+    /// Records tokens `unit` used with `model`, at `cost` when the caller knows it, else priced
+    /// from the price table; returns their price (`None`: unpriced model).
     ///
     /// # Errors
     /// As [`Recorder::execute`].
@@ -134,14 +135,23 @@ impl Journal {
         unit: WorkUnitId,
         model: &str,
         usage: TokenUsage,
+        cost: Option<Usd>,
     ) -> Result<Option<Usd>, CommandError> {
-        let recorded = self
-            .execute(Command::RecordUsage {
+        let model = Some(model.to_owned());
+        let command = match cost {
+            Some(cost) => Command::RecordPricedUsage {
                 work_unit_id: unit,
-                model: Some(model.to_owned()),
+                model,
                 usage,
-            })
-            .await?;
+                cost,
+            },
+            None => Command::RecordUsage {
+                work_unit_id: unit,
+                model,
+                usage,
+            },
+        };
+        let recorded = self.execute(command).await?;
         Ok(match recorded.event {
             Event::UsageRecorded { cost, .. } => cost,
             _ => None,

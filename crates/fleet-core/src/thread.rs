@@ -256,6 +256,7 @@ pub fn project<'a>(
 impl Thread {
     /// A thread as stored elsewhere (for stores that keep the parts in their own tables).
     #[allow(clippy::too_many_arguments)]
+    #[cfg(feature = "sqlite")]
     pub(crate) fn from_parts(
         id: ThreadId,
         title: Option<String>,

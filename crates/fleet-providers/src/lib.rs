@@ -1,6 +1,25 @@
-//! Model adapters for fleet (Anthropic Messages, OpenAI Chat Completions and Responses,
-//! OpenAI-compatible servers, the Claude Code and Codex CLIs, an offline provider) and the agent
-//! loop that turns a provider and tools into an `AgentRunner`.
+//! Model adapters and the agent loop of fleet.
 //!
-//! Nothing is here yet: this crate is filled by the providers work. It exists now so that the
-//! workspace layout and the dependency rule (it depends on `fleet-core` only) hold from the start.
+//! - **Adapters** implementing [`fleet_core::Provider`]: [`AnthropicProvider`] (Messages API),
+//!   [`OpenAiProvider`] (Chat Completions — also Ollama, vLLM, llama.cpp — and Responses), the
+//!   deterministic [`OfflineProvider`] (the default when no key is configured) and the
+//!   [`ScriptedProvider`] that replays recorded cassettes in tests. Each adapter keeps its wire
+//!   types private and its conversions pure; the shared [`HttpClient`] does pooling, timeouts and
+//!   retries.
+//!
+//! Not here: the workflow engine, the sandbox, the CLI.
+
+pub mod anthropic;
+pub mod decode;
+pub mod http;
+pub mod offline;
+pub mod openai;
+pub mod scripted;
+pub mod sse;
+mod stream;
+
+pub use anthropic::AnthropicProvider;
+pub use http::{ApiKey, HttpClient, HttpConfig, RetryPolicy};
+pub use offline::OfflineProvider;
+pub use openai::{OpenAiApi, OpenAiProvider};
+pub use scripted::{Cassette, RecordingProvider, ScriptedProvider};
