@@ -217,7 +217,7 @@ impl<T: AgentRunner> DynAgentRunner for T {
     }
 }
 
-impl AgentRunner for dyn DynAgentRunner {
+impl AgentRunner for dyn DynAgentRunner + '_ {
     fn run(
         &self,
         call: AgentCall,

@@ -182,6 +182,17 @@ impl Budgets {
         })
     }
 
+    /// Whether any of `targets` or their ancestors caps dollars (a call on a model without a
+    /// price cannot be admitted against such a cap).
+    ///
+    /// # Errors
+    /// [`BudgetError::Unknown`] for an id from another ledger.
+    pub fn caps_dollars(&self, targets: &[BudgetId]) -> Result<bool, BudgetError> {
+        let nodes = self.lock();
+        let chain = Self::chain(&nodes, targets)?;
+        Ok(chain.iter().any(|&i| nodes[i].limits.usd.is_some()))
+    }
+
     /// `targets` and all their ancestors, each once, or `Unknown`.
     fn chain(nodes: &[Node], targets: &[BudgetId]) -> Result<Vec<usize>, BudgetError> {
         let mut out: Vec<usize> = Vec::new();

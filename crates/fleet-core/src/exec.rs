@@ -136,7 +136,7 @@ impl<T: CommandSandbox> DynCommandSandbox for T {
     }
 }
 
-impl CommandSandbox for dyn DynCommandSandbox {
+impl CommandSandbox for dyn DynCommandSandbox + '_ {
     fn is_confined(&self) -> bool {
         self.is_confined_dyn()
     }

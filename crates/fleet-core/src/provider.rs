@@ -705,7 +705,7 @@ impl<T: Provider> DynProvider for T {
     }
 }
 
-impl Provider for dyn DynProvider {
+impl Provider for dyn DynProvider + '_ {
     fn name(&self) -> &str {
         self.name_dyn()
     }

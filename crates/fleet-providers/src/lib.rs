@@ -9,8 +9,10 @@
 //!
 //! Not here: the workflow engine, the sandbox, the CLI.
 
+pub mod agent;
 pub mod anthropic;
 pub mod decode;
+pub mod host;
 pub mod http;
 pub mod offline;
 pub mod openai;
@@ -18,7 +20,10 @@ pub mod scripted;
 pub mod sse;
 mod stream;
 
+pub use agent::tools::{Tool, ToolContext, ToolOutput};
+pub use agent::{ModelAgentRunner, RunnerBuilder, RunnerDefaults};
 pub use anthropic::AnthropicProvider;
+pub use host::HostCommands;
 pub use http::{ApiKey, HttpClient, HttpConfig, RetryPolicy};
 pub use offline::OfflineProvider;
 pub use openai::{OpenAiApi, OpenAiProvider};

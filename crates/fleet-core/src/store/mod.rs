@@ -335,7 +335,7 @@ impl<T: EventStore> DynEventStore for T {
     }
 }
 
-impl EventStore for dyn DynEventStore {
+impl EventStore for dyn DynEventStore + '_ {
     fn append(
         &self,
         thread: ThreadId,

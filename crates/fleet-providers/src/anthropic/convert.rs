@@ -10,7 +10,7 @@ use fleet_core::provider::{
 use fleet_core::spec::Effort;
 use serde_json::{Value, json};
 
-use super::wire::{self, Block, CacheControl, BlockDelta, Event, TextBlock};
+use super::wire::{self, Block, BlockDelta, CacheControl, Event, TextBlock};
 use crate::http::kind_of_error_type;
 use crate::sse::SseFrame;
 use crate::stream::{FrameDecoder, decode_error};
