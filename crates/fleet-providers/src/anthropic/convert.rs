@@ -273,6 +273,7 @@ impl Decoder {
                     out.push(StreamEvent::ThinkingSignature { signature });
                 }
                 BlockDelta::InputJsonDelta { partial_json } => match self.open.get_mut(&index) {
+                    Some(Open::Tool { .. }) if partial_json.is_empty() => {}
                     Some(Open::Tool { call, json, .. }) => {
                         json.push_str(&partial_json);
                         out.push(StreamEvent::ToolCallDelta {
