@@ -8,7 +8,7 @@ use tokio::sync::Mutex;
 use crate::activity::ActivityKind;
 use crate::command::{Command, CommandError, Recorder, WorkUnitDraft};
 use crate::event::{Event, RecordedEvent};
-use crate::id::{ThreadId, WorkUnitId};
+use crate::id::{ThreadId, TurnId, WorkUnitId};
 use crate::money::Usd;
 use crate::store::DynEventStore;
 use crate::thread::Thread;
@@ -69,6 +69,22 @@ impl Journal {
     /// Reads the thread as recorded so far.
     pub async fn read<R>(&self, f: impl FnOnce(&Thread) -> R) -> R {
         f(self.recorder.lock().await.thread())
+    }
+
+    /// Starts a turn whose running root is `root`; returns the turn and the root.
+    ///
+    /// # Errors
+    /// As [`Recorder::execute`].
+    pub async fn start_turn(
+        &self,
+        input: Option<String>,
+        root: WorkUnitDraft,
+    ) -> Result<(TurnId, WorkUnitId), CommandError> {
+        let recorded = self.execute(Command::StartTurn { input, root }).await?;
+        match recorded.event {
+            Event::TurnStarted { turn_id, root, .. } => Ok((turn_id, root.id)),
+            _ => Err(CommandError::NoThread(self.thread_id)),
+        }
     }
 
     /// Records `draft` under `parent`; returns the new unit.

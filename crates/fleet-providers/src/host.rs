@@ -12,6 +12,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HostCommands;
 
+type Captured = std::io::Result<(Vec<u8>, u64)>;
+
 async fn read_capped(
     mut from: impl AsyncRead + Unpin,
     limit: usize,
@@ -82,7 +84,7 @@ impl CommandSandbox for HostCommands {
                 (child.wait().await.map_err(io)?, true)
             }
         };
-        let collect = |task: Option<tokio::task::JoinHandle<std::io::Result<(Vec<u8>, u64)>>>| async move {
+        let collect = |task: Option<tokio::task::JoinHandle<Captured>>| async move {
             match task {
                 Some(t) => t.await.ok().and_then(Result::ok).unwrap_or_default(),
                 None => (Vec::new(), 0),

@@ -141,8 +141,17 @@ impl ScriptedProvider {
         Self {
             cassette: Arc::new(cassette),
             state: Arc::new(Mutex::new(State { used, next: 0 })),
-            capabilities: Capabilities::hosted().with_free(true).with_offline(true),
+            // A replay stands in for the provider it recorded: its usage is priced as that
+            // provider's would be.
+            capabilities: Capabilities::hosted().with_offline(true),
         }
+    }
+
+    /// Claims `capabilities` (for example `free`, to replay a local server's recording).
+    #[must_use]
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
     }
 
     /// Replays these exchanges in order.

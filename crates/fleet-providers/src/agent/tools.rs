@@ -609,18 +609,11 @@ impl Tool for SpawnSubagent {
     }
 }
 
-fn task_arg(
-    input: &Value,
-    ctx: &ToolContext,
-) -> Result<
-    (
-        String,
-        WorkUnitId,
-        CancelToken,
-        watch::Receiver<Option<Result<String, String>>>,
-    ),
-    ToolOutput,
-> {
+/// A task's id, unit, cancellation and result channel.
+type TaskHandle = (String, WorkUnitId, CancelToken, ResultRx);
+type ResultRx = watch::Receiver<Option<Result<String, String>>>;
+
+fn task_arg(input: &Value, ctx: &ToolContext) -> Result<TaskHandle, ToolOutput> {
     let id = str_arg(input, "task_id")?;
     let tasks = ctx.subagents.lock();
     let task = tasks.get(id).ok_or_else(|| {

@@ -15,7 +15,11 @@ use crate::server::{Reply, Server};
 const KEY: &str = "sk-test-SECRET-KEY-1234";
 
 fn fixture(path: &str) -> Vec<u8> {
-    std::fs::read(format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read(format!(
+        "{}/tests/fixtures/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 fn http() -> HttpClient {
@@ -53,22 +57,38 @@ async fn collect(p: &impl Provider, r: ModelRequest) -> Result<ModelResponse, Pr
 fn tool_use_response() -> ModelResponse {
     ModelResponse {
         content: vec![
-            Content::Text { text: "Okay, let's check the weather — ünïcode ✓".into() },
+            Content::Text {
+                text: "Okay, let's check the weather — ünïcode ✓".into(),
+            },
             Content::ToolUse {
                 id: "toolu_01T1x1fJ34qAmk2tNTrN7Up6".into(),
                 name: "get_weather".into(),
                 input: json!({"location": "San Francisco, CA", "unit": "fahrenheit"}),
             },
-            Content::ToolUse { id: "toolu_02".into(), name: "list_dir".into(), input: json!({}) },
+            Content::ToolUse {
+                id: "toolu_02".into(),
+                name: "list_dir".into(),
+                input: json!({}),
+            },
         ],
-        usage: TokenUsage { input: 472, output: 89, cache_write: 1200, cache_write_1h: 0, cache_read: 3000 },
+        usage: TokenUsage {
+            input: 472,
+            output: 89,
+            cache_write: 1200,
+            cache_write_1h: 0,
+            cache_read: 3000,
+        },
         stop_reason: Some(StopReason::ToolUse),
     }
 }
 
 #[tokio::test]
 async fn anthropic_streams_tools_and_cache_usage_and_sends_the_right_request() {
-    let server = Server::start(vec![Reply::sse(&fixture("anthropic/tool_use.sse"), &[7, 1, 13, 2, 64])]).await;
+    let server = Server::start(vec![Reply::sse(
+        &fixture("anthropic/tool_use.sse"),
+        &[7, 1, 13, 2, 64],
+    )])
+    .await;
     let got = collect(&anthropic(&server), request()).await.unwrap();
     assert_eq!(got, tool_use_response());
     let seen = server.seen();
@@ -92,7 +112,12 @@ async fn anthropic_streams_tools_and_cache_usage_and_sends_the_right_request() {
 #[tokio::test]
 async fn anthropic_streams_thinking_with_its_signature() {
     let server = Server::start(vec![Reply::sse(&fixture("anthropic/thinking.sse"), &[5])]).await;
-    let got = collect(&anthropic(&server), ModelRequest::new("claude-opus-4-5", "27*453?", 4000)).await.unwrap();
+    let got = collect(
+        &anthropic(&server),
+        ModelRequest::new("claude-opus-4-5", "27*453?", 4000),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         got.content,
         vec![
@@ -100,7 +125,9 @@ async fn anthropic_streams_thinking_with_its_signature() {
                 text: "Let me solve this step by step:\n\n1. First break down 27 * 453".into(),
                 signature: Some("EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds".into()),
             },
-            Content::Text { text: "27 * 453 = 12,231".into() },
+            Content::Text {
+                text: "27 * 453 = 12,231".into()
+            },
         ]
     );
     assert_eq!(got.usage.output, 100);
@@ -121,8 +148,15 @@ proptest! {
 
 #[tokio::test]
 async fn an_error_event_after_http_200_fails_the_stream_with_the_providers_message() {
-    let server = Server::start(vec![Reply::sse(&fixture("anthropic/error_mid_stream.sse"), &[50])]).await;
-    let mut stream = anthropic(&server).stream(request(), CancelToken::new()).await.unwrap();
+    let server = Server::start(vec![Reply::sse(
+        &fixture("anthropic/error_mid_stream.sse"),
+        &[50],
+    )])
+    .await;
+    let mut stream = anthropic(&server)
+        .stream(request(), CancelToken::new())
+        .await
+        .unwrap();
     let mut events = Vec::new();
     let mut error = None;
     while let Some(item) = next_event(&mut stream).await {
@@ -131,10 +165,25 @@ async fn an_error_event_after_http_200_fails_the_stream_with_the_providers_messa
             Err(e) => error = Some(e),
         }
     }
-    assert!(events.contains(&StreamEvent::TextDelta { text: "Partial".into() }));
+    assert!(events.contains(&StreamEvent::TextDelta {
+        text: "Partial".into()
+    }));
     let error = error.unwrap();
-    assert!(matches!(error, ProviderError::Api { status: None, kind: ErrorKind::Overloaded, .. }), "{error:?}");
-    assert_eq!(error.to_string(), "anthropic: stream error Overloaded: Overloaded");
+    assert!(
+        matches!(
+            error,
+            ProviderError::Api {
+                status: None,
+                kind: ErrorKind::Overloaded,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "anthropic: stream error Overloaded: Overloaded"
+    );
 }
 
 #[tokio::test]
@@ -143,7 +192,10 @@ async fn malformed_json_in_a_frame_is_a_clear_error() {
     let error = collect(&anthropic(&server), request()).await.unwrap_err();
     let text = error.to_string();
     assert!(matches!(error, ProviderError::Decode { .. }), "{error:?}");
-    assert!(text.starts_with("anthropic: malformed stream: event \"content_block_delta\":"), "{text}");
+    assert!(
+        text.starts_with("anthropic: malformed stream: event \"content_block_delta\":"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -153,12 +205,20 @@ async fn a_connection_dropped_mid_stream_is_a_transport_error() {
     reply.drop_mid_stream = true;
     let server = Server::start(vec![reply]).await;
     let error = collect(&anthropic(&server), request()).await.unwrap_err();
-    assert!(matches!(error, ProviderError::Transport { .. }), "{error:?}");
+    assert!(
+        matches!(error, ProviderError::Transport { .. }),
+        "{error:?}"
+    );
     // Cut cleanly at a frame boundary, the answer is still incomplete.
     let cut = body.windows(2).position(|w| w == b"\n\n").unwrap() + 2;
     let server = Server::start(vec![Reply::sse(&body[..cut], &[100])]).await;
     let error = collect(&anthropic(&server), request()).await.unwrap_err();
-    assert!(error.to_string().contains("closed before the answer was complete"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("closed before the answer was complete"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -175,7 +235,10 @@ async fn retries_429_and_529_honouring_retry_after() {
     assert_eq!(got, tool_use_response());
     let seen = server.seen();
     assert_eq!(seen.len(), 4);
-    assert!(seen.windows(2).all(|w| w[0].body == w[1].body), "a retry sends the same request");
+    assert!(
+        seen.windows(2).all(|w| w[0].body == w[1].body),
+        "a retry sends the same request"
+    );
 }
 
 #[tokio::test]
@@ -186,27 +249,65 @@ async fn a_429_without_retry_after_is_a_spend_cap_and_not_retried() {
         r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
     )])
     .await;
-    let p = OpenAiProvider::new(http(), "openai", format!("{}/v1", server.base), Some(ApiKey::new(KEY)), OpenAiApi::ChatCompletions);
+    let p = OpenAiProvider::new(
+        http(),
+        "openai",
+        format!("{}/v1", server.base),
+        Some(ApiKey::new(KEY)),
+        OpenAiApi::ChatCompletions,
+    );
     let error = collect(&p, request()).await.unwrap_err();
     assert_eq!(server.seen().len(), 1);
-    assert!(matches!(error, ProviderError::Api { status: Some(429), kind: ErrorKind::SpendCap, .. }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            ProviderError::Api {
+                status: Some(429),
+                kind: ErrorKind::SpendCap,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     let text = format!("{error} {error:?}");
-    assert!(text.contains("openai: HTTP 429 SpendCap: You exceeded your current quota"), "{text}");
+    assert!(
+        text.contains("openai: HTTP 429 SpendCap: You exceeded your current quota"),
+        "{text}"
+    );
     assert!(!text.contains(KEY), "the key leaked: {text}");
 }
 
 #[tokio::test]
 async fn retries_give_up_after_the_policy_with_the_last_error() {
-    let overloaded = || Reply::error(529, &[], r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#);
-    let server = Server::start(vec![overloaded(), overloaded(), overloaded(), overloaded(), overloaded()]).await;
+    let overloaded = || {
+        Reply::error(
+            529,
+            &[],
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        )
+    };
+    let server = Server::start(vec![
+        overloaded(),
+        overloaded(),
+        overloaded(),
+        overloaded(),
+        overloaded(),
+    ])
+    .await;
     let error = collect(&anthropic(&server), request()).await.unwrap_err();
     assert_eq!(server.seen().len(), 4, "one try and three retries");
-    assert_eq!(error.to_string(), "anthropic: HTTP 529 Overloaded: Overloaded");
+    assert_eq!(
+        error.to_string(),
+        "anthropic: HTTP 529 Overloaded: Overloaded"
+    );
     // A client error is not retried.
     let server = Server::start(vec![Reply::error(400, &[], r#"{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}"#)]).await;
     let error = collect(&anthropic(&server), request()).await.unwrap_err();
     assert_eq!(server.seen().len(), 1);
-    assert_eq!(error.to_string(), "anthropic: HTTP 400 InvalidRequest: max_tokens: Field required");
+    assert_eq!(
+        error.to_string(),
+        "anthropic: HTTP 400 InvalidRequest: max_tokens: Field required"
+    );
 }
 
 #[tokio::test]
@@ -227,31 +328,64 @@ async fn cancelling_stops_a_slow_stream_promptly() {
     while let Some(item) = next_event(&mut stream).await {
         last = Some(item);
     }
-    assert!(matches!(last, Some(Err(ProviderError::Cancelled))), "{last:?}");
+    assert!(
+        matches!(last, Some(Err(ProviderError::Cancelled))),
+        "{last:?}"
+    );
     // The fixture would take seconds at this pace; cancellation ends it at the next poll.
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]
 async fn openai_chat_merges_tool_call_fragments_by_index_and_reads_cached_usage() {
-    let server = Server::start(vec![Reply::sse(&fixture("openai_chat/tool_calls.sse"), &[3, 17])]).await;
-    let p = OpenAiProvider::new(http(), "openai", format!("{}/v1/", server.base), Some(ApiKey::new(KEY)), OpenAiApi::ChatCompletions);
-    let got = collect(&p, ModelRequest::new("gpt-5-mini", "look", 256)).await.unwrap();
+    let server = Server::start(vec![Reply::sse(
+        &fixture("openai_chat/tool_calls.sse"),
+        &[3, 17],
+    )])
+    .await;
+    let p = OpenAiProvider::new(
+        http(),
+        "openai",
+        format!("{}/v1/", server.base),
+        Some(ApiKey::new(KEY)),
+        OpenAiApi::ChatCompletions,
+    );
+    let got = collect(&p, ModelRequest::new("gpt-5-mini", "look", 256))
+        .await
+        .unwrap();
     assert_eq!(
         got,
         ModelResponse {
             content: vec![
-                Content::Text { text: "Checking both.".into() },
-                Content::ToolUse { id: "call_abc".into(), name: "read_file".into(), input: json!({"path": "src/lib.rs"}) },
-                Content::ToolUse { id: "call_def".into(), name: "list_dir".into(), input: json!({"path": "."}) },
+                Content::Text {
+                    text: "Checking both.".into()
+                },
+                Content::ToolUse {
+                    id: "call_abc".into(),
+                    name: "read_file".into(),
+                    input: json!({"path": "src/lib.rs"})
+                },
+                Content::ToolUse {
+                    id: "call_def".into(),
+                    name: "list_dir".into(),
+                    input: json!({"path": "."})
+                },
             ],
-            usage: TokenUsage { input: 176, output: 40, cache_read: 1024, ..TokenUsage::default() },
+            usage: TokenUsage {
+                input: 176,
+                output: 40,
+                cache_read: 1024,
+                ..TokenUsage::default()
+            },
             stop_reason: Some(StopReason::ToolUse),
         }
     );
     let seen = &server.seen()[0];
     assert_eq!(seen.path, "/v1/chat/completions");
-    assert_eq!(seen.header("authorization"), Some(format!("Bearer {KEY}").as_str()));
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
     assert_eq!(seen.body["stream_options"], json!({"include_usage": true}));
     // A local base URL gets max_tokens.
     assert_eq!(seen.body["max_tokens"], json!(256));
@@ -259,13 +393,29 @@ async fn openai_chat_merges_tool_call_fragments_by_index_and_reads_cached_usage(
 
 #[tokio::test]
 async fn openai_compatible_local_servers_without_ids_or_usage_work_keyless() {
-    let server = Server::start(vec![Reply::sse(&fixture("openai_chat/local_no_ids.sse"), &[11])]).await;
-    let p = OpenAiProvider::new(http(), "ollama", format!("{}/v1", server.base), None, OpenAiApi::ChatCompletions);
+    let server = Server::start(vec![Reply::sse(
+        &fixture("openai_chat/local_no_ids.sse"),
+        &[11],
+    )])
+    .await;
+    let p = OpenAiProvider::new(
+        http(),
+        "ollama",
+        format!("{}/v1", server.base),
+        None,
+        OpenAiApi::ChatCompletions,
+    );
     assert!(p.capabilities().free);
-    let got = collect(&p, ModelRequest::new("llama3.2", "ls", 64)).await.unwrap();
+    let got = collect(&p, ModelRequest::new("llama3.2", "ls", 64))
+        .await
+        .unwrap();
     assert_eq!(
         got.content,
-        vec![Content::ToolUse { id: "call_0".into(), name: "list_dir".into(), input: json!({"path": "."}) }]
+        vec![Content::ToolUse {
+            id: "call_0".into(),
+            name: "list_dir".into(),
+            input: json!({"path": "."})
+        }]
     );
     assert_eq!(got.usage, TokenUsage::default());
     assert_eq!(server.seen()[0].header("authorization"), None);
@@ -273,17 +423,40 @@ async fn openai_compatible_local_servers_without_ids_or_usage_work_keyless() {
 
 #[tokio::test]
 async fn openai_responses_function_calls_and_the_function_call_output_round_trip() {
-    let server = Server::start(vec![Reply::sse(&fixture("openai_responses/function_call.sse"), &[29])]).await;
-    let p = OpenAiProvider::new(http(), "openai", format!("{}/v1", server.base), Some(ApiKey::new(KEY)), OpenAiApi::Responses);
-    let first = collect(&p, ModelRequest::new("gpt-5", "read the readme", 500)).await.unwrap();
+    let server = Server::start(vec![Reply::sse(
+        &fixture("openai_responses/function_call.sse"),
+        &[29],
+    )])
+    .await;
+    let p = OpenAiProvider::new(
+        http(),
+        "openai",
+        format!("{}/v1", server.base),
+        Some(ApiKey::new(KEY)),
+        OpenAiApi::Responses,
+    );
+    let first = collect(&p, ModelRequest::new("gpt-5", "read the readme", 500))
+        .await
+        .unwrap();
     assert_eq!(
         first,
         ModelResponse {
             content: vec![
-                Content::Text { text: "Let me look.".into() },
-                Content::ToolUse { id: "call_Xyz".into(), name: "read_file".into(), input: json!({"path": "README.md"}) },
+                Content::Text {
+                    text: "Let me look.".into()
+                },
+                Content::ToolUse {
+                    id: "call_Xyz".into(),
+                    name: "read_file".into(),
+                    input: json!({"path": "README.md"})
+                },
             ],
-            usage: TokenUsage { input: 500, output: 60, cache_read: 1500, ..TokenUsage::default() },
+            usage: TokenUsage {
+                input: 500,
+                output: 60,
+                cache_read: 1500,
+                ..TokenUsage::default()
+            },
             stop_reason: Some(StopReason::ToolUse),
         }
     );
@@ -292,16 +465,37 @@ async fn openai_responses_function_calls_and_the_function_call_output_round_trip
 
 #[tokio::test]
 async fn openai_responses_failed_is_an_error_with_the_message() {
-    let server = Server::start(vec![Reply::sse(&fixture("openai_responses/failed.sse"), &[8])]).await;
-    let p = OpenAiProvider::new(http(), "openai", format!("{}/v1", server.base), None, OpenAiApi::Responses);
-    let error = collect(&p, ModelRequest::new("gpt-5", "x", 10)).await.unwrap_err();
-    assert_eq!(error.to_string(), "openai: stream error Server: The model failed to generate a response.");
+    let server = Server::start(vec![Reply::sse(
+        &fixture("openai_responses/failed.sse"),
+        &[8],
+    )])
+    .await;
+    let p = OpenAiProvider::new(
+        http(),
+        "openai",
+        format!("{}/v1", server.base),
+        None,
+        OpenAiApi::Responses,
+    );
+    let error = collect(&p, ModelRequest::new("gpt-5", "x", 10))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "openai: stream error Server: The model failed to generate a response."
+    );
 }
 
 #[test]
 fn recorded_bodies_decode_without_a_connection() {
     let events = decode::anthropic(&fixture("anthropic/tool_use.sse")).unwrap();
-    assert_eq!(events.iter().filter(|e| matches!(e, StreamEvent::ToolCallDelta { .. })).count(), 3);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, StreamEvent::ToolCallDelta { .. }))
+            .count(),
+        3
+    );
     assert!(decode::openai_chat(&fixture("openai_chat/tool_calls.sse")).is_ok());
     assert!(decode::openai_responses(&fixture("openai_responses/function_call.sse")).is_ok());
     let cut = fixture("openai_responses/function_call.sse");
