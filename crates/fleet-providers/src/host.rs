@@ -56,6 +56,9 @@ impl CommandSandbox for HostCommands {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so that a timeout kills whatever it started too (a
+            // grandchild would otherwise keep the output pipes open).
+            .process_group(0)
             .spawn()
             .map_err(|source| ExecError::Spawn {
                 program: program.clone(),
@@ -80,6 +83,13 @@ impl CommandSandbox for HostCommands {
         let (status, timed_out) = match tokio::time::timeout(request.timeout, child.wait()).await {
             Ok(status) => (status.map_err(io)?, false),
             Err(_) => {
+                if let Some(pid) = child
+                    .id()
+                    .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+                {
+                    // Best effort: the group may already be gone.
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
                 child.start_kill().map_err(io)?;
                 (child.wait().await.map_err(io)?, true)
             }
