@@ -300,6 +300,7 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                 input_schema: object_schema(schema),
             });
         }
+        let names: Vec<String> = specs.iter().map(|t| t.name.clone()).collect();
         let price = self.inner.prices.price(&plan.model).copied();
         if price.is_none() && !free && ctx.call.budgets.caps_dollars(&ctx.call.charge_to)? {
             return Err(AgentError::Config(format!(
@@ -514,8 +515,8 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                     if tool_calls > plan.max_tool_calls {
                         return Err(AgentError::TooManyToolCalls(plan.max_tool_calls));
                     }
-                    match tools.iter().find(|t| t.spec().name == name) {
-                        Some(tool) => tool.call(input, ctx).await,
+                    match names.iter().position(|n| *n == name) {
+                        Some(i) => tools[i].call(input, ctx).await,
                         None => ToolOutput::error(format!(
                             "there is no tool named {name:?}; the tools are: {}",
                             specs
