@@ -170,7 +170,7 @@ async fn main() -> anyhow::Result<()> {
     // Everything was durable: a fresh store reads the same tree back from disk.
     let store = SqliteStore::open(&db)?;
     let tree = store.snapshot(id).await?.context("the thread persisted")?;
-    draw(&tree);
+    print!("{}", fleet_examples::draw_tree(&tree));
     let status = budgets.status(run_budget).context("run budget")?;
     let root_cost = tree.subtree_cost(tree.turns[0].root_id);
     anyhow::ensure!(
@@ -190,64 +190,4 @@ async fn main() -> anyhow::Result<()> {
         db.display()
     );
     Ok(())
-}
-
-fn draw(thread: &Thread) {
-    println!(
-        "{:<52} {:>9} {:>7} {:<11} {:>10}",
-        "work unit", "state", "tokens", "cache hits", "cost"
-    );
-    for turn in &thread.turns {
-        draw_unit(thread, turn.root_id, "", "");
-    }
-}
-
-/// One row per unit, children below with box-drawing branches; the cache column is the share of
-/// input served from the prompt cache, as a bar and a percentage.
-fn draw_unit(thread: &Thread, id: WorkUnitId, lead: &str, rest: &str) {
-    let Some(unit) = thread.work_unit(id) else {
-        return;
-    };
-    let name = unit
-        .agent
-        .clone()
-        .or_else(|| unit.label.clone())
-        .unwrap_or_else(|| "work unit".into());
-    let mut label = format!("{lead}{name} · {}", unit.model.as_deref().unwrap_or("-"));
-    if label.chars().count() > 52 {
-        label = format!("{}…", label.chars().take(51).collect::<String>());
-    }
-    let usage = thread.subtree_usage(unit.id);
-    let ratio = usage.cache_hit_ratio();
-    let bar: String = (0..5)
-        .map(|i| {
-            if ratio * 5.0 > f64::from(i) + 0.5 {
-                '█'
-            } else {
-                '░'
-            }
-        })
-        .collect();
-    let cache = format!("{bar} {:>3.0}%", ratio * 100.0);
-    println!(
-        "{label:<52} {:>9} {:>7} {cache:<11} {:>10}",
-        unit.state,
-        usage.total(),
-        thread.subtree_cost(unit.id).to_string()
-    );
-    let children: Vec<_> = thread.children(id).map(|c| c.id).collect();
-    for (i, child) in children.iter().enumerate() {
-        let last = i + 1 == children.len();
-        let (branch, below) = if last {
-            ("└─ ", "   ")
-        } else {
-            ("├─ ", "│  ")
-        };
-        draw_unit(
-            thread,
-            *child,
-            &format!("{rest}{branch}"),
-            &format!("{rest}{below}"),
-        );
-    }
 }

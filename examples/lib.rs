@@ -1,1 +1,69 @@
-//! Runnable examples of fleet's SDK; see the `[[example]]` targets of this package.
+//! Helpers shared by fleet's examples.
+
+use std::fmt::Write as _;
+
+use fleet_core::{Thread, WorkUnitId};
+
+/// The work-unit tree of every turn of `thread` as a table: state, tokens, the share of input
+/// served from the prompt cache (a bar and a percentage) and cost, children below their parents
+/// with box-drawing branches.
+#[must_use]
+pub fn draw_tree(thread: &Thread) -> String {
+    let mut out = format!(
+        "{:<52} {:>9} {:>7} {:<11} {:>10}\n",
+        "work unit", "state", "tokens", "cache hits", "cost"
+    );
+    for turn in &thread.turns {
+        draw_unit(&mut out, thread, turn.root_id, "", "");
+    }
+    out
+}
+
+fn draw_unit(out: &mut String, thread: &Thread, id: WorkUnitId, lead: &str, rest: &str) {
+    let Some(unit) = thread.work_unit(id) else {
+        return;
+    };
+    let name = unit
+        .agent
+        .clone()
+        .or_else(|| unit.label.clone())
+        .unwrap_or_else(|| "work unit".into());
+    let mut label = format!("{lead}{name} · {}", unit.model.as_deref().unwrap_or("-"));
+    if label.chars().count() > 52 {
+        label = format!("{}…", label.chars().take(51).collect::<String>());
+    }
+    let usage = thread.subtree_usage(unit.id);
+    let ratio = usage.cache_hit_ratio();
+    let bar: String = (0..5)
+        .map(|i| {
+            if ratio * 5.0 > f64::from(i) + 0.5 {
+                '█'
+            } else {
+                '░'
+            }
+        })
+        .collect();
+    let cache = format!("{bar} {:>3.0}%", ratio * 100.0);
+    let _ = writeln!(
+        out,
+        "{label:<52} {:>9} {:>7} {cache:<11} {:>10}",
+        unit.state.to_string(),
+        usage.total(),
+        thread.subtree_cost(unit.id).to_string()
+    );
+    let children: Vec<_> = thread.children(id).map(|c| c.id).collect();
+    for (i, child) in children.iter().enumerate() {
+        let (branch, below) = if i + 1 == children.len() {
+            ("└─ ", "   ")
+        } else {
+            ("├─ ", "│  ")
+        };
+        draw_unit(
+            out,
+            thread,
+            *child,
+            &format!("{rest}{branch}"),
+            &format!("{rest}{below}"),
+        );
+    }
+}

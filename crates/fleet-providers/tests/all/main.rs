@@ -6,3 +6,30 @@
 mod adapters;
 mod agent_loop;
 mod server;
+
+mod send_sync {
+    use fleet_core::{AgentCall, AgentRunner, CallContext, Journal};
+    use fleet_providers::{
+        AnthropicProvider, HttpClient, ModelAgentRunner, OfflineProvider, OpenAiProvider,
+        ScriptedProvider,
+    };
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>(_: &T) {}
+
+    #[test]
+    fn handles_and_futures_cross_threads() {
+        send_sync::<AnthropicProvider>();
+        send_sync::<OpenAiProvider>();
+        send_sync::<OfflineProvider>();
+        send_sync::<ScriptedProvider>();
+        send_sync::<HttpClient>();
+        send_sync::<Journal>();
+        send_sync::<ModelAgentRunner<OfflineProvider>>();
+    }
+
+    #[allow(dead_code)]
+    fn run_future_is_send(runner: ModelAgentRunner<OfflineProvider>, ctx: CallContext) {
+        send(&runner.run(AgentCall::new("x"), ctx));
+    }
+}
