@@ -19,7 +19,7 @@ use anyhow::Context;
 use fleet_core::spec::SpecSet;
 use fleet_core::{
     Amount, BudgetId, BudgetLimits, Budgets, Command, EventStore, PriceTable, Recorder,
-    SqliteStore, Thread, TokenUsage, TurnState, Usd, WorkUnitId, WorkUnitKind, WorkUnitState,
+    SqliteStore, TokenUsage, TurnState, Usd, WorkUnitId, WorkUnitKind, WorkUnitState,
 };
 
 /// One simulated model call of the turn.
