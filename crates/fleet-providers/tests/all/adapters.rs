@@ -501,3 +501,153 @@ fn recorded_bodies_decode_without_a_connection() {
     let cut = fixture("openai_responses/function_call.sse");
     assert!(decode::openai_responses(&cut[..cut.len() - 300]).is_err());
 }
+
+/// The same wire scenarios for every adapter.
+mod every_adapter {
+    use super::*;
+
+    struct Case {
+        name: &'static str,
+        fixture: &'static str,
+        error_fixture: &'static str,
+        make: fn(&Server) -> Box<dyn fleet_core::DynProvider>,
+    }
+
+    fn cases() -> Vec<Case> {
+        vec![
+            Case {
+                name: "anthropic",
+                fixture: "anthropic/tool_use.sse",
+                error_fixture: "anthropic/error_mid_stream.sse",
+                make: |s| Box::new(anthropic(s)),
+            },
+            Case {
+                name: "openai_chat",
+                fixture: "openai_chat/tool_calls.sse",
+                error_fixture: "openai_chat/error_mid_stream.sse",
+                make: |s| {
+                    Box::new(OpenAiProvider::new(
+                        http(),
+                        "openai",
+                        format!("{}/v1", s.base),
+                        Some(ApiKey::new(KEY)),
+                        OpenAiApi::ChatCompletions,
+                    ))
+                },
+            },
+            Case {
+                name: "openai_responses",
+                fixture: "openai_responses/function_call.sse",
+                error_fixture: "openai_responses/error_mid_stream.sse",
+                make: |s| {
+                    Box::new(OpenAiProvider::new(
+                        http(),
+                        "openai",
+                        format!("{}/v1", s.base),
+                        Some(ApiKey::new(KEY)),
+                        OpenAiApi::Responses,
+                    ))
+                },
+            },
+        ]
+    }
+
+    async fn run(
+        case: &Case,
+        replies: Vec<Reply>,
+    ) -> (Result<ModelResponse, ProviderError>, usize) {
+        let server = Server::start(replies).await;
+        let provider = (case.make)(&server);
+        let result = provider.complete(request(), CancelToken::new()).await;
+        (result, server.seen().len())
+    }
+
+    #[tokio::test]
+    async fn splits_errors_retries_and_drops() {
+        for case in cases() {
+            let body = fixture(case.fixture);
+            let (whole, _) = run(&case, vec![Reply::sse(&body, &[body.len()])]).await;
+            let whole = whole.unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            assert!(whole.tool_calls().count() >= 1, "{}", case.name);
+            for sizes in [&[1usize][..], &[2, 3, 5], &[7, 64, 1]] {
+                let (split, _) = run(&case, vec![Reply::sse(&body, sizes)]).await;
+                assert_eq!(
+                    split.as_ref().ok(),
+                    Some(&whole),
+                    "{} split {sizes:?}",
+                    case.name
+                );
+            }
+
+            let (error, _) =
+                run(&case, vec![Reply::sse(&fixture(case.error_fixture), &[13])]).await;
+            assert!(
+                matches!(error, Err(ProviderError::Api { status: None, .. })),
+                "{}: {error:?}",
+                case.name
+            );
+
+            // A frame whose JSON is cut off.
+            let cut = body
+                .windows(3)
+                .position(|w| w == b"\"}}")
+                .map(|i| i + 1)
+                .unwrap();
+            let mut broken = body[..cut].to_vec();
+            broken.extend_from_slice(b"\n\n");
+            let (malformed, _) = run(&case, vec![Reply::sse(&broken, &[50])]).await;
+            assert!(
+                matches!(malformed, Err(ProviderError::Decode { .. })),
+                "{}: {malformed:?}",
+                case.name
+            );
+
+            let mut dropped = Reply::sse(&body[..body.len() / 2], &[33]);
+            dropped.drop_mid_stream = true;
+            let (dropped, _) = run(&case, vec![dropped]).await;
+            assert!(
+                matches!(dropped, Err(ProviderError::Transport { .. })),
+                "{}: {dropped:?}",
+                case.name
+            );
+
+            let (retried, requests) = run(
+                &case,
+                vec![
+                    Reply::error(429, &[("retry-after", "0.01")], r#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#),
+                    Reply::error(529, &[], r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+                    Reply::sse(&body, &[100]),
+                ],
+            )
+            .await;
+            assert_eq!(
+                (retried.ok(), requests),
+                (Some(whole.clone()), 3),
+                "{}",
+                case.name
+            );
+
+            let (capped, requests) = run(
+                &case,
+                vec![Reply::error(
+                    429,
+                    &[],
+                    r#"{"error":{"message":"quota","type":"insufficient_quota"}}"#,
+                )],
+            )
+            .await;
+            assert!(
+                matches!(
+                    capped,
+                    Err(ProviderError::Api {
+                        kind: ErrorKind::SpendCap,
+                        ..
+                    })
+                ),
+                "{}",
+                case.name
+            );
+            assert_eq!(requests, 1, "{}", case.name);
+        }
+    }
+}
