@@ -53,6 +53,25 @@ pub(crate) fn decode_bytes<D: FrameDecoder>(
     }
 }
 
+/// A tool call's accumulated JSON arguments, parsed (empty means `{}`, as every provider sends
+/// for a tool without parameters).
+pub(crate) fn parse_arguments(
+    provider: &str,
+    name: &str,
+    id: &str,
+    text: &str,
+) -> Result<serde_json::Value, ProviderError> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Object(serde_json::Map::new()));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        decode_error(
+            provider,
+            &format!("arguments of tool call {name} ({id}) are not JSON: {e}"),
+        )
+    })
+}
+
 pub(crate) fn decode_error(provider: &str, e: &dyn std::fmt::Display) -> ProviderError {
     ProviderError::Decode {
         provider: provider.into(),

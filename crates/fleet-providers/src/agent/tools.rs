@@ -468,7 +468,7 @@ struct Task {
 }
 
 /// The background subagents of one agent call.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Subagents {
     inner: Arc<Mutex<HashMap<String, Task>>>,
     pub(crate) runner: Option<Arc<dyn DynAgentRunner>>,
@@ -504,10 +504,14 @@ impl Subagents {
     }
 }
 
+/// The error text of a cancelled subagent.
+const CANCELLED: &str = "agent call cancelled";
+
 fn state_text(result: Option<&Result<String, String>>) -> &'static str {
     match result {
         None => "running",
         Some(Ok(_)) => "completed",
+        Some(Err(e)) if e == CANCELLED => "cancelled",
         Some(Err(_)) => "failed",
     }
 }
@@ -697,6 +701,9 @@ impl Tool for SubagentResult {
             match result {
                 None => ToolOutput::ok(json!({"task_id": id, "state": "running"}).to_string()),
                 Some(Ok(text)) => ToolOutput::ok(text),
+                Some(Err(e)) if e == CANCELLED => {
+                    ToolOutput::error(format!("subagent {id} was cancelled"))
+                }
                 Some(Err(e)) => ToolOutput::error(format!("subagent {id} failed: {e}")),
             }
         })

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::wire::{self, Block, BlockDelta, CacheControl, Event, TextBlock};
 use crate::http::kind_of_error_type;
 use crate::sse::SseFrame;
-use crate::stream::{FrameDecoder, decode_error};
+use crate::stream::{FrameDecoder, decode_error, parse_arguments};
 
 pub(crate) const PROVIDER: &str = "anthropic";
 
@@ -302,16 +302,7 @@ impl Decoder {
                     json,
                 }) = self.open.remove(&index)
                 {
-                    let input = if json.trim().is_empty() {
-                        Value::Object(serde_json::Map::new())
-                    } else {
-                        serde_json::from_str(&json).map_err(|e| {
-                            decode_error(
-                                PROVIDER,
-                                &format!("arguments of tool call {name} ({id}) are not JSON: {e}"),
-                            )
-                        })?
-                    };
+                    let input = parse_arguments(PROVIDER, &name, &id, &json)?;
                     out.push(StreamEvent::ToolCallEnd {
                         index: call,
                         id,

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{effort_name, image_url};
 use crate::http::kind_of_error_type;
 use crate::sse::SseFrame;
-use crate::stream::{FrameDecoder, decode_error};
+use crate::stream::{FrameDecoder, decode_error, parse_arguments};
 
 /// The request body. `compatible` servers get `max_tokens` and no `reasoning_effort`.
 pub(crate) fn build_request(request: &ModelRequest, compatible: bool) -> Value {
@@ -219,19 +219,7 @@ impl Decoder {
             if !call.started {
                 self.start(index, &mut call, out);
             }
-            let input = if call.arguments.trim().is_empty() {
-                json!({})
-            } else {
-                serde_json::from_str(&call.arguments).map_err(|e| {
-                    decode_error(
-                        &self.provider,
-                        &format!(
-                            "arguments of tool call {} ({}) are not JSON: {e}",
-                            call.name, call.id
-                        ),
-                    )
-                })?
-            };
+            let input = parse_arguments(&self.provider, &call.name, &call.id, &call.arguments)?;
             out.push(StreamEvent::ToolCallEnd {
                 index,
                 id: call.id,

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{effort_name, image_url};
 use crate::http::kind_of_error_type;
 use crate::sse::SseFrame;
-use crate::stream::{FrameDecoder, decode_error};
+use crate::stream::{FrameDecoder, decode_error, parse_arguments};
 
 /// The request body: messages become input items, tool calls `function_call` items and tool
 /// results `function_call_output` items.
@@ -227,19 +227,7 @@ impl Decoder {
             return Ok(());
         };
         let text = arguments.unwrap_or(call.arguments);
-        let input = if text.trim().is_empty() {
-            json!({})
-        } else {
-            serde_json::from_str(&text).map_err(|e| {
-                decode_error(
-                    &self.provider,
-                    &format!(
-                        "arguments of function call {} ({}) are not JSON: {e}",
-                        call.name, call.id
-                    ),
-                )
-            })?
-        };
+        let input = parse_arguments(&self.provider, &call.name, &call.id, &text)?;
         out.push(StreamEvent::ToolCallEnd {
             index: call.index,
             id: call.id,
