@@ -5,7 +5,7 @@
 //! it with optimistic concurrency. When another writer got there first, it reloads the thread
 //! and decides again.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
@@ -164,13 +164,6 @@ pub enum CommandError {
     Contended(ThreadId),
 }
 
-fn builtin_prices() -> &'static PriceTable {
-    static PRICES: OnceLock<PriceTable> = OnceLock::new();
-    // The shipped table is parsed by a test; were it broken, every model would be "unknown",
-    // never free.
-    PRICES.get_or_init(|| PriceTable::builtin().unwrap_or_default())
-}
-
 /// Turns a command into the event that records it, against the thread as it is.
 fn decide(
     thread: &Thread,
@@ -304,7 +297,7 @@ impl<S: EventStore> Recorder<S> {
         Ok(Self {
             store,
             thread,
-            prices: Arc::new(builtin_prices().clone()),
+            prices: PriceTable::shipped(),
         })
     }
 
@@ -320,7 +313,7 @@ impl<S: EventStore> Recorder<S> {
         Ok(Self {
             store,
             thread,
-            prices: Arc::new(builtin_prices().clone()),
+            prices: PriceTable::shipped(),
         })
     }
 

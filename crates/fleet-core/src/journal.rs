@@ -80,11 +80,10 @@ impl Journal {
         input: Option<String>,
         root: WorkUnitDraft,
     ) -> Result<(TurnId, WorkUnitId), CommandError> {
-        let recorded = self.execute(Command::StartTurn { input, root }).await?;
-        match recorded.event {
-            Event::TurnStarted { turn_id, root, .. } => Ok((turn_id, root.id)),
-            _ => Err(CommandError::NoThread(self.thread_id)),
-        }
+        let mut recorder = self.recorder.lock().await;
+        recorder
+            .start_turn_with(root.kind, input, |d| *d = root)
+            .await
     }
 
     /// Records `draft` under `parent`; returns the new unit.
@@ -96,16 +95,10 @@ impl Journal {
         parent: WorkUnitId,
         draft: WorkUnitDraft,
     ) -> Result<WorkUnitId, CommandError> {
-        let recorded = self
-            .execute(Command::StartWorkUnit {
-                parent_id: parent,
-                draft,
-            })
-            .await?;
-        match recorded.event {
-            Event::WorkUnitUpserted { work_unit } => Ok(work_unit.id),
-            _ => Err(CommandError::NoThread(self.thread_id)),
-        }
+        let mut recorder = self.recorder.lock().await;
+        recorder
+            .start_work_unit(parent, draft.kind, |d| *d = draft)
+            .await
     }
 
     /// Moves a unit to `state`.
@@ -118,13 +111,8 @@ impl Journal {
         state: WorkUnitState,
         error: Option<String>,
     ) -> Result<(), CommandError> {
-        self.execute(Command::SetWorkUnitState {
-            work_unit_id: unit,
-            state,
-            error,
-        })
-        .await
-        .map(drop)
+        let mut recorder = self.recorder.lock().await;
+        recorder.finish_work_unit(unit, state, error).await
     }
 
     /// Records an activity of `unit`.

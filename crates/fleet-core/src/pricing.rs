@@ -167,6 +167,17 @@ impl PriceTable {
         Self::from_yaml(Path::new("<builtin prices.yaml>"), BUILTIN_PRICES_YAML)
     }
 
+    /// The shipped table, parsed once per process and shared.
+    #[must_use]
+    pub fn shipped() -> std::sync::Arc<Self> {
+        static PRICES: std::sync::OnceLock<std::sync::Arc<PriceTable>> = std::sync::OnceLock::new();
+        // The shipped file is parsed by a test; were it broken, every model would be "unknown",
+        // never free.
+        std::sync::Arc::clone(
+            PRICES.get_or_init(|| std::sync::Arc::new(Self::builtin().unwrap_or_default())),
+        )
+    }
+
     /// Reads a price file (same format as the shipped one).
     ///
     /// # Errors

@@ -163,7 +163,7 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
             inner: Inner {
                 provider,
                 defaults: RunnerDefaults::default(),
-                prices: Arc::new(PriceTable::builtin().unwrap_or_default()),
+                prices: PriceTable::shipped(),
                 workdir: PathBuf::from("."),
                 commands: None,
                 specs: None,

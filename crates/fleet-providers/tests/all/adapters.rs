@@ -40,6 +40,16 @@ fn anthropic(server: &Server) -> AnthropicProvider {
     AnthropicProvider::new(http(), &server.base, ApiKey::new(KEY))
 }
 
+fn openai(server: &Server, key: Option<&str>, api: OpenAiApi) -> OpenAiProvider {
+    OpenAiProvider::new(
+        http(),
+        "openai",
+        format!("{}/v1", server.base),
+        key.map(ApiKey::new),
+        api,
+    )
+}
+
 fn request() -> ModelRequest {
     let mut r = ModelRequest::new("claude-sonnet-4-5", "What's the weather in SF?", 1024);
     r.tools.push(ToolSpec {
@@ -249,13 +259,7 @@ async fn a_429_without_retry_after_is_a_spend_cap_and_not_retried() {
         r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
     )])
     .await;
-    let p = OpenAiProvider::new(
-        http(),
-        "openai",
-        format!("{}/v1", server.base),
-        Some(ApiKey::new(KEY)),
-        OpenAiApi::ChatCompletions,
-    );
+    let p = openai(&server, Some(KEY), OpenAiApi::ChatCompletions);
     let error = collect(&p, request()).await.unwrap_err();
     assert_eq!(server.seen().len(), 1);
     assert!(
@@ -423,21 +427,14 @@ async fn openai_compatible_local_servers_without_ids_or_usage_work_keyless() {
 
 #[tokio::test]
 async fn openai_responses_function_calls_and_the_function_call_output_round_trip() {
-    let server = Server::start(vec![Reply::sse(
-        &fixture("openai_responses/function_call.sse"),
-        &[29],
-    )])
+    let server = Server::start(vec![
+        Reply::sse(&fixture("openai_responses/function_call.sse"), &[29]),
+        Reply::sse(&fixture("openai_responses/text.sse"), &[31]),
+    ])
     .await;
-    let p = OpenAiProvider::new(
-        http(),
-        "openai",
-        format!("{}/v1", server.base),
-        Some(ApiKey::new(KEY)),
-        OpenAiApi::Responses,
-    );
-    let first = collect(&p, ModelRequest::new("gpt-5", "read the readme", 500))
-        .await
-        .unwrap();
+    let p = openai(&server, Some(KEY), OpenAiApi::Responses);
+    let mut request = ModelRequest::new("gpt-5", "read the readme", 500);
+    let first = collect(&p, request.clone()).await.unwrap();
     assert_eq!(
         first,
         ModelResponse {
@@ -461,6 +458,33 @@ async fn openai_responses_function_calls_and_the_function_call_output_round_trip
         }
     );
     assert_eq!(server.seen()[0].path, "/v1/responses");
+
+    // The answer and the tool's result go back; the call id ties them together.
+    request.messages.push(fleet_core::Message {
+        role: fleet_core::MessageRole::Assistant,
+        content: first.content.clone(),
+    });
+    request.messages.push(fleet_core::Message {
+        role: fleet_core::MessageRole::User,
+        content: vec![Content::ToolResult {
+            tool_use_id: "call_Xyz".into(),
+            content: "ship it".into(),
+            is_error: false,
+        }],
+    });
+    let second = collect(&p, request).await.unwrap();
+    assert_eq!(second.text(), "The README says: ship it.");
+    assert_eq!(second.stop_reason, Some(StopReason::EndTurn));
+    assert_eq!(second.usage.cache_read, 2000);
+    assert_eq!(
+        server.seen()[1].body["input"],
+        json!([
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "read the readme"}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me look."}]},
+            {"type": "function_call", "call_id": "call_Xyz", "name": "read_file", "arguments": "{\"path\":\"README.md\"}"},
+            {"type": "function_call_output", "call_id": "call_Xyz", "output": "ship it"},
+        ])
+    );
 }
 
 #[tokio::test]
@@ -470,13 +494,7 @@ async fn openai_responses_failed_is_an_error_with_the_message() {
         &[8],
     )])
     .await;
-    let p = OpenAiProvider::new(
-        http(),
-        "openai",
-        format!("{}/v1", server.base),
-        None,
-        OpenAiApi::Responses,
-    );
+    let p = openai(&server, None, OpenAiApi::Responses);
     let error = collect(&p, ModelRequest::new("gpt-5", "x", 10))
         .await
         .unwrap_err();
@@ -525,29 +543,13 @@ mod every_adapter {
                 name: "openai_chat",
                 fixture: "openai_chat/tool_calls.sse",
                 error_fixture: "openai_chat/error_mid_stream.sse",
-                make: |s| {
-                    Box::new(OpenAiProvider::new(
-                        http(),
-                        "openai",
-                        format!("{}/v1", s.base),
-                        Some(ApiKey::new(KEY)),
-                        OpenAiApi::ChatCompletions,
-                    ))
-                },
+                make: |s| Box::new(openai(s, Some(KEY), OpenAiApi::ChatCompletions)),
             },
             Case {
                 name: "openai_responses",
                 fixture: "openai_responses/function_call.sse",
                 error_fixture: "openai_responses/error_mid_stream.sse",
-                make: |s| {
-                    Box::new(OpenAiProvider::new(
-                        http(),
-                        "openai",
-                        format!("{}/v1", s.base),
-                        Some(ApiKey::new(KEY)),
-                        OpenAiApi::Responses,
-                    ))
-                },
+                make: |s| Box::new(openai(s, Some(KEY), OpenAiApi::Responses)),
             },
         ]
     }
