@@ -13,10 +13,7 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::path::Path;
-
 use anyhow::Context;
-use fleet_core::spec::SpecSet;
 use fleet_core::{
     Amount, BudgetId, BudgetLimits, Budgets, Command, EventStore, PriceTable, Recorder,
     SqliteStore, TokenUsage, TurnState, Usd, WorkUnitId, WorkUnitKind, WorkUnitState,
@@ -33,14 +30,10 @@ struct Call {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()?;
-    let specs = SpecSet::load_dir(&root.join("agents"))?;
+    let (root, specs) = fleet_examples::project_specs()?;
     for problem in &specs.errors {
         println!("agent spec problem: {problem}");
     }
-    anyhow::ensure!(!specs.specs.is_empty(), "no valid agent specs in agents/");
     println!(
         "offline tour: no model is called; fleet-core records, prices and budgets a simulated turn.\n"
     );

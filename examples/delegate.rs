@@ -13,11 +13,9 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use fleet_core::spec::SpecSet;
 use fleet_core::{
     AgentCall, AgentRunner, BudgetLimits, Budgets, CallContext, DynProvider, EventStore, Journal,
     SharedStore, SqliteStore, TurnState, Usd, WorkUnitDraft, WorkUnitKind, WorkUnitState,
@@ -26,14 +24,10 @@ use fleet_providers::{AnthropicProvider, ModelAgentRunner, OfflineProvider};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()?;
-    let specs = SpecSet::load_dir(&root.join("agents"))?;
+    let (root, specs) = fleet_examples::project_specs()?;
     for problem in &specs.errors {
         println!("agent spec problem: {problem}");
     }
-    anyhow::ensure!(!specs.specs.is_empty(), "no valid agent specs in agents/");
 
     let provider: Arc<dyn DynProvider> = match AnthropicProvider::from_env()? {
         Some(p) => {

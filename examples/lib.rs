@@ -1,8 +1,24 @@
 //! Helpers shared by fleet's examples.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
+use fleet_core::spec::SpecSet;
 use fleet_core::{Thread, WorkUnitId};
+
+/// The repository root and the agent specs in its `agents/` directory (problems with single
+/// files are in [`SpecSet::errors`]).
+///
+/// # Errors
+/// When the directory cannot be read or holds no valid spec.
+pub fn project_specs() -> anyhow::Result<(PathBuf, SpecSet)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()?;
+    let specs = SpecSet::load_dir(&root.join("agents"))?;
+    anyhow::ensure!(!specs.specs.is_empty(), "no valid agent specs in agents/");
+    Ok((root, specs))
+}
 
 /// The work-unit tree of every turn of `thread` as a table: state, tokens, the share of input
 /// served from the prompt cache (a bar and a percentage) and cost, children below their parents
