@@ -91,4 +91,39 @@ pub enum ActivityKind {
         /// Its title.
         title: String,
     },
+    /// A finished agent call's result, journaled under its content key so that resuming the
+    /// run serves it instead of calling the agent again.
+    AgentResult {
+        /// SHA-256 (hex) of the canonical call spec and its occurrence index.
+        key: String,
+        /// The call's position in start order within its run attempt.
+        seq: u64,
+        /// What `agent()` resolved to.
+        result: serde_json::Value,
+        /// Whether it was itself served from the journal.
+        #[serde(default)]
+        cached: bool,
+    },
+    /// A workflow run (or a resumed attempt of it) began.
+    RunStarted {
+        /// The workflow's `meta.name`.
+        name: String,
+        /// Its description.
+        description: String,
+        /// The phases its header declares.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        phases: Vec<String>,
+        /// Where the script came from (a path or `builtin:<name>`).
+        source: String,
+        /// The run's arguments.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        args: Option<serde_json::Value>,
+    },
+    /// A workflow run attempt ended.
+    RunEnded {
+        /// `completed`, `stopped` or `failed`.
+        state: String,
+        /// The run summary (result, counts, tokens, dollars, wall time).
+        summary: serde_json::Value,
+    },
 }

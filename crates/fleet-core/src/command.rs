@@ -159,6 +159,10 @@ pub enum CommandError {
     /// The thread is not in the store.
     #[error("thread {0} does not exist")]
     NoThread(ThreadId),
+    /// The task recording a batch this command was part of was dropped before it reported;
+    /// the command may or may not have been recorded.
+    #[error("recording was interrupted before it reported; the event may or may not be stored")]
+    Interrupted,
     /// Other writers kept changing the thread.
     #[error("thread {0} kept changing under concurrent writers; try again")]
     Contended(ThreadId),
@@ -376,6 +380,105 @@ impl<S: EventStore> Recorder<S> {
             }
         }
         Err(CommandError::Contended(self.thread.id))
+    }
+
+    /// Validates every command against the thread as the earlier ones leave it and appends
+    /// all the accepted events in one store append (one commit, one fsync). Each command gets
+    /// its own outcome: a refused command changes nothing and does not stop the others.
+    ///
+    /// When another writer changed the thread in between, the commands are executed one by one
+    /// (each deciding again against the reloaded thread).
+    pub async fn execute_batch(
+        &mut self,
+        mut commands: Vec<Command>,
+    ) -> Vec<Result<RecordedEvent, CommandError>> {
+        if commands.len() == 1
+            && let Some(command) = commands.pop()
+        {
+            return vec![self.execute(command).await];
+        }
+        let now = Timestamp::now();
+        let base = self.thread.version;
+        let mut events = Vec::with_capacity(commands.len());
+        let mut slots: Vec<Result<usize, Violation>> = Vec::with_capacity(commands.len());
+        for command in &commands {
+            let decided = decide(&self.thread, command.clone(), now, &self.prices)
+                .and_then(|event| self.thread.apply_event(&event).map(|_| event));
+            slots.push(decided.map(|event| {
+                events.push(event);
+                events.len() - 1
+            }));
+        }
+        if events.is_empty() {
+            return slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Err(violation) => Err(violation.into()),
+                    Ok(_) => Err(CommandError::NoThread(self.thread.id)),
+                })
+                .collect();
+        }
+        let appended = self
+            .store
+            .append(self.thread.id, ExpectedVersion::Exact(base), events.clone())
+            .await;
+        match appended {
+            Ok(appended) => {
+                let thread_id = self.thread.id;
+                let mut events: Vec<Option<Event>> = events.into_iter().map(Some).collect();
+                slots
+                    .into_iter()
+                    .map(|slot| {
+                        let index = slot?;
+                        let event = events[index]
+                            .take()
+                            .ok_or(CommandError::NoThread(thread_id))?;
+                        Ok(RecordedEvent {
+                            position: appended.first_position + index as u64,
+                            thread_id,
+                            version: base + index as u64 + 1,
+                            recorded_at: appended.recorded_at,
+                            event,
+                        })
+                    })
+                    .collect()
+            }
+            Err(StoreError::Conflict { .. }) => {
+                if let Err(e) = self.reload().await {
+                    let reason = e.to_string();
+                    return commands
+                        .iter()
+                        .map(|_| {
+                            Err(CommandError::Store(StoreError::CommitFailed {
+                                reason: reason.clone(),
+                            }))
+                        })
+                        .collect();
+                }
+                let mut results = Vec::with_capacity(commands.len());
+                for command in commands {
+                    results.push(self.execute(command).await);
+                }
+                results
+            }
+            Err(e) => {
+                // Best effort: the append error is the one to report.
+                let _ = self.reload().await;
+                let reason = e.to_string();
+                let mut first = Some(e);
+                slots
+                    .into_iter()
+                    .map(|slot| {
+                        slot?;
+                        Err(CommandError::Store(first.take().unwrap_or(
+                            StoreError::CommitFailed {
+                                reason: reason.clone(),
+                            },
+                        )))
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// Reloads the thread from the store.

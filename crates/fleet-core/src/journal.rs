@@ -1,9 +1,13 @@
 //! A shared handle on one thread's [`Recorder`], for the many tasks of a run that record into
 //! the same thread concurrently (agent calls, subagents, the workflow itself).
+//!
+//! Concurrent commands are group-committed: each caller queues its command, and whoever holds
+//! the recorder executes everything queued so far as one store append (one transaction, one
+//! fsync). Every caller still gets its own outcome, and only once its event is durable.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, oneshot};
 
 use crate::activity::ActivityKind;
 use crate::command::{Command, CommandError, Recorder, WorkUnitDraft};
@@ -18,10 +22,16 @@ use crate::work_unit::WorkUnitState;
 /// The store type a [`Journal`] records into.
 pub type SharedStore = Arc<dyn DynEventStore>;
 
+type Queued = (
+    Command,
+    oneshot::Sender<Result<RecordedEvent, CommandError>>,
+);
+
 /// A cloneable, concurrent recorder of one thread. All clones record into the same thread.
 #[derive(Clone)]
 pub struct Journal {
     recorder: Arc<Mutex<Recorder<SharedStore>>>,
+    queue: Arc<std::sync::Mutex<Vec<Queued>>>,
     thread_id: ThreadId,
 }
 
@@ -40,6 +50,7 @@ impl Journal {
         let thread_id = recorder.thread().id;
         Self {
             recorder: Arc::new(Mutex::new(recorder)),
+            queue: Arc::default(),
             thread_id,
         }
     }
@@ -58,12 +69,40 @@ impl Journal {
         self.thread_id
     }
 
-    /// Validates `command` and appends it.
+    /// Opens an existing thread of `store` and shares its recorder.
     ///
     /// # Errors
-    /// As [`Recorder::execute`].
+    /// As [`Recorder::open`].
+    pub async fn open(store: SharedStore, id: ThreadId) -> Result<Self, CommandError> {
+        Ok(Self::new(Recorder::open(store, id).await?))
+    }
+
+    /// Validates `command` and appends it, together with whatever other clones queued
+    /// meanwhile. Resolves once the event is durable.
+    ///
+    /// # Errors
+    /// As [`Recorder::execute`]; [`CommandError::Interrupted`] when the task recording the
+    /// batch was dropped before it could report.
     pub async fn execute(&self, command: Command) -> Result<RecordedEvent, CommandError> {
-        self.recorder.lock().await.execute(command).await
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((command, tx));
+        {
+            let mut recorder = self.recorder.lock().await;
+            let batch =
+                std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
+            if !batch.is_empty() {
+                let (commands, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+                let results = recorder.execute_batch(commands).await;
+                for (sender, result) in senders.into_iter().zip(results) {
+                    // The caller may have given up waiting; its event is recorded regardless.
+                    let _ = sender.send(result);
+                }
+            }
+        }
+        rx.await.unwrap_or(Err(CommandError::Interrupted))
     }
 
     /// Reads the thread as recorded so far.
@@ -80,10 +119,11 @@ impl Journal {
         input: Option<String>,
         root: WorkUnitDraft,
     ) -> Result<(TurnId, WorkUnitId), CommandError> {
-        let mut recorder = self.recorder.lock().await;
-        recorder
-            .start_turn_with(root.kind, input, |d| *d = root)
-            .await
+        let recorded = self.execute(Command::StartTurn { input, root }).await?;
+        match recorded.event {
+            Event::TurnStarted { turn_id, root, .. } => Ok((turn_id, root.id)),
+            _ => Err(CommandError::NoThread(self.thread_id)),
+        }
     }
 
     /// Records `draft` under `parent`; returns the new unit.
@@ -95,10 +135,16 @@ impl Journal {
         parent: WorkUnitId,
         draft: WorkUnitDraft,
     ) -> Result<WorkUnitId, CommandError> {
-        let mut recorder = self.recorder.lock().await;
-        recorder
-            .start_work_unit(parent, draft.kind, |d| *d = draft)
-            .await
+        let recorded = self
+            .execute(Command::StartWorkUnit {
+                parent_id: parent,
+                draft,
+            })
+            .await?;
+        match recorded.event {
+            Event::WorkUnitUpserted { work_unit } => Ok(work_unit.id),
+            _ => Err(CommandError::NoThread(self.thread_id)),
+        }
     }
 
     /// Moves a unit to `state`.
@@ -111,8 +157,13 @@ impl Journal {
         state: WorkUnitState,
         error: Option<String>,
     ) -> Result<(), CommandError> {
-        let mut recorder = self.recorder.lock().await;
-        recorder.finish_work_unit(unit, state, error).await
+        self.execute(Command::SetWorkUnitState {
+            work_unit_id: unit,
+            state,
+            error,
+        })
+        .await
+        .map(drop)
     }
 
     /// Records an activity of `unit`.
