@@ -1,6 +1,41 @@
 //! The workflow engine of fleet: Claude-Code-compatible workflow scripts run on an embedded
-//! JavaScript engine, with resume from a journal of finished agent calls.
+//! JavaScript engine (QuickJS), with resume from a journal of finished agent calls.
 //!
-//! Nothing is here yet: this crate is filled by the workflow-engine work. It exists now so that
-//! the workspace layout and the dependency rule (it depends on `fleet-core` only) hold from the
-//! start.
+//! A [`WorkflowEngine`] starts runs of [`Script`]s. Each run is a thread in the store: the run is
+//! a `workflow` work unit, every `agent()` call a `delegated_agent` child, phases and log lines
+//! are activities, and every finished call's result is journaled under a content key so that a
+//! resumed run serves it instead of paying for it again.
+//!
+//! ```no_run
+//! # async fn demo(store: fleet_core::journal::SharedStore,
+//! #               runner: std::sync::Arc<dyn fleet_core::agent::DynAgentRunner>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use fleet_workflow::{RunOptions, WorkflowEngine};
+//!
+//! let engine = WorkflowEngine::new(store, runner);
+//! let run = engine.start_named("review-code", RunOptions::default()).await?;
+//! let summary = run.wait().await;
+//! println!("{}: {}", summary.state.as_str(), summary.result);
+//! # Ok(()) }
+//! ```
+
+mod call;
+mod catalog;
+mod engine;
+mod events;
+mod host;
+mod lex;
+mod quickjs;
+mod resume;
+mod run;
+mod script;
+pub mod testkit;
+
+pub use catalog::{Catalog, Entry, Source};
+pub use engine::{
+    BudgetView, ChildWorkflow, EngineRun, FrameId, Host, HostResult, ScriptEngine, ScriptFailure,
+    ScriptLimits,
+};
+pub use events::{CallCounts, CallNote, CallState, RunEvent, RunId, RunState, RunSummary};
+pub use quickjs::QuickJs;
+pub use run::{Resume, RunHandle, RunOptions, StartError, WorkflowEngine};
+pub use script::{Meta, PhaseMeta, Script, ScriptError};

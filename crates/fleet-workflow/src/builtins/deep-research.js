@@ -1,0 +1,2 @@
+export const meta = { name: 'deep-research', description: 'tbd' };
+return null;

@@ -1,0 +1,2 @@
+export const meta = { name: 'find-issues', description: 'tbd' };
+return null;

@@ -1,0 +1,2 @@
+export const meta = { name: 'review-code', description: 'tbd' };
+return null;

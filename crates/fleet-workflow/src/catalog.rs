@@ -1,0 +1,195 @@
+//! Finding workflows: saved scripts in the project and the user's home, and the built-ins.
+//!
+//! Saved workflows are `.fleet/workflows/*.js` and `.claude/workflows/*.js` in every directory
+//! from the working directory up to the repository root (closest wins; `.fleet` before
+//! `.claude` in the same directory), then `~/.fleet/workflows/`. A project workflow beats a
+//! personal one of the same name, and both beat a built-in. The name is `meta.name`. A file
+//! whose header is bad is reported with the reason, not registered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::script::{Script, ScriptError};
+
+/// Where a workflow was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// In the project (`.fleet/workflows` or `.claude/workflows`).
+    Project,
+    /// In `~/.fleet/workflows`.
+    Personal,
+    /// Shipped with fleet.
+    Builtin,
+}
+
+/// A registered workflow.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Its script.
+    pub script: Arc<Script>,
+    /// Where it was found.
+    pub source: Source,
+    /// Same-named workflows it hides (their origins).
+    pub shadows: Vec<String>,
+}
+
+/// The workflows a run can name, and the files that could not be registered.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    entries: BTreeMap<String, Entry>,
+    /// Files with a bad header, with the reason.
+    pub errors: Vec<ScriptError>,
+}
+
+const BUILTINS: &[(&str, &str)] = &[
+    ("deep-research", include_str!("builtins/deep-research.js")),
+    ("review-code", include_str!("builtins/review-code.js")),
+    ("find-issues", include_str!("builtins/find-issues.js")),
+];
+
+impl Catalog {
+    /// The built-in workflows only.
+    #[must_use]
+    pub fn builtins() -> Self {
+        let mut catalog = Self::default();
+        for (name, source) in BUILTINS {
+            match Script::parse(format!("builtin:{name}"), *source) {
+                Ok(script) => catalog.add(script, Source::Builtin),
+                Err(e) => catalog.errors.push(e),
+            }
+        }
+        catalog
+    }
+
+    /// The built-ins, the personal workflows in `home` (`~/.fleet/workflows`) and the project
+    /// workflows from `cwd` up to the repository root.
+    #[must_use]
+    pub fn discover(cwd: &Path, home: Option<&Path>) -> Self {
+        let mut catalog = Self::builtins();
+        if let Some(home) = home {
+            catalog.scan(&home.join(".fleet").join("workflows"), Source::Personal);
+        }
+        // Farthest first, so that closer directories replace what they shadow.
+        let mut dirs = project_dirs(cwd);
+        dirs.reverse();
+        for dir in dirs {
+            catalog.scan(&dir.join(".claude").join("workflows"), Source::Project);
+            catalog.scan(&dir.join(".fleet").join("workflows"), Source::Project);
+        }
+        catalog
+    }
+
+    fn scan(&mut self, dir: &Path, source: Source) {
+        let Ok(read) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = read
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "js" || e == "mjs"))
+            .collect();
+        files.sort();
+        for file in files {
+            match Script::load(&file) {
+                Ok(script) => self.add(script, source),
+                Err(e) => self.errors.push(e),
+            }
+        }
+    }
+
+    fn add(&mut self, script: Script, source: Source) {
+        let name = script.meta.name.clone();
+        let mut shadows = Vec::new();
+        if let Some(old) = self.entries.remove(&name) {
+            shadows.push(old.script.origin.clone());
+            shadows.extend(old.shadows);
+        }
+        self.entries.insert(
+            name,
+            Entry {
+                script: Arc::new(script),
+                source,
+                shadows,
+            },
+        );
+    }
+
+    /// The workflow named `name`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    /// Every registered workflow, by name.
+    pub fn entries(&self) -> impl Iterator<Item = (&String, &Entry)> {
+        self.entries.iter()
+    }
+
+    /// What `workflow(ref)` names: a name, `{name}` or `{scriptPath}` (relative to `base`).
+    ///
+    /// # Errors
+    /// The message `workflow()` rejects with.
+    pub fn resolve(&self, reference: &Value, base: Option<&Path>) -> Result<Arc<Script>, String> {
+        let name = match reference {
+            Value::String(name) => name.as_str(),
+            Value::Object(map) => {
+                if let Some(path) = map.get("scriptPath").and_then(Value::as_str) {
+                    let path = Path::new(path);
+                    let path = match base {
+                        Some(base) if path.is_relative() => base.join(path),
+                        _ => path.to_path_buf(),
+                    };
+                    return Script::load(&path)
+                        .map(Arc::new)
+                        .map_err(|e| format!("workflow(): {e}"));
+                }
+                map.get("name")
+                    .and_then(Value::as_str)
+                    .ok_or("workflow(): expected a name, { name } or { scriptPath }")?
+            }
+            _ => return Err("workflow(): expected a name, { name } or { scriptPath }".into()),
+        };
+        self.find(name)
+    }
+
+    /// The script named `name`, or an error listing the known names.
+    ///
+    /// # Errors
+    /// When no workflow has that name.
+    pub fn find(&self, name: &str) -> Result<Arc<Script>, String> {
+        if let Some(entry) = self.entries.get(name) {
+            return Ok(entry.script.clone());
+        }
+        let suggestion = self
+            .entries
+            .keys()
+            .map(|k| (strsim::jaro_winkler(k, name), k))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| format!(" Did you mean '{k}'?"))
+            .unwrap_or_default();
+        let known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+        Err(format!(
+            "unknown workflow '{name}'; known: {}.{suggestion}",
+            known.join(", ")
+        ))
+    }
+}
+
+/// The directories from `cwd` up to the repository root (the first with `.git`), closest
+/// first; all the way up when there is no repository.
+fn project_dirs(cwd: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for dir in cwd.ancestors() {
+        dirs.push(dir.to_path_buf());
+        if dir.join(".git").exists() {
+            break;
+        }
+    }
+    dirs
+}

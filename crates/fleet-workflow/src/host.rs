@@ -1,0 +1,753 @@
+//! The primitives' effects for one run: agent calls (caps, budgets, the resume journal, the
+//! concurrency limit, recording), phases, logs and nested workflows.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use fleet_core::activity::{ActivityKind, LogLevel};
+use fleet_core::agent::{AgentCall, AgentError, CallContext, DynAgentRunner};
+use fleet_core::budget::{BudgetId, BudgetLimits, Budgets};
+use fleet_core::command::WorkUnitDraft;
+use fleet_core::id::WorkUnitId;
+use fleet_core::journal::Journal;
+use fleet_core::money::{Cost, Usd};
+use fleet_core::provider::{BoxFuture, CancelToken, ErrorKind, ProviderError};
+use fleet_core::spec::AgentSpec;
+use fleet_core::usage::TokenUsage;
+use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
+use serde_json::Value;
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::call::{CallOptions, call_key};
+use crate::catalog::Catalog;
+use crate::engine::{BudgetView, ChildWorkflow, FrameId, Host, HostResult};
+use crate::events::{CallCounts, CallNote, CallState, RunEvent};
+use crate::resume::ResumeJournal;
+use crate::run::RunShared;
+use crate::script::Script;
+
+/// The run-wide concurrency limit. It halves when a provider answers 429/529 and grows back
+/// one slot per success, so a fan-out backs off instead of failing and never bursts back.
+pub(crate) struct Limiter {
+    semaphore: Semaphore,
+    max: usize,
+    /// Current target and permits still to retire.
+    state: Mutex<(usize, usize)>,
+}
+
+impl Limiter {
+    pub(crate) fn new(max: usize) -> Self {
+        let max = max.max(1);
+        Self {
+            semaphore: Semaphore::new(max),
+            max,
+            state: Mutex::new((max, 0)),
+        }
+    }
+
+    async fn acquire(&self) -> bool {
+        match self.semaphore.acquire().await {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn release(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.1 > 0 {
+            state.1 -= 1;
+        } else {
+            self.semaphore.add_permits(1);
+        }
+    }
+
+    fn overloaded(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let lower = (state.0 / 2).max(1);
+        state.1 += state.0 - lower;
+        state.0 = lower;
+    }
+
+    fn succeeded(&self) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.0 < self.max {
+            state.0 += 1;
+            if state.1 > 0 {
+                state.1 -= 1;
+            } else {
+                self.semaphore.add_permits(1);
+            }
+        }
+    }
+
+    /// The current limit.
+    pub(crate) fn current(&self) -> usize {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+}
+
+struct Frame {
+    unit: WorkUnitId,
+    phase: Option<String>,
+    script: Arc<Script>,
+}
+
+/// Tallies for the summary.
+#[derive(Default)]
+pub(crate) struct Tally {
+    pub counts: CallCounts,
+    pub nulls: Vec<CallNote>,
+    pub failures: Vec<CallNote>,
+    pub usage: TokenUsage,
+    pub cost: Cost,
+}
+
+/// Limits and budgets of a run, as the host enforces them.
+#[derive(Debug, Clone)]
+pub(crate) struct HostConfig {
+    pub max_agent_calls: u32,
+    pub tokens_total: Option<u64>,
+    pub usd_total: Option<Usd>,
+    pub rate_limit_retries: u32,
+}
+
+pub(crate) struct RunHost {
+    pub shared: Arc<RunShared>,
+    pub journal: Journal,
+    pub runner: Arc<dyn DynAgentRunner>,
+    pub specs: Arc<HashMap<String, Arc<AgentSpec>>>,
+    pub catalog: Arc<Catalog>,
+    pub budgets: Budgets,
+    pub run_budget: BudgetId,
+    pub config: HostConfig,
+    pub limiter: Arc<Limiter>,
+    pub resume: ResumeJournal,
+    pub handle: Handle,
+    pub cancel: CancelToken,
+    pub tracker: TaskTracker,
+    frames: Mutex<Vec<Frame>>,
+    calls: AtomicU32,
+    seq: AtomicU64,
+    occurrences: Mutex<HashMap<String, u32>>,
+    strict_ok: AtomicBool,
+    pub tally: Mutex<Tally>,
+    warned_budget: AtomicBool,
+    me: OnceLock<Weak<RunHost>>,
+    /// In-flight calls: unit and start time (for progress events).
+    pub in_flight: Mutex<HashMap<WorkUnitId, Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a live call ended, for the tally.
+enum Ending {
+    Answer(Value),
+    Null(String),
+    Failed(String),
+}
+
+impl RunHost {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        shared: Arc<RunShared>,
+        journal: Journal,
+        runner: Arc<dyn DynAgentRunner>,
+        specs: Arc<HashMap<String, Arc<AgentSpec>>>,
+        catalog: Arc<Catalog>,
+        config: HostConfig,
+        concurrency: usize,
+        resume: ResumeJournal,
+        root: WorkUnitId,
+        script: Arc<Script>,
+        cancel: CancelToken,
+    ) -> Self {
+        let budgets = Budgets::new();
+        let run_budget = budgets.add(
+            "run",
+            None,
+            BudgetLimits {
+                output_tokens: None,
+                usd: config.usd_total,
+            },
+        );
+        Self {
+            shared,
+            journal,
+            runner,
+            specs,
+            catalog,
+            budgets,
+            run_budget,
+            config,
+            limiter: Arc::new(Limiter::new(concurrency)),
+            resume,
+            handle: Handle::current(),
+            cancel,
+            tracker: TaskTracker::new(),
+            frames: Mutex::new(vec![Frame {
+                unit: root,
+                phase: None,
+                script,
+            }]),
+            calls: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
+            occurrences: Mutex::new(HashMap::new()),
+            strict_ok: AtomicBool::new(true),
+            tally: Mutex::new(Tally::default()),
+            warned_budget: AtomicBool::new(false),
+            me: OnceLock::new(),
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Lets calls reach the host after the script's thread hands them off.
+    pub(crate) fn init_self(self: &Arc<Self>) {
+        let _ = self.me.set(Arc::downgrade(self));
+    }
+
+    fn weak(&self) -> Weak<RunHost> {
+        self.me.get().cloned().unwrap_or_default()
+    }
+
+    fn frame_unit(&self, frame: FrameId) -> Option<WorkUnitId> {
+        lock(&self.frames).get(frame as usize).map(|f| f.unit)
+    }
+
+    /// Records in the background; the first failure fails the run at its end.
+    fn record(&self, work: impl std::future::Future<Output = Result<(), String>> + Send + 'static) {
+        let shared = self.shared.clone();
+        self.tracker.spawn_on(
+            async move {
+                if let Err(e) = work.await {
+                    shared.record_failed(e);
+                }
+            },
+            &self.handle,
+        );
+    }
+
+    fn check_budget(&self) -> Result<(), String> {
+        let view = self.budget();
+        if let Some(total) = view.tokens_total
+            && view.tokens_spent >= total
+        {
+            return Err(format!(
+                "Workflow token budget exceeded ({} / {total} output tokens). Agents in flight finish; no new agent() call starts. Raise the run's token budget to go on.",
+                view.tokens_spent
+            ));
+        }
+        if let Some(status) = self.budgets.status(self.run_budget)
+            && let Some(limit) = status.limits.usd
+            && status.spent.usd >= limit
+        {
+            return Err(format!(
+                "Workflow dollar budget exceeded ({} / {limit}). Agents in flight finish; no new agent() call starts. Raise the run's dollar budget to go on.",
+                status.spent.usd
+            ));
+        }
+        Ok(())
+    }
+
+    fn warn_budget(&self) {
+        let view = self.budget();
+        let near = |spent: f64, total: f64| total > 0.0 && spent >= 0.8 * total;
+        let tokens = view
+            .tokens_total
+            .is_some_and(|t| near(view.tokens_spent as f64, t as f64));
+        let usd = view.usd_total.is_some_and(|t| near(view.usd_spent, t));
+        if (tokens || usd) && !self.warned_budget.swap(true, Ordering::Relaxed) {
+            let message = if tokens {
+                format!(
+                    "80% of the token budget is spent ({} / {} output tokens)",
+                    view.tokens_spent,
+                    view.tokens_total.unwrap_or(0)
+                )
+            } else {
+                format!(
+                    "80% of the dollar budget is spent (${:.4} / ${:.4})",
+                    view.usd_spent,
+                    view.usd_total.unwrap_or(0.0)
+                )
+            };
+            self.shared.emit(RunEvent::BudgetWarning { message });
+        }
+    }
+
+    fn resolve_spec(&self, name: &str) -> Result<Arc<AgentSpec>, String> {
+        if let Some(spec) = self.specs.get(name) {
+            return Ok(spec.clone());
+        }
+        let mut known: Vec<&String> = self.specs.keys().collect();
+        known.sort();
+        let suggestion = known
+            .iter()
+            .map(|k| (strsim::jaro_winkler(k, name), k))
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, k)| format!(" Did you mean '{k}'?"))
+            .unwrap_or_default();
+        let list = if known.is_empty() {
+            "none are declared (add agents/<name>.yaml)".to_owned()
+        } else {
+            known
+                .iter()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Err(format!(
+            "agent(): unknown agentType '{name}'; declared agents: {list}.{suggestion}"
+        ))
+    }
+}
+
+impl Host for RunHost {
+    fn agent(
+        &self,
+        frame: FrameId,
+        prompt: String,
+        opts: Option<Value>,
+    ) -> Result<BoxFuture<'static, HostResult>, String> {
+        let opts = CallOptions::parse(opts.as_ref())?;
+        for key in &opts.unknown {
+            self.log(
+                frame,
+                LogLevel::Warn,
+                format!("agent(): unknown option `{key}` ignored"),
+            );
+        }
+        if self.cancel.is_cancelled() {
+            return Err("the run is stopping; no new agent() call starts".into());
+        }
+        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > self.config.max_agent_calls {
+            return Err(format!(
+                "Workflow agent() call cap reached ({}). Split the work across runs, or raise the run's agent-call limit.",
+                self.config.max_agent_calls
+            ));
+        }
+        self.check_budget()?;
+        let spec = opts
+            .agent_type
+            .as_deref()
+            .map(|name| self.resolve_spec(name))
+            .transpose()?;
+        let parent = self
+            .frame_unit(frame)
+            .ok_or("agent(): the calling workflow is gone")?;
+        let phase = opts.phase.clone().or_else(|| {
+            lock(&self.frames)
+                .get(frame as usize)
+                .and_then(|f| f.phase.clone())
+        });
+        let base = opts.base_key(&prompt);
+        let occurrence = {
+            let mut occurrences = lock(&self.occurrences);
+            let slot = occurrences.entry(base.clone()).or_insert(0);
+            *slot += 1;
+            *slot - 1
+        };
+        let key = call_key(&base, occurrence);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let cached = self.resume.lookup(&key, seq, &self.strict_ok);
+        let mut call = AgentCall::new(prompt);
+        call.label = opts.label.clone();
+        let label = call.display_label();
+        call.phase = phase.clone();
+        call.agent = spec;
+        call.model = opts.model.clone();
+        call.effort = opts.effort;
+        call.schema = opts.schema.clone();
+        call.capabilities = opts.capabilities.clone();
+        call.max_tool_calls = opts.max_tool_calls;
+        call.timeout = opts.timeout_ms.map(Duration::from_millis);
+        if let Some(tokens) = opts.budget_tokens {
+            call.max_tokens = Some(u32::try_from(tokens).unwrap_or(u32::MAX));
+        }
+        let mut draft = WorkUnitDraft::new(WorkUnitKind::DelegatedAgent);
+        draft.label = Some(label.clone());
+        draft.phase = phase.clone();
+        draft.agent = opts.agent_type.clone();
+        draft.model = call
+            .model
+            .clone()
+            .or_else(|| call.agent.as_ref().map(|s| s.model.clone()));
+        let ctx = CallSite {
+            host: self.weak(),
+            parent,
+            key,
+            seq,
+            label,
+            phase,
+            agent_type: opts.agent_type.clone(),
+            draft,
+            call_budget: (opts.budget_tokens.is_some() || opts.budget_usd.is_some()).then(|| {
+                self.budgets.add(
+                    "agent call",
+                    Some(self.run_budget),
+                    BudgetLimits {
+                        output_tokens: opts.budget_tokens,
+                        usd: opts.budget_usd.and_then(Usd::from_dollars),
+                    },
+                )
+            }),
+        };
+        let token = self.tracker.token();
+        Ok(Box::pin(async move {
+            let _token = token;
+            match cached {
+                Some(value) => ctx.serve_cached(value).await,
+                None => ctx.run_live(call).await,
+            }
+        }))
+    }
+
+    fn phase(&self, frame: FrameId, title: String) {
+        let (previous, unit) = {
+            let mut frames = lock(&self.frames);
+            let Some(f) = frames.get_mut(frame as usize) else {
+                return;
+            };
+            (f.phase.replace(title.clone()), f.unit)
+        };
+        if let Some(previous) = previous {
+            self.shared.emit(RunEvent::PhaseEnded { title: previous });
+        }
+        self.shared.emit(RunEvent::PhaseStarted {
+            title: title.clone(),
+        });
+        let journal = self.journal.clone();
+        self.record(async move {
+            journal
+                .activity(unit, ActivityKind::Phase { title })
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+
+    fn log(&self, frame: FrameId, level: LogLevel, message: String) {
+        self.shared.emit(RunEvent::Log {
+            level,
+            message: message.clone(),
+        });
+        let Some(unit) = self.frame_unit(frame) else {
+            return;
+        };
+        let journal = self.journal.clone();
+        self.record(async move {
+            journal
+                .activity(unit, ActivityKind::Log { level, message })
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+
+    fn budget(&self) -> BudgetView {
+        let status = self.budgets.status(self.run_budget);
+        let (tokens_spent, usd_spent) = status
+            .as_ref()
+            .map_or((0, 0.0), |s| (s.spent.output_tokens, s.spent.usd.dollars()));
+        BudgetView {
+            tokens_total: self.config.tokens_total,
+            tokens_spent,
+            usd_total: self.config.usd_total.map(Usd::dollars),
+            usd_spent,
+        }
+    }
+
+    fn open_workflow(
+        &self,
+        frame: FrameId,
+        reference: Value,
+        args: Option<Value>,
+    ) -> Result<BoxFuture<'static, Result<ChildWorkflow, String>>, String> {
+        if frame != 0 {
+            return Err(
+                "workflow() cannot be called from a nested workflow: only one level of nesting is allowed"
+                    .into(),
+            );
+        }
+        let base_dir = lock(&self.frames)
+            .first()
+            .and_then(|f| f.script.path())
+            .and_then(|p| p.parent().map(std::path::Path::to_path_buf));
+        let script = self.catalog.resolve(&reference, base_dir.as_deref())?;
+        let parent = self
+            .frame_unit(frame)
+            .ok_or("workflow(): the caller is gone")?;
+        let child_frame = {
+            let mut frames = lock(&self.frames);
+            frames.push(Frame {
+                unit: parent,
+                phase: None,
+                script: script.clone(),
+            });
+            u32::try_from(frames.len() - 1).unwrap_or(u32::MAX)
+        };
+        let journal = self.journal.clone();
+        let host = self.weak();
+        let token = self.tracker.token();
+        Ok(Box::pin(async move {
+            let _token = token;
+            let mut draft = WorkUnitDraft::new(WorkUnitKind::Workflow);
+            draft.label = Some(script.meta.name.clone());
+            let unit = journal
+                .start_work_unit(parent, draft)
+                .await
+                .map_err(|e| format!("workflow(): cannot record the nested run: {e}"))?;
+            if let Some(host) = host.upgrade()
+                && let Some(f) = lock(&host.frames).get_mut(child_frame as usize)
+            {
+                f.unit = unit;
+            }
+            Ok(ChildWorkflow {
+                frame: child_frame,
+                script,
+                args,
+            })
+        }))
+    }
+
+    fn close_workflow(
+        &self,
+        frame: FrameId,
+        outcome: Result<&Value, &str>,
+    ) -> BoxFuture<'static, ()> {
+        let unit = self.frame_unit(frame);
+        let journal = self.journal.clone();
+        let (state, error) = match outcome {
+            Ok(_) => (WorkUnitState::Completed, None),
+            Err(message) => (WorkUnitState::Failed, Some(message.to_owned())),
+        };
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if let Some(unit) = unit
+                && let Err(e) = journal.set_state(unit, state, error).await
+            {
+                shared.record_failed(e.to_string());
+            }
+        })
+    }
+}
+
+/// Everything a call needs once it leaves the script's thread.
+struct CallSite {
+    host: Weak<RunHost>,
+    parent: WorkUnitId,
+    key: String,
+    seq: u64,
+    label: String,
+    phase: Option<String>,
+    agent_type: Option<String>,
+    draft: WorkUnitDraft,
+    call_budget: Option<BudgetId>,
+}
+
+impl CallSite {
+    async fn serve_cached(self, value: Value) -> HostResult {
+        let host = self.host.upgrade().ok_or("the run is gone")?;
+        let mut draft = self.draft;
+        draft.state = WorkUnitState::Completed;
+        let unit = host
+            .journal
+            .start_work_unit(self.parent, draft)
+            .await
+            .map_err(|e| format!("cannot record the call: {e}"))?;
+        host.journal
+            .activity(
+                unit,
+                ActivityKind::AgentResult {
+                    key: self.key,
+                    seq: self.seq,
+                    result: value.clone(),
+                    cached: true,
+                },
+            )
+            .await
+            .map_err(|e| format!("cannot record the call: {e}"))?;
+        lock(&host.tally).counts.cached += 1;
+        host.shared.emit(RunEvent::AgentStarted {
+            work_unit_id: unit,
+            label: self.label.clone(),
+            phase: self.phase,
+            agent_type: self.agent_type,
+        });
+        host.shared.emit(RunEvent::AgentFinished {
+            work_unit_id: unit,
+            label: self.label,
+            state: CallState::Cached,
+            reason: None,
+            result_bytes: value.to_string().len(),
+            usage: TokenUsage::default(),
+            cost_usd: 0.0,
+        });
+        Ok(value)
+    }
+
+    async fn run_live(self, call: AgentCall) -> HostResult {
+        let host = self.host.upgrade().ok_or("the run is gone")?;
+        let mut attempt = 0;
+        loop {
+            let mut draft = self.draft.clone();
+            draft.state = WorkUnitState::Pending;
+            let unit = host
+                .journal
+                .start_work_unit(self.parent, draft)
+                .await
+                .map_err(|e| format!("cannot record the call: {e}"))?;
+            host.shared.emit(RunEvent::AgentStarted {
+                work_unit_id: unit,
+                label: self.label.clone(),
+                phase: self.phase.clone(),
+                agent_type: self.agent_type.clone(),
+            });
+            let admitted = tokio::select! {
+                ok = host.limiter.acquire() => ok,
+                () = host.cancel.cancelled() => false,
+            };
+            if !admitted {
+                let _ = host
+                    .journal
+                    .set_state(
+                        unit,
+                        WorkUnitState::Cancelled,
+                        Some("the run was stopped".into()),
+                    )
+                    .await;
+                return self.finish(
+                    &host,
+                    unit,
+                    Ending::Failed("the run was stopped".into()),
+                    None,
+                );
+            }
+            lock(&host.in_flight).insert(unit, Instant::now());
+            let ctx = CallContext {
+                journal: host.journal.clone(),
+                parent: self.parent,
+                work_unit: Some(unit),
+                budgets: host.budgets.clone(),
+                charge_to: vec![self.call_budget.unwrap_or(host.run_budget)],
+                cancel: host.cancel.child_token(),
+            };
+            let outcome = host.runner.run_dyn(call.clone(), ctx).await;
+            lock(&host.in_flight).remove(&unit);
+            host.limiter.release();
+            let ending = match outcome {
+                Ok(outcome) => {
+                    host.limiter.succeeded();
+                    let value = outcome
+                        .output
+                        .clone()
+                        .unwrap_or(Value::String(outcome.text.clone()));
+                    let journaled = host
+                        .journal
+                        .activity(
+                            unit,
+                            ActivityKind::AgentResult {
+                                key: self.key.clone(),
+                                seq: self.seq,
+                                result: value.clone(),
+                                cached: false,
+                            },
+                        )
+                        .await;
+                    if let Err(e) = journaled {
+                        host.shared.record_failed(e.to_string());
+                    }
+                    let mut tally = lock(&host.tally);
+                    tally.usage += outcome.usage;
+                    tally.cost += outcome.cost;
+                    drop(tally);
+                    return self.finish(
+                        &host,
+                        unit,
+                        Ending::Answer(value),
+                        Some((outcome.usage, outcome.cost)),
+                    );
+                }
+                Err(AgentError::Provider(ProviderError::Api {
+                    kind: ErrorKind::RateLimited | ErrorKind::Overloaded,
+                    message,
+                    ..
+                })) if attempt < host.config.rate_limit_retries && !host.cancel.is_cancelled() => {
+                    host.limiter.overloaded();
+                    attempt += 1;
+                    host.shared.emit(RunEvent::Log {
+                        level: LogLevel::Warn,
+                        message: format!(
+                            "{}: provider overloaded ({message}); concurrency lowered to {}, retrying",
+                            self.label,
+                            host.limiter.current()
+                        ),
+                    });
+                    let pause = Duration::from_millis(
+                        250 * u64::from(attempt) + u64::from(self.seq as u32 % 97) * 3,
+                    );
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                Err(AgentError::Provider(e)) => Ending::Null(e.to_string()),
+                Err(AgentError::Cancelled) if !host.cancel.is_cancelled() => {
+                    Ending::Null("skipped".into())
+                }
+                Err(e) => Ending::Failed(e.to_string()),
+            };
+            return self.finish(&host, unit, ending, None);
+        }
+    }
+
+    fn finish(
+        &self,
+        host: &RunHost,
+        unit: WorkUnitId,
+        ending: Ending,
+        spent: Option<(TokenUsage, Cost)>,
+    ) -> HostResult {
+        let (usage, cost) = spent.unwrap_or_default();
+        let note = |reason: &str| CallNote {
+            label: self.label.clone(),
+            work_unit_id: Some(unit),
+            reason: reason.to_owned(),
+        };
+        let (state, reason, result) = {
+            let mut tally = lock(&host.tally);
+            match ending {
+                Ending::Answer(value) => {
+                    tally.counts.completed += 1;
+                    (CallState::Completed, None, Ok(value))
+                }
+                Ending::Null(reason) => {
+                    tally.counts.null += 1;
+                    tally.nulls.push(note(&reason));
+                    (CallState::Null, Some(reason), Ok(Value::Null))
+                }
+                Ending::Failed(reason) => {
+                    tally.counts.failed += 1;
+                    tally.failures.push(note(&reason));
+                    (CallState::Failed, Some(reason.clone()), Err(reason))
+                }
+            }
+        };
+        host.shared.emit(RunEvent::AgentFinished {
+            work_unit_id: unit,
+            label: self.label.clone(),
+            state,
+            reason,
+            result_bytes: result.as_ref().map_or(0, |v| v.to_string().len()),
+            usage,
+            cost_usd: cost.usd.dollars(),
+        });
+        host.warn_budget();
+        result
+    }
+}

@@ -1,0 +1,637 @@
+//! The QuickJS engine (`rquickjs`): each run gets a fresh runtime and context on its own
+//! thread, with a capped heap and an interrupt handler that enforces the CPU limit and stops.
+//!
+//! The thread runs an event loop: it executes the script's pending jobs, then blocks until a
+//! host future (an agent call, a nested workflow being opened) reports, resolves the matching
+//! promise, and goes round again. Host futures run on the caller's tokio runtime, so agent I/O
+//! never waits behind a busy script and a busy script never holds up the runtime.
+
+mod heap;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use fleet_core::activity::LogLevel;
+use fleet_core::provider::BoxFuture;
+use rquickjs::context::EvalOptions;
+use rquickjs::function::Opt;
+use rquickjs::{
+    CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Object, Persistent, Runtime,
+};
+use serde_json::Value;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use self::heap::{CappedAllocator, HeapGauge};
+use crate::engine::{
+    ChildWorkflow, EngineRun, FrameId, HostResult, ScriptEngine, ScriptFailure, ScriptLimits,
+};
+use crate::lex::line_col;
+use crate::script::{Script, ScriptError};
+
+const PRELUDE: &str = include_str!("prelude.js");
+/// Wraps the body so that top-level `await` and `return` work. It sits on line 1, so only
+/// line-1 columns move, and [`fix_columns`] moves them back.
+const PREFIX: &str = "(async function(){";
+const SUFFIX: &str = "\n})()";
+
+/// The QuickJS [`ScriptEngine`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuickJs;
+
+impl ScriptEngine for QuickJs {
+    fn name(&self) -> &'static str {
+        "quickjs"
+    }
+
+    fn run(&self, run: EngineRun) -> BoxFuture<'static, Result<Option<Value>, ScriptFailure>> {
+        let handle = Handle::try_current();
+        Box::pin(async move {
+            let handle = handle.map_err(|_| {
+                ScriptFailure::Engine("QuickJs::run must be called within a tokio runtime".into())
+            })?;
+            let (done, result) = oneshot::channel();
+            std::thread::Builder::new()
+                .name("fleet-js".into())
+                .stack_size(run.limits.stack_bytes.saturating_add(8 << 20))
+                .spawn(move || {
+                    let _ = done.send(execute(run, &handle));
+                })
+                .map_err(|e| ScriptFailure::Engine(format!("cannot start a script thread: {e}")))?;
+            result.await.unwrap_or_else(|_| {
+                Err(ScriptFailure::Engine(
+                    "the script thread ended without a result".into(),
+                ))
+            })
+        })
+    }
+}
+
+/// What wakes the loop.
+enum Wake {
+    /// A host future for promise `id` finished.
+    Settled { id: u64, result: HostResult },
+    /// A nested workflow for promise `id` is ready to start (or could not be opened).
+    Child {
+        id: u64,
+        child: Result<ChildWorkflow, String>,
+    },
+    /// The run was stopped.
+    Stop,
+}
+
+struct Pending {
+    ctx: usize,
+    resolve: Persistent<Function<'static>>,
+    reject: Persistent<Function<'static>>,
+}
+
+type Settlement = Result<Option<String>, (String, String)>;
+
+/// State shared by the natives of every context of one run (all on the run's thread).
+struct State {
+    run_host: Arc<dyn crate::engine::Host>,
+    handle: Handle,
+    tx: mpsc::UnboundedSender<Wake>,
+    limits: ScriptLimits,
+    next_id: Cell<u64>,
+    in_flight: Cell<usize>,
+    pending: RefCell<HashMap<u64, Pending>>,
+    settled: RefCell<Vec<(usize, Settlement)>>,
+}
+
+impl State {
+    /// A promise in context `ctx_index`, settled when `work` (given the promise's id) reports.
+    fn promise<'js, F>(
+        &self,
+        ctx: &Ctx<'js>,
+        ctx_index: usize,
+        work: impl FnOnce(u64) -> F,
+    ) -> rquickjs::Result<rquickjs::Value<'js>>
+    where
+        F: Future<Output = Wake> + Send + 'static,
+    {
+        let (promise, resolve, reject) = ctx.promise()?;
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.pending.borrow_mut().insert(
+            id,
+            Pending {
+                ctx: ctx_index,
+                resolve: Persistent::save(ctx, resolve),
+                reject: Persistent::save(ctx, reject),
+            },
+        );
+        self.spawn(work(id));
+        Ok(promise.into_value())
+    }
+
+    fn spawn(&self, work: impl Future<Output = Wake> + Send + 'static) {
+        self.in_flight.set(self.in_flight.get() + 1);
+        let tx = self.tx.clone();
+        self.handle.spawn(async move {
+            // The loop is gone only when the run already ended.
+            let _ = tx.send(work.await);
+        });
+    }
+}
+
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+struct Guards {
+    gauge: Arc<HeapGauge>,
+    stop: Arc<AtomicBool>,
+    cpu_out: Arc<AtomicBool>,
+    cpu_start: Duration,
+    limits: ScriptLimits,
+}
+
+impl Guards {
+    /// Why the run must end now, if it must.
+    fn fatal(&self) -> Option<ScriptFailure> {
+        if self.gauge.tripped.load(Ordering::Relaxed) {
+            return Some(ScriptFailure::HeapLimit(self.limits.heap_bytes));
+        }
+        if self.cpu_out.load(Ordering::Relaxed)
+            || thread_cpu().saturating_sub(self.cpu_start) > self.limits.cpu
+        {
+            return Some(ScriptFailure::CpuLimit(self.limits.cpu));
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            return Some(ScriptFailure::Stopped);
+        }
+        None
+    }
+}
+
+fn engine_error(e: impl std::fmt::Display) -> ScriptFailure {
+    ScriptFailure::Engine(e.to_string())
+}
+
+fn execute(run: EngineRun, handle: &Handle) -> Result<Option<Value>, ScriptFailure> {
+    let limits = run.limits;
+    let gauge = Arc::new(HeapGauge::default());
+    let rt = Runtime::new_with_alloc(CappedAllocator::new(limits.heap_bytes, gauge.clone()))
+        .map_err(engine_error)?;
+    rt.set_max_stack_size(limits.stack_bytes);
+    let guards = Guards {
+        gauge,
+        stop: Arc::new(AtomicBool::new(false)),
+        cpu_out: Arc::new(AtomicBool::new(false)),
+        cpu_start: thread_cpu(),
+        limits,
+    };
+    {
+        let (gauge, stop, cpu_out, start) = (
+            guards.gauge.clone(),
+            guards.stop.clone(),
+            guards.cpu_out.clone(),
+            guards.cpu_start,
+        );
+        rt.set_interrupt_handler(Some(Box::new(move || {
+            if stop.load(Ordering::Relaxed) || gauge.tripped.load(Ordering::Relaxed) {
+                return true;
+            }
+            if thread_cpu().saturating_sub(start) > limits.cpu {
+                cpu_out.store(true, Ordering::Relaxed);
+                return true;
+            }
+            false
+        })));
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    {
+        let (stop, flag, tx) = (run.stop.clone(), guards.stop.clone(), tx.clone());
+        handle.spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {
+                    flag.store(true, Ordering::Relaxed);
+                    let _ = tx.send(Wake::Stop);
+                }
+                () = tx.closed() => {}
+            }
+        });
+    }
+    let state = Rc::new(State {
+        run_host: run.host.clone(),
+        handle: handle.clone(),
+        tx,
+        limits,
+        next_id: Cell::new(0),
+        in_flight: Cell::new(0),
+        pending: RefCell::new(HashMap::new()),
+        settled: RefCell::new(Vec::new()),
+    });
+    let mut contexts: Vec<(Context, FrameId, Option<u64>)> = Vec::new();
+    let outcome = event_loop(&rt, &state, &guards, &mut contexts, &run, &mut rx);
+    // Drop the saved resolvers while their runtime is locked.
+    if let Some((context, ..)) = contexts.first() {
+        context.with(|ctx| {
+            for (_, p) in state.pending.borrow_mut().drain() {
+                let _ = p.resolve.restore(&ctx);
+                let _ = p.reject.restore(&ctx);
+            }
+        });
+    }
+    outcome
+}
+
+fn event_loop(
+    rt: &Runtime,
+    state: &Rc<State>,
+    guards: &Guards,
+    contexts: &mut Vec<(Context, FrameId, Option<u64>)>,
+    run: &EngineRun,
+    rx: &mut mpsc::UnboundedReceiver<Wake>,
+) -> Result<Option<Value>, ScriptFailure> {
+    start_frame(rt, state, contexts, &run.script, run.args.as_ref(), 0, None)?;
+    loop {
+        loop {
+            match rt.execute_pending_job() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    return Err(guards
+                        .fatal()
+                        .unwrap_or_else(|| engine_error(format!("a promise job failed: {e}"))));
+                }
+            }
+        }
+        if let Some(fatal) = guards.fatal() {
+            return Err(fatal);
+        }
+        let settled: Vec<_> = state.settled.borrow_mut().drain(..).collect();
+        for (ctx_index, settlement) in settled {
+            let Some((_, frame, parent)) = contexts.get(ctx_index).cloned() else {
+                continue;
+            };
+            match parent {
+                None => return top_level_result(settlement),
+                Some(parent_id) => finish_child(state, frame, parent_id, settlement),
+            }
+        }
+        if rt.is_job_pending() {
+            continue;
+        }
+        if state.in_flight.get() == 0 {
+            return Err(ScriptFailure::NeverSettles);
+        }
+        let Some(first) = rx.blocking_recv() else {
+            return Err(engine_error("the run's host went away"));
+        };
+        let mut wakes = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            wakes.push(more);
+        }
+        for wake in wakes {
+            match wake {
+                Wake::Stop => return Err(ScriptFailure::Stopped),
+                Wake::Settled { id, result } => {
+                    state.in_flight.set(state.in_flight.get().saturating_sub(1));
+                    settle(state, contexts, id, result)?;
+                }
+                Wake::Child { id, child } => {
+                    state.in_flight.set(state.in_flight.get().saturating_sub(1));
+                    match child {
+                        Ok(child) => {
+                            let started = start_frame(
+                                rt,
+                                state,
+                                contexts,
+                                &child.script,
+                                child.args.as_ref(),
+                                child.frame,
+                                Some(id),
+                            );
+                            if let Err(failure) = started {
+                                let message = failure.to_string();
+                                finish_child(state, child.frame, id, Err((message, String::new())));
+                            }
+                        }
+                        Err(message) => settle(state, contexts, id, Err(message))?,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn top_level_result(settlement: Settlement) -> Result<Option<Value>, ScriptFailure> {
+    match settlement {
+        Ok(None) => Ok(None),
+        Ok(Some(json)) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| engine_error(format!("the result is not valid JSON: {e}"))),
+        Err((message, stack)) => Err(ScriptFailure::Threw { message, stack }),
+    }
+}
+
+/// A nested workflow settled: record it, then settle the parent's `workflow()` promise.
+fn finish_child(state: &State, frame: FrameId, parent_id: u64, settlement: Settlement) {
+    let result: HostResult = match settlement {
+        Ok(None) => Ok(Value::Null),
+        Ok(Some(json)) => serde_json::from_str(&json).map_err(|e| e.to_string()),
+        Err((message, stack)) => Err(if stack.is_empty() {
+            message
+        } else {
+            format!("{message}\n{stack}")
+        }),
+    };
+    let close = state
+        .run_host
+        .close_workflow(frame, result.as_ref().map_err(String::as_str));
+    state.spawn(async move {
+        close.await;
+        Wake::Settled {
+            id: parent_id,
+            result,
+        }
+    });
+}
+
+fn settle(
+    state: &State,
+    contexts: &[(Context, FrameId, Option<u64>)],
+    id: u64,
+    result: HostResult,
+) -> Result<(), ScriptFailure> {
+    let Some(pending) = state.pending.borrow_mut().remove(&id) else {
+        return Ok(());
+    };
+    let Some((context, ..)) = contexts.get(pending.ctx) else {
+        return Ok(());
+    };
+    context.with(|ctx| -> Result<(), ScriptFailure> {
+        let resolve = pending.resolve.restore(&ctx).map_err(engine_error)?;
+        let reject = pending.reject.restore(&ctx).map_err(engine_error)?;
+        match result {
+            Ok(value) => {
+                let value = to_js(&ctx, &value).map_err(engine_error)?;
+                resolve.call::<_, ()>((value,)).map_err(engine_error)
+            }
+            Err(message) => {
+                let error = Exception::from_message(ctx.clone(), &message).map_err(engine_error)?;
+                reject.call::<_, ()>((error,)).map_err(engine_error)
+            }
+        }
+    })
+}
+
+fn to_js<'js>(ctx: &Ctx<'js>, value: &Value) -> rquickjs::Result<rquickjs::Value<'js>> {
+    match value {
+        Value::Null => Ok(rquickjs::Value::new_null(ctx.clone())),
+        Value::Bool(b) => Ok(rquickjs::Value::new_bool(ctx.clone(), *b)),
+        Value::String(s) => Ok(rquickjs::String::from_str(ctx.clone(), s)?.into_value()),
+        other => ctx.json_parse(other.to_string()),
+    }
+}
+
+/// Creates a context for `script`, installs the realm and runs the body up to its first
+/// `await`.
+fn start_frame(
+    rt: &Runtime,
+    state: &Rc<State>,
+    contexts: &mut Vec<(Context, FrameId, Option<u64>)>,
+    script: &Script,
+    args: Option<&Value>,
+    frame: FrameId,
+    parent: Option<u64>,
+) -> Result<(), ScriptFailure> {
+    let context = Context::full(rt).map_err(engine_error)?;
+    let ctx_index = contexts.len();
+    contexts.push((context.clone(), frame, parent));
+    context.with(|ctx| -> Result<(), ScriptFailure> {
+        let settle = install(&ctx, state, ctx_index, frame, script, args).map_err(|e| {
+            engine_error(format!(
+                "cannot set up the script realm: {}",
+                caught(&ctx, e)
+            ))
+        })?;
+        let mut options = EvalOptions::default();
+        options.global = true;
+        options.strict = false;
+        options.filename = Some(script.origin.clone());
+        let source = format!("{PREFIX}{}{SUFFIX}", script.body());
+        let promise: rquickjs::Value = ctx
+            .eval_with_options(source, options)
+            .catch(&ctx)
+            .map_err(|e| compile_error(script, e))?;
+        settle
+            .call::<_, ()>((promise,))
+            .map_err(|e| engine_error(caught(&ctx, e)))
+    })
+}
+
+fn caught(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
+    match e {
+        rquickjs::Error::Exception => ctx.catch().into_exception().map_or_else(
+            || "an exception".to_owned(),
+            |e| e.message().unwrap_or_default(),
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The place and message of a body that does not compile.
+fn compile_error(script: &Script, error: CaughtError<'_>) -> ScriptFailure {
+    let (message, stack) = match &error {
+        CaughtError::Exception(e) => (
+            e.message().unwrap_or_default(),
+            e.stack().unwrap_or_default(),
+        ),
+        other => (other.to_string(), String::new()),
+    };
+    let stack = fix_columns(&stack, &script.origin);
+    let (line, column) =
+        locate(&stack, &script.origin).unwrap_or_else(|| line_col(&script.source, 0));
+    ScriptFailure::Compile(ScriptError {
+        origin: script.origin.clone(),
+        line,
+        column,
+        message,
+    })
+}
+
+/// The first `origin:line:column` in a stack.
+fn locate(stack: &str, origin: &str) -> Option<(usize, usize)> {
+    let needle = format!("{origin}:");
+    let at = stack.find(&needle)? + needle.len();
+    let mut parts = stack[at..].splitn(3, ':');
+    let line = parts.next()?.parse().ok()?;
+    let column: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((line, column.parse().ok()?))
+}
+
+/// The script's own frames of a stack: the prelude's and the wrapper's call are dropped, and
+/// line-1 columns are moved back to where they are in the file.
+pub(crate) fn clean_stack(stack: &str, origin: &str) -> String {
+    let kept: Vec<&str> = stack
+        .lines()
+        .filter(|l| !l.contains("<fleet prelude>") && !l.contains("at <eval> ("))
+        .collect();
+    fix_columns(&kept.join("\n"), origin)
+}
+
+/// Undoes the wrapper's shift of line-1 columns in a stack.
+fn fix_columns(stack: &str, origin: &str) -> String {
+    let needle = format!("{origin}:1:");
+    let mut out = String::with_capacity(stack.len());
+    let mut rest = stack;
+    while let Some(at) = rest.find(&needle) {
+        let after = at + needle.len();
+        out.push_str(&rest[..after]);
+        let digits: String = rest[after..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let column: usize = digits.parse().unwrap_or(0);
+        out.push_str(&column.saturating_sub(PREFIX.len()).max(1).to_string());
+        rest = &rest[after + digits.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn level(name: &str) -> LogLevel {
+    match name {
+        "warn" => LogLevel::Warn,
+        "error" => LogLevel::Error,
+        "debug" => LogLevel::Debug,
+        _ => LogLevel::Info,
+    }
+}
+
+/// Parses JSON handed over by the prelude; an empty string is "none given".
+fn parse_json(ctx: &Ctx<'_>, what: &str, json: &str) -> rquickjs::Result<Option<Value>> {
+    if json.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(json)
+        .map(Some)
+        .map_err(|e| Exception::throw_type(ctx, &format!("{what} is not JSON: {e}")))
+}
+
+/// Installs the realm and primitives in `ctx`; returns the prelude's `settle(promise)`.
+fn install<'js>(
+    ctx: &Ctx<'js>,
+    state: &Rc<State>,
+    ctx_index: usize,
+    frame: FrameId,
+    script: &Script,
+    args: Option<&Value>,
+) -> rquickjs::Result<Function<'js>> {
+    let h = Object::new(ctx.clone())?;
+    h.set("maxItems", state.limits.max_items as f64)?;
+    let st = state.clone();
+    h.set(
+        "agent",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, prompt: String, opts: String| {
+                let opts = parse_json(&ctx, "agent() options", &opts)?;
+                match st.run_host.agent(frame, prompt, opts) {
+                    Err(message) => Err(Exception::throw_message(&ctx, &message)),
+                    Ok(call) => st.promise(&ctx, ctx_index, move |id| async move {
+                        Wake::Settled {
+                            id,
+                            result: call.await,
+                        }
+                    }),
+                }
+            },
+        )?,
+    )?;
+    let st = state.clone();
+    h.set(
+        "workflow",
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, reference: String, args: String| {
+                let reference =
+                    parse_json(&ctx, "workflow() reference", &reference)?.unwrap_or(Value::Null);
+                let args = parse_json(&ctx, "workflow() args", &args)?;
+                match st.run_host.open_workflow(frame, reference, args) {
+                    Err(message) => Err(Exception::throw_message(&ctx, &message)),
+                    Ok(open) => st.promise(&ctx, ctx_index, move |id| async move {
+                        Wake::Child {
+                            id,
+                            child: open.await,
+                        }
+                    }),
+                }
+            },
+        )?,
+    )?;
+    let st = state.clone();
+    h.set(
+        "phase",
+        Function::new(ctx.clone(), move |title: String| {
+            st.run_host.phase(frame, title);
+        })?,
+    )?;
+    let st = state.clone();
+    h.set(
+        "log",
+        Function::new(ctx.clone(), move |message: String, lvl: Opt<String>| {
+            let lvl = lvl.0.as_deref().map_or(LogLevel::Info, level);
+            st.run_host.log(frame, lvl, message);
+        })?,
+    )?;
+    let st = state.clone();
+    h.set(
+        "budget",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>| {
+            let view = st.run_host.budget();
+            let array = rquickjs::Array::new(ctx.clone())?;
+            let null = || rquickjs::Value::new_null(ctx.clone());
+            let number = |n: f64| rquickjs::Value::new_float(ctx.clone(), n);
+            array.set(0, view.tokens_total.map_or_else(null, |t| number(t as f64)))?;
+            array.set(1, number(view.tokens_spent as f64))?;
+            array.set(2, view.usd_total.map_or_else(null, number))?;
+            array.set(3, number(view.usd_spent))?;
+            rquickjs::Result::Ok(array)
+        })?,
+    )?;
+    let st = state.clone();
+    h.set(
+        "done",
+        Function::new(ctx.clone(), move |json: String| {
+            let json = (!json.is_empty()).then_some(json);
+            st.settled.borrow_mut().push((ctx_index, Ok(json)));
+        })?,
+    )?;
+    let st = state.clone();
+    let origin = script.origin.clone();
+    h.set(
+        "fail",
+        Function::new(ctx.clone(), move |message: String, stack: String| {
+            let stack = clean_stack(&stack, &origin);
+            st.settled
+                .borrow_mut()
+                .push((ctx_index, Err((message, stack))));
+        })?,
+    )?;
+    let mut options = EvalOptions::default();
+    options.global = true;
+    options.strict = true;
+    options.filename = Some("<fleet prelude>".into());
+    let prelude: Function = ctx.eval_with_options(PRELUDE, options)?;
+    let meta = script.meta_json.to_string();
+    let args = args.map(Value::to_string).unwrap_or_default();
+    prelude.call((h, meta, args))
+}

@@ -1,0 +1,166 @@
+//! Agent runners for tests and benchmarks.
+//!
+//! [`FakeModel`] is the benchmarks' fake model: it answers `"ok:" + <last 8 chars of the
+//! prompt>` with 20 input / 5 output tokens after one scheduler hop (or after a fixed latency),
+//! records the call as a real runner does, and counts calls and the peak number in flight.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
+use fleet_core::budget::Amount;
+use fleet_core::command::WorkUnitDraft;
+use fleet_core::money::{Cost, Usd};
+use fleet_core::usage::TokenUsage;
+use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
+
+/// What the fake model has seen.
+#[derive(Debug, Default)]
+pub struct FakeStats {
+    /// Calls answered.
+    pub calls: AtomicU64,
+    /// Calls in flight now.
+    pub in_flight: AtomicUsize,
+    /// The most calls ever in flight at once.
+    pub peak: AtomicUsize,
+}
+
+/// The benchmarks' fake model, as an [`AgentRunner`].
+#[derive(Debug, Clone, Default)]
+pub struct FakeModel {
+    /// Counters.
+    pub stats: Arc<FakeStats>,
+    /// Sleep this long per call instead of yielding once.
+    pub latency: Option<Duration>,
+    /// When set, a call whose prompt contains this fails with a provider error (resolves null).
+    pub fail_on: Option<String>,
+}
+
+impl FakeModel {
+    /// A fake model that answers after one scheduler hop.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A fake model that takes `latency` per call.
+    #[must_use]
+    pub fn with_latency(latency: Duration) -> Self {
+        Self {
+            latency: Some(latency),
+            ..Self::default()
+        }
+    }
+
+    /// The answer to `prompt`.
+    #[must_use]
+    pub fn answer(prompt: &str) -> String {
+        let tail: String = {
+            let chars: Vec<char> = prompt.chars().collect();
+            chars[chars.len().saturating_sub(8)..].iter().collect()
+        };
+        format!("ok:{tail}")
+    }
+}
+
+impl AgentRunner for FakeModel {
+    async fn run(&self, call: AgentCall, ctx: CallContext) -> Result<AgentOutcome, AgentError> {
+        let unit = match ctx.work_unit {
+            Some(unit) => {
+                ctx.journal
+                    .set_state(unit, WorkUnitState::Running, None)
+                    .await?;
+                unit
+            }
+            None => {
+                let mut draft = WorkUnitDraft::new(WorkUnitKind::DelegatedAgent);
+                draft.label = Some(call.display_label());
+                ctx.journal.start_work_unit(ctx.parent, draft).await?
+            }
+        };
+        let now = self.stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.stats.peak.fetch_max(now, Ordering::SeqCst);
+        let usage = TokenUsage {
+            input: 20,
+            output: 5,
+            ..TokenUsage::default()
+        };
+        let reservation = ctx.budgets.reserve(
+            &ctx.charge_to,
+            Amount {
+                output_tokens: 5,
+                usd: Usd::ZERO,
+            },
+        );
+        let waited = tokio::select! {
+            () = async {
+                match self.latency {
+                    Some(latency) => tokio::time::sleep(latency).await,
+                    None => tokio::task::yield_now().await,
+                }
+            } => true,
+            () = ctx.cancel.cancelled() => false,
+        };
+        self.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let failure = if !waited {
+            Some(AgentError::Cancelled)
+        } else if let Err(e) = &reservation {
+            Some(AgentError::Budget(e.clone()))
+        } else if self
+            .fail_on
+            .as_deref()
+            .is_some_and(|f| call.prompt.contains(f))
+        {
+            Some(AgentError::Provider(
+                fleet_core::provider::ProviderError::Transport {
+                    provider: "fake".into(),
+                    message: "connection reset".into(),
+                },
+            ))
+        } else {
+            None
+        };
+        if let Some(error) = failure {
+            let state = if matches!(error, AgentError::Cancelled) {
+                WorkUnitState::Cancelled
+            } else {
+                WorkUnitState::Failed
+            };
+            ctx.journal
+                .set_state(unit, state, Some(error.to_string()))
+                .await?;
+            return Err(error);
+        }
+        if let Ok(reservation) = reservation {
+            reservation.settle(Amount {
+                output_tokens: 5,
+                usd: Usd::ZERO,
+            });
+        }
+        self.stats.calls.fetch_add(1, Ordering::SeqCst);
+        ctx.journal
+            .usage(unit, "fake", usage, Some(Usd::ZERO))
+            .await?;
+        ctx.journal
+            .set_state(unit, WorkUnitState::Completed, None)
+            .await?;
+        let text = Self::answer(&call.prompt);
+        let output = call
+            .schema
+            .as_ref()
+            .map(|_| serde_json::json!({ "answer": text }));
+        let mut cost = Cost::default();
+        cost.add(Some(Usd::ZERO));
+        Ok(AgentOutcome {
+            work_unit_id: unit,
+            text,
+            output,
+            model: "fake".into(),
+            usage,
+            cost,
+            model_requests: 1,
+            tool_calls: 0,
+        })
+    }
+}
