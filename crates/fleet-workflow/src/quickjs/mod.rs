@@ -255,7 +255,8 @@ fn event_loop(
     run: &EngineRun,
     rx: &mut mpsc::UnboundedReceiver<Wake>,
 ) -> Result<Option<Value>, ScriptFailure> {
-    start_frame(rt, state, contexts, &run.script, run.args.as_ref(), 0, None)?;
+    start_frame(rt, state, contexts, &run.script, run.args.as_ref(), 0, None)
+        .map_err(|failure| guards.fatal().unwrap_or(failure))?;
     loop {
         loop {
             match rt.execute_pending_job() {
@@ -315,6 +316,9 @@ fn event_loop(
                                 Some(id),
                             );
                             if let Err(failure) = started {
+                                if let Some(fatal) = guards.fatal() {
+                                    return Err(fatal);
+                                }
                                 let message = failure.to_string();
                                 finish_child(state, child.frame, id, Err((message, String::new())));
                             }
