@@ -16,9 +16,13 @@ fn parse_err(source: &str) -> String {
 
 #[tokio::test]
 async fn the_returned_value_is_the_result() {
-    let ran = run("const a = await agent('hello world!');\nreturn { a, n: [1, Infinity, NaN] };").await;
+    let ran =
+        run("const a = await agent('hello world!');\nreturn { a, n: [1, Infinity, NaN] };").await;
     assert_eq!(ran.summary.state, RunState::Completed, "{}", ran.error());
-    assert_eq!(ran.summary.result, json!({"a": "ok:o world!", "n": [1, null, null]}));
+    assert_eq!(
+        ran.summary.result,
+        json!({"a": "ok:o world!", "n": [1, null, null]})
+    );
     assert_eq!(ran.summary.calls.completed, 1);
 }
 
@@ -36,33 +40,83 @@ fn the_header_is_read_statically() {
     assert_eq!(s.meta.phases[0].model.as_deref(), Some("haiku"));
     assert_eq!(s.meta_json["n"], json!(-3));
     assert_eq!(s.meta_json["nested"]["list"], json!([true, null, 16]));
-    let dropped = Script::parse("wf.js", "export const meta = { name: 'x', description: 'd', phases: 'bad' }").unwrap();
+    let dropped = Script::parse(
+        "wf.js",
+        "export const meta = { name: 'x', description: 'd', phases: 'bad' }",
+    )
+    .unwrap();
     assert!(dropped.meta.phases.is_empty());
 }
 
 #[test]
 fn header_errors_name_file_line_and_column() {
     let cases = [
-        ("export const meta = { name: foo, description: 'd' }", "wf.js:1:29: `foo`: identifiers are not allowed"),
-        ("export const meta = {\n  name: f(), description: 'd' }", "wf.js:2:9: `f`: calls are not allowed"),
-        ("export const meta = { name: new X(), description: 'd' }", "wf.js:1:29: `new` is not allowed"),
-        ("export const meta = { ...o, name: 'n', description: 'd' }", "wf.js:1:23: spreads are not allowed"),
-        ("export const meta = { [k]: 1, name: 'n', description: 'd' }", "wf.js:1:23: computed keys are not allowed"),
-        ("export const meta = { name: 'n', description: 'd', run() {} }", "wf.js:1:52: `run`: methods are not allowed"),
-        ("export const meta = { __proto__: {}, name: 'n', description: 'd' }", "wf.js:1:23: the key `__proto__` is not allowed"),
-        ("export const meta = { name: 'n', description: `a${b}` }", "wf.js:1:47: template strings in the header cannot use `${}`"),
-        ("export const meta = { name: 'n' }", "wf.js:1:1: `meta.description` is missing"),
-        ("export const meta = { name: '', description: 'd' }", "wf.js:1:1: `meta.name` must be a non-empty string"),
-        ("const x = 1;\nexport const meta = {}", "wf.js:1:1: expected `export`, found `const`"),
-        ("export const meta = { name: 'n', description: 'd' };\nconst m = await import('fs');", "wf.js:2:17: `import` is not available"),
-        ("export const meta = { name: 'n', description: 'd' };\nimport fs from 'fs';", "wf.js:2:1: `import` is not available"),
+        (
+            "export const meta = { name: foo, description: 'd' }",
+            "wf.js:1:29: `foo`: identifiers are not allowed",
+        ),
+        (
+            "export const meta = {\n  name: f(), description: 'd' }",
+            "wf.js:2:9: `f`: calls are not allowed",
+        ),
+        (
+            "export const meta = { name: new X(), description: 'd' }",
+            "wf.js:1:29: `new` is not allowed",
+        ),
+        (
+            "export const meta = { ...o, name: 'n', description: 'd' }",
+            "wf.js:1:23: spreads are not allowed",
+        ),
+        (
+            "export const meta = { [k]: 1, name: 'n', description: 'd' }",
+            "wf.js:1:23: computed keys are not allowed",
+        ),
+        (
+            "export const meta = { name: 'n', description: 'd', run() {} }",
+            "wf.js:1:52: `run`: methods are not allowed",
+        ),
+        (
+            "export const meta = { __proto__: {}, name: 'n', description: 'd' }",
+            "wf.js:1:23: the key `__proto__` is not allowed",
+        ),
+        (
+            "export const meta = { name: 'n', description: `a${b}` }",
+            "wf.js:1:47: template strings in the header cannot use `${}`",
+        ),
+        (
+            "export const meta = { name: 'n' }",
+            "wf.js:1:1: `meta.description` is missing",
+        ),
+        (
+            "export const meta = { name: '', description: 'd' }",
+            "wf.js:1:1: `meta.name` must be a non-empty string",
+        ),
+        (
+            "const x = 1;\nexport const meta = {}",
+            "wf.js:1:1: expected `export`, found `const`",
+        ),
+        (
+            "export const meta = { name: 'n', description: 'd' };\nconst m = await import('fs');",
+            "wf.js:2:17: `import` is not available",
+        ),
+        (
+            "export const meta = { name: 'n', description: 'd' };\nimport fs from 'fs';",
+            "wf.js:2:1: `import` is not available",
+        ),
     ];
     for (source, expected) in cases {
         let err = parse_err(source);
-        assert!(err.starts_with(expected), "{source}\n  gave: {err}\n  want: {expected}");
+        assert!(
+            err.starts_with(expected),
+            "{source}\n  gave: {err}\n  want: {expected}"
+        );
     }
     // `import` as a property or a key is fine.
-    Script::parse("wf.js", "export const meta = { name: 'n', description: 'd' };\nconst o = { import: 1 }; o.import;").unwrap();
+    Script::parse(
+        "wf.js",
+        "export const meta = { name: 'n', description: 'd' };\nconst o = { import: 1 }; o.import;",
+    )
+    .unwrap();
 }
 
 #[tokio::test]
@@ -70,7 +124,13 @@ async fn a_body_that_does_not_compile_never_starts() {
     let ran = run("await agent('a');\nconst = 5;").await;
     assert_eq!(ran.summary.state, RunState::Failed);
     assert!(ran.error().starts_with("wf.js:3:7: "), "{}", ran.error());
-    assert_eq!(ran.fake.stats.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        ran.fake
+            .stats
+            .calls
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
 }
 
 #[tokio::test]
@@ -89,7 +149,10 @@ async fn returning_a_function_fails_and_undefined_is_null() {
     let ran = run("return () => 1;").await;
     assert_eq!(ran.error(), "workflow result cannot be a function");
     let ran = run("const x = 1;").await;
-    assert_eq!((ran.summary.state, ran.summary.result.clone()), (RunState::Completed, json!(null)));
+    assert_eq!(
+        (ran.summary.state, ran.summary.result.clone()),
+        (RunState::Completed, json!(null))
+    );
 }
 
 #[tokio::test]
@@ -98,7 +161,12 @@ async fn the_script_sees_meta_and_deep_copied_args() {
         args: Some(json!({"list": [1, 2]})),
         ..RunOptions::default()
     };
-    let ran = run_with("args.list.push(3); return [meta.name, args.list, Object.isFrozen(meta)];", options, FakeModel::new()).await;
+    let ran = run_with(
+        "args.list.push(3); return [meta.name, args.list, Object.isFrozen(meta)];",
+        options,
+        FakeModel::new(),
+    )
+    .await;
     assert_eq!(ran.summary.result, json!(["t", [1, 2, 3], true]));
     let ran = run("return typeof args;").await;
     assert_eq!(ran.summary.result, json!("undefined"));
@@ -121,7 +189,12 @@ async fn eval_and_function_constructors_throw() {
         "const out = [];\nfor (const f of [() => eval('1'), () => new Function('return 1'), () => (function(){}).constructor('return 1'), () => (async function(){}).constructor('return 1')]) {\n  try { f(); out.push('ran'); } catch (e) { out.push(e.name); }\n}\nreturn [out, (() => 1) instanceof Function];",
     )
     .await;
-    assert_eq!(ran.summary.result, json!([["EvalError", "EvalError", "EvalError", "EvalError"], true]), "{}", ran.error());
+    assert_eq!(
+        ran.summary.result,
+        json!([["EvalError", "EvalError", "EvalError", "EvalError"], true]),
+        "{}",
+        ran.error()
+    );
 }
 
 #[tokio::test]
@@ -132,11 +205,24 @@ async fn clocks_and_randomness_throw_with_the_exact_prefixes() {
     .await;
     let result = &ran.summary.result;
     for i in 0..3 {
-        assert!(result[0][i].as_str().unwrap().starts_with("Date.now() / new Date() are unavailable in workflow scripts (breaks resume)."), "{result}");
+        assert!(
+            result[0][i].as_str().unwrap().starts_with(
+                "Date.now() / new Date() are unavailable in workflow scripts (breaks resume)."
+            ),
+            "{result}"
+        );
     }
-    assert!(result[0][3].as_str().unwrap().starts_with("Math.random() is unavailable in workflow scripts (breaks resume)."));
+    assert!(
+        result[0][3]
+            .as_str()
+            .unwrap()
+            .starts_with("Math.random() is unavailable in workflow scripts (breaks resume).")
+    );
     assert_eq!(result[1], json!("1970-01-01T00:00:00.000Z"));
-    assert_eq!((result[2].clone(), result[3].clone()), (json!(2), json!(true)));
+    assert_eq!(
+        (result[2].clone(), result[3].clone()),
+        (json!(2), json!(true))
+    );
 }
 
 // ---- limits ---------------------------------------------------------------------------------
@@ -150,9 +236,19 @@ async fn cpu_time_is_limited_and_cannot_be_caught() {
         },
         ..RunOptions::default()
     };
-    let ran = run_with("try { for (;;) {} } catch (e) { return 'caught'; }", options, FakeModel::new()).await;
+    let ran = run_with(
+        "try { for (;;) {} } catch (e) { return 'caught'; }",
+        options,
+        FakeModel::new(),
+    )
+    .await;
     assert_eq!(ran.summary.state, RunState::Failed);
-    assert!(ran.error().starts_with("the script used more than 200ms of CPU time"), "{}", ran.error());
+    assert!(
+        ran.error()
+            .starts_with("the script used more than 200ms of CPU time"),
+        "{}",
+        ran.error()
+    );
 }
 
 #[tokio::test]
@@ -165,7 +261,12 @@ async fn cpu_time_waiting_on_agents_does_not_count() {
         ..RunOptions::default()
     };
     let fake = FakeModel::with_latency(Duration::from_millis(100));
-    let ran = run_with("for (let i = 0; i < 4; i++) await agent('wait ' + i);\nreturn 'done';", options, fake).await;
+    let ran = run_with(
+        "for (let i = 0; i < 4; i++) await agent('wait ' + i);\nreturn 'done';",
+        options,
+        fake,
+    )
+    .await;
     assert_eq!(ran.summary.result, json!("done"), "{}", ran.error());
 }
 
@@ -184,8 +285,18 @@ async fn heap_exhaustion_ends_the_run_even_when_caught() {
         FakeModel::new(),
     )
     .await;
-    assert_eq!(ran.summary.state, RunState::Failed, "{:?}", ran.summary.result);
-    assert!(ran.error().starts_with("the script's heap exceeded 33554432 bytes"), "{}", ran.error());
+    assert_eq!(
+        ran.summary.state,
+        RunState::Failed,
+        "{:?}",
+        ran.summary.result
+    );
+    assert!(
+        ran.error()
+            .starts_with("the script's heap exceeded 33554432 bytes"),
+        "{}",
+        ran.error()
+    );
 }
 
 #[tokio::test]
@@ -195,7 +306,12 @@ async fn the_1001st_agent_call_throws() {
     )
     .await;
     assert_eq!(ran.summary.result[0], json!(1000), "{}", ran.error());
-    assert!(ran.summary.result[1].as_str().unwrap().starts_with("Workflow agent() call cap reached (1000)"));
+    assert!(
+        ran.summary.result[1]
+            .as_str()
+            .unwrap()
+            .starts_with("Workflow agent() call cap reached (1000)")
+    );
 }
 
 #[tokio::test]
@@ -206,17 +322,25 @@ async fn more_than_4096_items_is_an_explicit_error() {
     .await;
     assert_eq!(
         ran.summary.result,
-        json!([[
-            "parallel() got 4097 items; at most 4096 are allowed per call. Split the work into batches.",
-            "pipeline() got 4097 items; at most 4096 are allowed per call. Split the work into batches."
-        ], 4096])
+        json!([
+            [
+                "parallel() got 4097 items; at most 4096 are allowed per call. Split the work into batches.",
+                "pipeline() got 4097 items; at most 4096 are allowed per call. Split the work into batches."
+            ],
+            4096
+        ])
     );
 }
 
 #[tokio::test]
 async fn a_promise_nothing_can_settle_fails_the_run() {
     let ran = run("await new Promise(() => {});").await;
-    assert!(ran.error().starts_with("the script is waiting on a promise that can never settle"), "{}", ran.error());
+    assert!(
+        ran.error()
+            .starts_with("the script is waiting on a promise that can never settle"),
+        "{}",
+        ran.error()
+    );
 }
 
 // ---- primitives -----------------------------------------------------------------------------
@@ -227,10 +351,22 @@ async fn parallel_keeps_order_and_turns_failures_into_logged_nulls() {
         "return await parallel([() => agent('first item'), () => { throw new Error('nope'); }, () => agent('third!!!'), 42, async () => 7]);",
     )
     .await;
-    assert_eq!(ran.summary.result, json!(["ok:rst item", null, "ok:third!!!", null, 7]), "{}", ran.error());
+    assert_eq!(
+        ran.summary.result,
+        json!(["ok:rst item", null, "ok:third!!!", null, 7]),
+        "{}",
+        ran.error()
+    );
     let logs = ran.logs();
-    assert!(logs.contains(&"parallel[1] failed: nope".to_owned()), "{logs:?}");
-    assert!(logs.iter().any(|l| l.starts_with("parallel[3] failed: not a function")), "{logs:?}");
+    assert!(
+        logs.contains(&"parallel[1] failed: nope".to_owned()),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter()
+            .any(|l| l.starts_with("parallel[3] failed: not a function")),
+        "{logs:?}"
+    );
 }
 
 #[tokio::test]
@@ -242,7 +378,13 @@ async fn parallel_is_bounded_by_the_run_concurrency() {
     let fake = FakeModel::with_latency(Duration::from_millis(20));
     let ran = run_with("return (await parallel(Array.from({ length: 12 }, (_, i) => () => agent('p' + i)))).length;", options, fake).await;
     assert_eq!(ran.summary.result, json!(12));
-    assert_eq!(ran.fake.stats.peak.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(
+        ran.fake
+            .stats
+            .peak
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
 }
 
 #[tokio::test]
@@ -251,8 +393,18 @@ async fn pipeline_flows_items_through_stages_without_a_barrier() {
         "return await pipeline([1, 2, 3, 4],\n  (prev, item, i) => prev * 10,\n  (prev, item, i) => { if (item === 2) throw new Error('bad two'); if (item === 3) return null; return [prev, item, i]; },\n  (prev) => prev.concat('done'));",
     )
     .await;
-    assert_eq!(ran.summary.result, json!([[10, 1, 0, "done"], null, null, [40, 4, 3, "done"]]), "{}", ran.error());
-    assert!(ran.logs().contains(&"pipeline[1] stage 1 failed: bad two".to_owned()), "{:?}", ran.logs());
+    assert_eq!(
+        ran.summary.result,
+        json!([[10, 1, 0, "done"], null, null, [40, 4, 3, "done"]]),
+        "{}",
+        ran.error()
+    );
+    assert!(
+        ran.logs()
+            .contains(&"pipeline[1] stage 1 failed: bad two".to_owned()),
+        "{:?}",
+        ran.logs()
+    );
 }
 
 #[tokio::test]
@@ -264,12 +416,26 @@ async fn phases_group_agent_calls_and_log_lines_are_events() {
         .filter_map(|e| match e {
             RunEvent::PhaseStarted { title } => Some(format!("+{title}")),
             RunEvent::PhaseEnded { title } => Some(format!("-{title}")),
-            RunEvent::AgentStarted { phase, .. } => Some(format!("agent@{}", phase.clone().unwrap_or_default())),
+            RunEvent::AgentStarted { phase, .. } => {
+                Some(format!("agent@{}", phase.clone().unwrap_or_default()))
+            }
             RunEvent::Log { message, .. } => Some(format!("log:{message}")),
             _ => None,
         })
         .collect();
-    assert_eq!(phases, ["+Scan", "agent@Scan", "log:half way", "-Scan", "+Fix", "agent@Other", "agent@Fix", "-Fix"]);
+    assert_eq!(
+        phases,
+        [
+            "+Scan",
+            "agent@Scan",
+            "log:half way",
+            "-Scan",
+            "+Fix",
+            "agent@Other",
+            "agent@Fix",
+            "-Fix"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -279,17 +445,37 @@ async fn unknown_options_warn_and_bad_ones_reject() {
     )
     .await;
     assert_eq!(ran.summary.result[0], json!("ok:x"));
-    assert!(ran.summary.result[1].as_str().unwrap().contains("`effort` must be one of low, medium, high, xhigh, max"));
-    assert_eq!(ran.summary.result[2], json!("agent(prompt, opts): prompt must be a string, got number"));
-    assert!(ran.logs().contains(&"agent(): unknown option `colour` ignored".to_owned()));
+    assert!(
+        ran.summary.result[1]
+            .as_str()
+            .unwrap()
+            .contains("`effort` must be one of low, medium, high, xhigh, max")
+    );
+    assert_eq!(
+        ran.summary.result[2],
+        json!("agent(prompt, opts): prompt must be a string, got number")
+    );
+    assert!(
+        ran.logs()
+            .contains(&"agent(): unknown option `colour` ignored".to_owned())
+    );
 }
 
 #[tokio::test]
 async fn a_schema_call_resolves_to_the_structured_output() {
     let ran = run("return await agent('x', { schema: { type: 'object', properties: { answer: { type: 'string' } } } });").await;
     assert_eq!(ran.summary.result, json!({"answer": "ok:x"}));
-    let ran = run("try { await agent('x', { schema: { type: 'array' } }); } catch (e) { return e.message; }").await;
-    assert!(ran.summary.result.as_str().unwrap().contains("root is an object"));
+    let ran = run(
+        "try { await agent('x', { schema: { type: 'array' } }); } catch (e) { return e.message; }",
+    )
+    .await;
+    assert!(
+        ran.summary
+            .result
+            .as_str()
+            .unwrap()
+            .contains("root is an object")
+    );
 }
 
 #[tokio::test]
@@ -298,12 +484,29 @@ async fn a_provider_failure_resolves_null_and_is_counted_with_its_reason() {
         fail_on: Some("flaky".into()),
         ..FakeModel::new()
     };
-    let ran = run_with("return [await agent('flaky one'), await agent('fine')];", RunOptions::default(), fake).await;
+    let ran = run_with(
+        "return [await agent('flaky one'), await agent('fine')];",
+        RunOptions::default(),
+        fake,
+    )
+    .await;
     assert_eq!(ran.summary.result, json!([null, "ok:fine"]));
-    assert_eq!((ran.summary.calls.null, ran.summary.calls.completed), (1, 1));
+    assert_eq!(
+        (ran.summary.calls.null, ran.summary.calls.completed),
+        (1, 1)
+    );
     assert_eq!(ran.summary.nulls[0].label, "flaky one");
-    assert_eq!(ran.summary.nulls[0].reason, "fake: connection failed: connection reset");
-    assert!(ran.events.iter().any(|e| matches!(e, RunEvent::AgentFinished { state: CallState::Null, .. })));
+    assert_eq!(
+        ran.summary.nulls[0].reason,
+        "fake: connection failed: connection reset"
+    );
+    assert!(ran.events.iter().any(|e| matches!(
+        e,
+        RunEvent::AgentFinished {
+            state: CallState::Null,
+            ..
+        }
+    )));
 }
 
 #[tokio::test]
@@ -320,8 +523,17 @@ async fn the_token_budget_stops_new_calls_once_spent() {
     )
     .await;
     let r = &ran.summary.result;
-    assert_eq!(r.as_array().unwrap()[..5], [json!(12), json!(12), json!(5), json!(10), json!(15)], "{r}");
-    assert!(r[5].as_str().unwrap().starts_with("Workflow token budget exceeded (15 / 12 output tokens)"), "{r}");
+    assert_eq!(
+        r.as_array().unwrap()[..5],
+        [json!(12), json!(12), json!(5), json!(10), json!(15)],
+        "{r}"
+    );
+    assert!(
+        r[5].as_str()
+            .unwrap()
+            .starts_with("Workflow token budget exceeded (15 / 12 output tokens)"),
+        "{r}"
+    );
     let ran = run("return [budget.total, budget.remaining(), budget.usd.total];").await;
     assert_eq!(ran.summary.result, json!([null, null, null]));
     let ran = run("return budget.remaining() === Infinity;").await;
@@ -334,17 +546,27 @@ async fn the_dollar_budget_is_visible_to_the_script() {
         budget_usd: Usd::from_dollars(2.5),
         ..RunOptions::default()
     };
-    let ran = run_with("await agent('x'); return [budget.usd.total, budget.usd.spent(), budget.usd.remaining()];", options, FakeModel::new()).await;
+    let ran = run_with(
+        "await agent('x'); return [budget.usd.total, budget.usd.spent(), budget.usd.remaining()];",
+        options,
+        FakeModel::new(),
+    )
+    .await;
     let r: Vec<f64> = serde_json::from_value(ran.summary.result.clone()).unwrap();
     assert_eq!(r, [2.5, 0.0, 2.5]);
 }
 
 #[tokio::test]
 async fn unknown_agent_types_reject_with_a_suggestion() {
-    let ran = run("try { await agent('x', { agentType: 'patch-bto' }); } catch (e) { return e.message; }").await;
+    let ran = run(
+        "try { await agent('x', { agentType: 'patch-bto' }); } catch (e) { return e.message; }",
+    )
+    .await;
     assert_eq!(
         ran.summary.result,
-        json!("agent(): unknown agentType 'patch-bto'; declared agents: none are declared (add agents/<name>.yaml).")
+        json!(
+            "agent(): unknown agentType 'patch-bto'; declared agents: none are declared (add agents/<name>.yaml)."
+        )
     );
 }
 
@@ -366,21 +588,42 @@ async fn a_nested_workflow_runs_inline_one_level_only() {
     assert_eq!(ran.summary.state, RunState::Completed, "{}", ran.error());
     let r = &ran.summary.result;
     assert_eq!(r[0]["a"], json!("ok:child 7"));
-    assert!(r[0]["nested"].as_str().unwrap().starts_with("workflow() cannot be called from a nested workflow"));
-    assert!(r[1].as_str().unwrap().starts_with("unknown workflow 'nope'; known: deep-research, find-issues, review-code."));
+    assert!(
+        r[0]["nested"]
+            .as_str()
+            .unwrap()
+            .starts_with("workflow() cannot be called from a nested workflow")
+    );
+    assert!(
+        r[1].as_str().unwrap().starts_with(
+            "unknown workflow 'nope'; known: deep-research, find-issues, review-code."
+        )
+    );
     assert_eq!(ran.summary.calls.completed, 1);
 }
 
 #[tokio::test]
 async fn a_failing_nested_workflow_rejects_catchably() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.js"), "export const meta = { name: 'bad', description: 'b' };\nthrow new Error('child broke');").unwrap();
+    std::fs::write(
+        dir.path().join("bad.js"),
+        "export const meta = { name: 'bad', description: 'b' };\nthrow new Error('child broke');",
+    )
+    .unwrap();
     let body = format!(
         "try {{ await workflow({{ scriptPath: {:?} }}); }} catch (e) {{ return e.message; }}",
         dir.path().join("bad.js").display().to_string()
     );
     let ran = run(&body).await;
-    assert!(ran.summary.result.as_str().unwrap().starts_with("Error: child broke"), "{}", ran.summary.result);
+    assert!(
+        ran.summary
+            .result
+            .as_str()
+            .unwrap()
+            .starts_with("Error: child broke"),
+        "{}",
+        ran.summary.result
+    );
 }
 
 // ---- runs -----------------------------------------------------------------------------------
@@ -391,18 +634,27 @@ async fn stop_cancels_agents_in_flight_and_records_them_cancelled() {
     let fake = FakeModel::with_latency(Duration::from_secs(30));
     let engine = WorkflowEngine::new(store.clone(), Arc::new(fake));
     let handle = engine
-        .start(script("return await parallel([() => agent('a'), () => agent('b')]);"), RunOptions::default(), None)
+        .start(
+            script("return await parallel([() => agent('a'), () => agent('b')]);"),
+            RunOptions::default(),
+            None,
+        )
         .await
         .unwrap();
     // Wait until both calls are in flight.
     let mut seen = 0;
     while seen < 2 {
         let events = handle.next_events(0).await;
-        seen = events.iter().filter(|e| matches!(e, RunEvent::AgentStarted { .. })).count();
+        seen = events
+            .iter()
+            .filter(|e| matches!(e, RunEvent::AgentStarted { .. }))
+            .count();
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     handle.stop();
-    let summary = tokio::time::timeout(Duration::from_secs(5), handle.wait()).await.unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(5), handle.wait())
+        .await
+        .unwrap();
     assert_eq!(summary.state, RunState::Stopped);
     let thread = store.snapshot_dyn(handle.id()).await.unwrap().unwrap();
     let states: Vec<_> = thread
@@ -412,7 +664,11 @@ async fn stop_cancels_agents_in_flight_and_records_them_cancelled() {
         .collect();
     assert_eq!(
         states,
-        [("Workflow".to_owned(), "cancelled"), ("DelegatedAgent".into(), "cancelled"), ("DelegatedAgent".into(), "cancelled")]
+        [
+            ("Workflow".to_owned(), "cancelled"),
+            ("DelegatedAgent".into(), "cancelled"),
+            ("DelegatedAgent".into(), "cancelled")
+        ]
     );
 }
 
@@ -430,13 +686,26 @@ async fn many_runs_at_once_and_a_busy_script_starves_nobody() {
     let started = std::time::Instant::now();
     let mut quick = Vec::new();
     for i in 0..8 {
-        quick.push(engine.start(script(&format!("return await agent('run {i}');")), RunOptions::default(), None).await.unwrap());
+        quick.push(
+            engine
+                .start(
+                    script(&format!("return await agent('run {i}');")),
+                    RunOptions::default(),
+                    None,
+                )
+                .await
+                .unwrap(),
+        );
     }
     for (i, handle) in quick.iter().enumerate() {
         assert_eq!(handle.wait().await.result, json!(format!("ok:run {i}")));
     }
     let quick_done = started.elapsed();
-    assert_eq!(busy.state(), RunState::Running, "the busy script should still be running");
+    assert_eq!(
+        busy.state(),
+        RunState::Running,
+        "the busy script should still be running"
+    );
     assert!(quick_done < Duration::from_secs(2), "{quick_done:?}");
     assert_eq!(busy.wait().await.result, json!(true));
     assert_eq!(engine.runs().len(), 9);
@@ -447,18 +716,48 @@ async fn every_run_phase_call_and_log_is_recorded_in_the_tree() {
     let store = memory();
     let engine = WorkflowEngine::new(store.clone(), Arc::new(FakeModel::new()));
     let handle = engine
-        .start(script("phase('One');\nlog('hi');\nawait agent('a', { label: 'first' });\nreturn 1;"), RunOptions::default(), None)
+        .start(
+            script("phase('One');\nlog('hi');\nawait agent('a', { label: 'first' });\nreturn 1;"),
+            RunOptions::default(),
+            None,
+        )
         .await
         .unwrap();
     let summary = handle.wait().await;
     let thread = store.snapshot_dyn(handle.id()).await.unwrap().unwrap();
     let root = thread.turns[0].root_id;
     let unit = thread.work_unit(root).unwrap();
-    assert_eq!((unit.kind, unit.state.as_str(), unit.label.as_deref()), (fleet_core::work_unit::WorkUnitKind::Workflow, "completed", Some("t")));
+    assert_eq!(
+        (unit.kind, unit.state.as_str(), unit.label.as_deref()),
+        (
+            fleet_core::work_unit::WorkUnitKind::Workflow,
+            "completed",
+            Some("t")
+        )
+    );
     let child = thread.children(root).next().unwrap();
-    assert_eq!((child.label.as_deref(), child.phase.as_deref(), child.state.as_str()), (Some("first"), Some("One"), "completed"));
+    assert_eq!(
+        (
+            child.label.as_deref(),
+            child.phase.as_deref(),
+            child.state.as_str()
+        ),
+        (Some("first"), Some("One"), "completed")
+    );
     assert_eq!(child.usage.output, 5);
-    let kinds: Vec<_> = thread.activities.iter().map(|a| serde_json::to_value(&a.kind).unwrap()["type"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(kinds, ["run_started", "phase", "log", "agent_result", "run_ended"]);
+    let kinds: Vec<_> = thread
+        .activities
+        .iter()
+        .map(|a| {
+            serde_json::to_value(&a.kind).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["run_started", "phase", "log", "agent_result", "run_ended"]
+    );
     assert_eq!(summary.usage.output, 5);
 }

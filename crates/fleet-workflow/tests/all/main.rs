@@ -11,23 +11,23 @@ use fleet_core::store::memory::MemoryStore;
 use fleet_workflow::testkit::FakeModel;
 use fleet_workflow::{RunEvent, RunOptions, RunSummary, Script, WorkflowEngine};
 
-pub fn memory() -> SharedStore {
+pub(crate) fn memory() -> SharedStore {
     Arc::new(MemoryStore::new())
 }
 
-pub fn script(body: &str) -> Arc<Script> {
+pub(crate) fn script(body: &str) -> Arc<Script> {
     let source = format!("export const meta = {{ name: 't', description: 'test' }};\n{body}");
     Arc::new(Script::parse("wf.js", source).unwrap())
 }
 
-pub struct Ran {
-    pub summary: Arc<RunSummary>,
-    pub events: Vec<RunEvent>,
-    pub fake: FakeModel,
+pub(crate) struct Ran {
+    pub(crate) summary: Arc<RunSummary>,
+    pub(crate) events: Vec<RunEvent>,
+    pub(crate) fake: FakeModel,
 }
 
 impl Ran {
-    pub fn logs(&self) -> Vec<String> {
+    pub(crate) fn logs(&self) -> Vec<String> {
         self.events
             .iter()
             .filter_map(|e| match e {
@@ -37,12 +37,12 @@ impl Ran {
             .collect()
     }
 
-    pub fn error(&self) -> String {
+    pub(crate) fn error(&self) -> String {
         self.summary.error.clone().unwrap_or_default()
     }
 }
 
-pub async fn run_with(body: &str, options: RunOptions, fake: FakeModel) -> Ran {
+pub(crate) async fn run_with(body: &str, options: RunOptions, fake: FakeModel) -> Ran {
     let engine = WorkflowEngine::new(memory(), Arc::new(fake.clone()));
     let handle = engine.start(script(body), options, None).await.unwrap();
     let summary = handle.wait().await;
@@ -53,6 +53,6 @@ pub async fn run_with(body: &str, options: RunOptions, fake: FakeModel) -> Ran {
     }
 }
 
-pub async fn run(body: &str) -> Ran {
+pub(crate) async fn run(body: &str) -> Ran {
     run_with(body, RunOptions::default(), FakeModel::new()).await
 }
