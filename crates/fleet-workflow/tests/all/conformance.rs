@@ -761,3 +761,93 @@ async fn every_run_phase_call_and_log_is_recorded_in_the_tree() {
     );
     assert_eq!(summary.usage.output, 5);
 }
+
+// ---- discovery ------------------------------------------------------------------------------
+
+#[test]
+fn discovery_prefers_the_closest_project_then_personal_then_builtin() {
+    use fleet_workflow::{Catalog, Source};
+    let root = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo");
+    let deep = repo.join("a").join("b");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    let write = |dir: &std::path::Path, file: &str, name: &str, description: &str| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join(file),
+            format!(
+                "export const meta = {{ name: '{name}', description: '{description}' }};\nreturn 1;"
+            ),
+        )
+        .unwrap();
+    };
+    write(
+        &home.path().join(".fleet/workflows"),
+        "p.js",
+        "shared",
+        "personal",
+    );
+    write(
+        &home.path().join(".fleet/workflows"),
+        "only.js",
+        "personal-only",
+        "personal",
+    );
+    write(
+        &repo.join(".claude/workflows"),
+        "cc.js",
+        "shared",
+        "claude at root",
+    );
+    write(
+        &repo.join(".fleet/workflows"),
+        "r.js",
+        "review-code",
+        "project override of a built-in",
+    );
+    write(&deep.join(".fleet/workflows"), "d.js", "shared", "closest");
+    write(
+        &deep.join(".claude/workflows"),
+        "x.js",
+        "cc-only",
+        "claude close",
+    );
+    std::fs::write(
+        deep.join(".fleet/workflows/bad.js"),
+        "export const meta = { name: nope };",
+    )
+    .unwrap();
+    // Above the repository root: never read.
+    write(
+        &root.path().join(".fleet/workflows"),
+        "above.js",
+        "above",
+        "outside the repo",
+    );
+
+    let catalog = Catalog::discover(&deep, Some(home.path()));
+    let get = |name: &str| {
+        catalog
+            .get(name)
+            .map(|e| (e.script.meta.description.clone(), e.source))
+    };
+    assert_eq!(get("shared"), Some(("closest".into(), Source::Project)));
+    assert_eq!(catalog.get("shared").unwrap().shadows.len(), 2);
+    assert_eq!(
+        get("personal-only"),
+        Some(("personal".into(), Source::Personal))
+    );
+    assert_eq!(
+        get("review-code"),
+        Some(("project override of a built-in".into(), Source::Project))
+    );
+    assert_eq!(
+        get("cc-only"),
+        Some(("claude close".into(), Source::Project))
+    );
+    assert_eq!(get("deep-research").map(|g| g.1), Some(Source::Builtin));
+    assert_eq!(get("above"), None);
+    assert_eq!(catalog.errors.len(), 1);
+    assert!(catalog.errors[0].to_string().ends_with("bad.js:1:29: `nope`: identifiers are not allowed in the header, which is read without running the script; use a literal"));
+}
