@@ -104,7 +104,11 @@ impl RunShared {
         events.push(event);
         let n = events.len();
         drop(events);
-        self.count.send_replace(n);
+        // Waiters subscribe before they look at the events, so nobody listening means nobody
+        // can miss this one.
+        if self.count.receiver_count() > 0 {
+            self.count.send_replace(n);
+        }
     }
 
     pub(crate) fn record_failed(&self, error: String) {
