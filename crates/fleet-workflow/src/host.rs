@@ -116,6 +116,8 @@ pub(crate) struct HostConfig {
     pub tokens_total: Option<u64>,
     pub usd_total: Option<Usd>,
     pub rate_limit_retries: u32,
+    pub agent_concurrency: HashMap<String, usize>,
+    pub phase_budgets: HashMap<String, crate::run::PhaseBudget>,
 }
 
 pub(crate) struct RunHost {
@@ -140,6 +142,10 @@ pub(crate) struct RunHost {
     pub tally: Mutex<Tally>,
     warned_budget: AtomicBool,
     me: OnceLock<Weak<RunHost>>,
+    /// Budget nodes per agent type (its spec's `cost_budget`) and per phase, made on first use.
+    nodes: Mutex<HashMap<String, BudgetId>>,
+    /// Concurrency limits per agent type.
+    type_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// In-flight calls: unit and start time (for progress events).
     pub in_flight: Mutex<HashMap<WorkUnitId, Instant>>,
 }
@@ -205,6 +211,8 @@ impl RunHost {
             tally: Mutex::new(Tally::default()),
             warned_budget: AtomicBool::new(false),
             me: OnceLock::new(),
+            nodes: Mutex::new(HashMap::new()),
+            type_limits: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(HashMap::new()),
         }
     }
@@ -233,6 +241,79 @@ impl RunHost {
             },
             &self.handle,
         );
+    }
+
+    fn node(&self, key: String, limits: BudgetLimits) -> BudgetId {
+        *lock(&self.nodes)
+            .entry(key.clone())
+            .or_insert_with(|| self.budgets.add(key, Some(self.run_budget), limits))
+    }
+
+    /// The budgets a call is charged to: its phase's, its agent type's (the spec's
+    /// `cost_budget`), its own cap, or else the run's.
+    fn charge_targets(
+        &self,
+        phase: Option<&str>,
+        spec: Option<&AgentSpec>,
+        opts: &CallOptions,
+    ) -> Result<Vec<BudgetId>, String> {
+        let mut targets = Vec::new();
+        if let Some(phase) = phase
+            && let Some(budget) = self.config.phase_budgets.get(phase)
+        {
+            let node = self.node(
+                format!("phase:{phase}"),
+                BudgetLimits {
+                    output_tokens: None,
+                    usd: budget.usd,
+                },
+            );
+            if let (Some(total), Some(status)) = (budget.tokens, self.budgets.status(node))
+                && status.spent.output_tokens >= total
+            {
+                return Err(format!(
+                    "Phase '{phase}' token budget exceeded ({} / {total} output tokens). Raise the phase's budget to go on.",
+                    status.spent.output_tokens
+                ));
+            }
+            targets.push(node);
+        }
+        let parent = spec.map(|spec| {
+            self.node(
+                format!("agent:{}", spec.name),
+                BudgetLimits {
+                    output_tokens: None,
+                    usd: Some(spec.effective_cost_budget()),
+                },
+            )
+        });
+        if opts.budget_tokens.is_some() || opts.budget_usd.is_some() {
+            targets.push(self.budgets.add(
+                "agent call",
+                Some(parent.unwrap_or(self.run_budget)),
+                BudgetLimits {
+                    output_tokens: opts.budget_tokens,
+                    usd: opts.budget_usd.and_then(Usd::from_dollars),
+                },
+            ));
+        } else if let Some(parent) = parent {
+            targets.push(parent);
+        }
+        if targets.is_empty() {
+            targets.push(self.run_budget);
+        }
+        Ok(targets)
+    }
+
+    fn type_limit(&self, agent_type: Option<&str>) -> Option<Arc<Semaphore>> {
+        let name = agent_type?;
+        let max = *self.config.agent_concurrency.get(name)?;
+        Some(
+            lock(&self.type_limits)
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(max.max(1))))
+                .clone(),
+        )
     }
 
     fn check_budget(&self) -> Result<(), String> {
@@ -373,6 +454,7 @@ impl Host for RunHost {
         if let Some(tokens) = opts.budget_tokens {
             call.max_tokens = Some(u32::try_from(tokens).unwrap_or(u32::MAX));
         }
+        let charge_to = self.charge_targets(phase.as_deref(), call.agent.as_deref(), &opts)?;
         let mut draft = WorkUnitDraft::new(WorkUnitKind::DelegatedAgent);
         draft.label = Some(label.clone());
         draft.phase = phase.clone();
@@ -390,16 +472,8 @@ impl Host for RunHost {
             phase,
             agent_type: opts.agent_type.clone(),
             draft,
-            call_budget: (opts.budget_tokens.is_some() || opts.budget_usd.is_some()).then(|| {
-                self.budgets.add(
-                    "agent call",
-                    Some(self.run_budget),
-                    BudgetLimits {
-                        output_tokens: opts.budget_tokens,
-                        usd: opts.budget_usd.and_then(Usd::from_dollars),
-                    },
-                )
-            }),
+            charge_to,
+            type_limit: self.type_limit(opts.agent_type.as_deref()),
         };
         let token = self.tracker.token();
         Ok(Box::pin(async move {
@@ -549,7 +623,8 @@ struct CallSite {
     phase: Option<String>,
     agent_type: Option<String>,
     draft: WorkUnitDraft,
-    call_budget: Option<BudgetId>,
+    charge_to: Vec<BudgetId>,
+    type_limit: Option<Arc<Semaphore>>,
 }
 
 impl CallSite {
@@ -610,10 +685,18 @@ impl CallSite {
                 phase: self.phase.clone(),
                 agent_type: self.agent_type.clone(),
             });
-            let admitted = tokio::select! {
-                ok = host.limiter.acquire() => ok,
-                () = host.cancel.cancelled() => false,
+            let type_permit = match &self.type_limit {
+                Some(limit) => tokio::select! {
+                    permit = limit.clone().acquire_owned() => permit.ok(),
+                    () = host.cancel.cancelled() => None,
+                },
+                None => None,
             };
+            let admitted = (self.type_limit.is_none() || type_permit.is_some())
+                && tokio::select! {
+                    ok = host.limiter.acquire() => ok,
+                    () = host.cancel.cancelled() => false,
+                };
             if !admitted {
                 let _ = host
                     .journal
@@ -636,12 +719,13 @@ impl CallSite {
                 parent: self.parent,
                 work_unit: Some(unit),
                 budgets: host.budgets.clone(),
-                charge_to: vec![self.call_budget.unwrap_or(host.run_budget)],
+                charge_to: self.charge_to.clone(),
                 cancel: host.cancel.child_token(),
             };
             let outcome = host.runner.run_dyn(call.clone(), ctx).await;
             lock(&host.in_flight).remove(&unit);
             host.limiter.release();
+            drop(type_permit);
             let ending = match outcome {
                 Ok(outcome) => {
                     host.limiter.succeeded();

@@ -37,5 +37,5 @@ pub use engine::{
 };
 pub use events::{CallCounts, CallNote, CallState, RunEvent, RunId, RunState, RunSummary};
 pub use quickjs::QuickJs;
-pub use run::{Resume, RunHandle, RunOptions, StartError, WorkflowEngine};
+pub use run::{PhaseBudget, Resume, RunHandle, RunOptions, StartError, WorkflowEngine};
 pub use script::{Meta, PhaseMeta, Script, ScriptError};

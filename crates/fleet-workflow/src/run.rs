@@ -46,6 +46,20 @@ pub struct RunOptions {
     pub rate_limit_retries: u32,
     /// How often in-flight calls report progress.
     pub progress_interval: Duration,
+    /// Most calls in flight at once per `agentType` (within `concurrency`).
+    pub agent_concurrency: HashMap<String, usize>,
+    /// Budgets per phase title: a call in that phase is also charged to it.
+    pub phase_budgets: HashMap<String, PhaseBudget>,
+}
+
+/// A phase's budget: an output-token target (checked before each call, as the run's is) and a
+/// dollar cap (admission by reservation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PhaseBudget {
+    /// Output tokens.
+    pub tokens: Option<u64>,
+    /// Dollars.
+    pub usd: Option<Usd>,
 }
 
 impl Default for RunOptions {
@@ -59,6 +73,8 @@ impl Default for RunOptions {
             limits: ScriptLimits::default(),
             rate_limit_retries: 3,
             progress_interval: Duration::from_secs(1),
+            agent_concurrency: HashMap::new(),
+            phase_budgets: HashMap::new(),
         }
     }
 }
@@ -396,6 +412,8 @@ impl WorkflowEngine {
                 tokens_total: options.budget_tokens,
                 usd_total: options.budget_usd,
                 rate_limit_retries: options.rate_limit_retries,
+                agent_concurrency: options.agent_concurrency.clone(),
+                phase_budgets: options.phase_budgets.clone(),
             },
             options.concurrency,
             journaled,

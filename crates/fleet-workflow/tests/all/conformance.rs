@@ -851,3 +851,79 @@ fn discovery_prefers_the_closest_project_then_personal_then_builtin() {
     assert_eq!(catalog.errors.len(), 1);
     assert!(catalog.errors[0].to_string().ends_with("bad.js:1:29: `nope`: identifiers are not allowed in the header, which is read without running the script; use a literal"));
 }
+
+// ---- agent types, per-type concurrency, phase budgets ---------------------------------------
+
+fn spec(name: &str) -> fleet_core::spec::AgentSpec {
+    let yaml = format!("name: {name}\nrole: tests\nmodel: fake\ncost_budget: 0.25\n");
+    let file = format!("agents/{name}.yaml");
+    fleet_core::spec::AgentSpec::from_yaml(std::path::Path::new(&file), &yaml).unwrap()
+}
+
+#[tokio::test]
+async fn agent_types_select_specs_and_have_their_own_concurrency() {
+    let fake = FakeModel::with_latency(Duration::from_millis(15));
+    let engine =
+        WorkflowEngine::new(memory(), Arc::new(fake.clone())).with_specs([spec("patch-bot")]);
+    let mut options = RunOptions::default();
+    options.agent_concurrency.insert("patch-bot".into(), 2);
+    let handle = engine
+        .start(
+            script("const r = await parallel(Array.from({ length: 8 }, (_, i) => () => agent('fix ' + i, { agentType: 'patch-bot' })));\nlet e; try { await agent('x', { agentType: 'patch-bto' }); } catch (err) { e = err.message; }\nreturn [r.length, e];"),
+            options,
+            None,
+        )
+        .await
+        .unwrap();
+    let summary = handle.wait().await;
+    assert_eq!(summary.result[0], json!(8), "{:?}", summary.error);
+    assert!(
+        summary.result[1]
+            .as_str()
+            .unwrap()
+            .ends_with("declared agents: patch-bot. Did you mean 'patch-bot'?"),
+        "{}",
+        summary.result
+    );
+    assert_eq!(fake.stats.peak.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let started: Vec<_> = handle
+        .events_since(0)
+        .into_iter()
+        .filter_map(|e| match e {
+            RunEvent::AgentStarted { agent_type, .. } => agent_type,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 8);
+}
+
+#[tokio::test]
+async fn a_phase_budget_stops_calls_in_that_phase_only() {
+    let mut options = RunOptions::default();
+    options.phase_budgets.insert(
+        "Scan".into(),
+        fleet_workflow::PhaseBudget {
+            tokens: Some(10),
+            usd: None,
+        },
+    );
+    let ran = run_with(
+        "phase('Scan');\nconst out = [];\nfor (let i = 0; i < 4; i++) { try { await agent('s' + i); out.push('ok'); } catch (e) { out.push(e.message); break; } }\nphase('Fix');\nout.push(await agent('after'));\nreturn out;",
+        options,
+        FakeModel::new(),
+    )
+    .await;
+    let r = &ran.summary.result;
+    assert_eq!(
+        (r[0].clone(), r[1].clone()),
+        (json!("ok"), json!("ok")),
+        "{r}"
+    );
+    assert!(
+        r[2].as_str()
+            .unwrap()
+            .starts_with("Phase 'Scan' token budget exceeded (10 / 10 output tokens)"),
+        "{r}"
+    );
+    assert_eq!(r[3], json!("ok:after"));
+}
