@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fleet_core::{
-    AgentCall, AgentRunner, BudgetLimits, Budgets, CallContext, DynProvider, EventStore, Journal,
-    SharedStore, SqliteStore, TurnState, Usd, WorkUnitDraft, WorkUnitKind, WorkUnitState,
+    AgentCall, AgentRunner, BudgetLimits, Budgets, CallContext, EventStore, Journal, SharedStore,
+    SqliteStore, TurnState, Usd, WorkUnitDraft, WorkUnitKind, WorkUnitState,
 };
-use fleet_providers::{AnthropicProvider, ModelAgentRunner, OfflineProvider};
+use fleet_providers::ModelAgentRunner;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -29,18 +29,8 @@ async fn main() -> anyhow::Result<()> {
         println!("agent spec problem: {problem}");
     }
 
-    let provider: Arc<dyn DynProvider> = match AnthropicProvider::from_env()? {
-        Some(p) => {
-            println!("provider: anthropic (ANTHROPIC_API_KEY is set)\n");
-            Arc::new(p)
-        }
-        None => {
-            println!(
-                "provider: offline (no API key configured; answers are deterministic stand-ins, tokens are counted, dollars are $0)\n"
-            );
-            Arc::new(OfflineProvider::new())
-        }
-    };
+    let provider = fleet_examples::provider_from_env()?;
+
     let specs = Arc::new(specs);
     let runner = ModelAgentRunner::builder(provider)
         .workdir(&root)

@@ -3,8 +3,32 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use fleet_core::spec::SpecSet;
-use fleet_core::{Thread, WorkUnitId};
+use fleet_core::{DynProvider, Thread, WorkUnitId};
+use fleet_providers::{AnthropicProvider, OfflineProvider};
+
+/// Anthropic when `ANTHROPIC_API_KEY` is set, else the offline provider; prints which, in one
+/// line.
+///
+/// # Errors
+/// When the key is set but the provider cannot be built.
+#[allow(clippy::print_stdout)]
+pub fn provider_from_env() -> anyhow::Result<Arc<dyn DynProvider>> {
+    Ok(match AnthropicProvider::from_env()? {
+        Some(p) => {
+            println!("provider: anthropic (ANTHROPIC_API_KEY is set)");
+            Arc::new(p)
+        }
+        None => {
+            println!(
+                "provider: offline (no API key configured; answers are deterministic stand-ins, tokens are counted, dollars are $0)"
+            );
+            Arc::new(OfflineProvider::new())
+        }
+    })
+}
 
 /// The repository root and the agent specs in its `agents/` directory (problems with single
 /// files are in [`SpecSet::errors`]).

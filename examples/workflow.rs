@@ -17,8 +17,8 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use fleet_core::{DynProvider, EventStore, SharedStore, SqliteStore};
-use fleet_providers::{AnthropicProvider, ModelAgentRunner, OfflineProvider};
+use fleet_core::{EventStore, SharedStore, SqliteStore};
+use fleet_providers::ModelAgentRunner;
 use fleet_workflow::{Catalog, Resume, RunEvent, RunId, RunOptions, WorkflowEngine};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -48,18 +48,8 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let (root, specs) = fleet_examples::project_specs()?;
-    let provider: Arc<dyn DynProvider> = match AnthropicProvider::from_env()? {
-        Some(p) => {
-            println!("provider: anthropic (ANTHROPIC_API_KEY is set)");
-            Arc::new(p)
-        }
-        None => {
-            println!(
-                "provider: offline (no API key configured; answers are deterministic stand-ins, tokens are counted, dollars are $0)"
-            );
-            Arc::new(OfflineProvider::new())
-        }
-    };
+    let provider = fleet_examples::provider_from_env()?;
+
     let specs = Arc::new(specs);
     let runner = ModelAgentRunner::builder(provider)
         .workdir(&root)
