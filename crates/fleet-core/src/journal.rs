@@ -213,3 +213,56 @@ impl Journal {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commands_are_batched_and_a_refused_one_stops_no_other() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let journal = Journal::create(store.clone(), None).await.unwrap();
+        let (_, root) = journal
+            .start_turn(
+                None,
+                WorkUnitDraft::new(crate::work_unit::WorkUnitKind::Workflow),
+            )
+            .await
+            .unwrap();
+        let missing = WorkUnitId::new();
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let journal = journal.clone();
+                tokio::spawn(async move {
+                    let unit = if i == 13 { missing } else { root };
+                    journal
+                        .activity(
+                            unit,
+                            ActivityKind::Phase {
+                                title: format!("p{i}"),
+                            },
+                        )
+                        .await
+                })
+            })
+            .collect();
+        let mut refused = Vec::new();
+        for (i, task) in tasks.into_iter().enumerate() {
+            if task.await.unwrap().is_err() {
+                refused.push(i);
+            }
+        }
+        assert_eq!(refused, [13]);
+        // The store holds exactly what the journal's read model holds.
+        let stored = store
+            .snapshot_dyn(journal.thread_id())
+            .await
+            .unwrap()
+            .unwrap();
+        let in_memory = journal.read(Clone::clone).await;
+        assert_eq!(stored.activities.len(), 63);
+        assert_eq!(stored.activities, in_memory.activities);
+        assert_eq!(stored.version, in_memory.version);
+    }
+}

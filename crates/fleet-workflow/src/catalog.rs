@@ -165,14 +165,8 @@ impl Catalog {
         if let Some(entry) = self.entries.get(name) {
             return Ok(entry.script.clone());
         }
-        let suggestion = self
-            .entries
-            .keys()
-            .map(|k| (strsim::jaro_winkler(k, name), k))
-            .filter(|(score, _)| *score > 0.8)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, k)| format!(" Did you mean '{k}'?"))
-            .unwrap_or_default();
+        let suggestion =
+            crate::suggest::did_you_mean(self.entries.keys().map(String::as_str), name);
         let known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
         Err(format!(
             "unknown workflow '{name}'; known: {}.{suggestion}",

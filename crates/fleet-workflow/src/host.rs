@@ -369,13 +369,7 @@ impl RunHost {
         }
         let mut known: Vec<&String> = self.specs.keys().collect();
         known.sort();
-        let suggestion = known
-            .iter()
-            .map(|k| (strsim::jaro_winkler(k, name), k))
-            .filter(|(score, _)| *score > 0.8)
-            .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, k)| format!(" Did you mean '{k}'?"))
-            .unwrap_or_default();
+        let suggestion = crate::suggest::did_you_mean(known.iter().map(|k| k.as_str()), name);
         let list = if known.is_empty() {
             "none are declared (add agents/<name>.yaml)".to_owned()
         } else {

@@ -28,6 +28,7 @@ mod quickjs;
 mod resume;
 mod run;
 mod script;
+mod suggest;
 pub mod testkit;
 
 pub use catalog::{Catalog, Entry, Source};
