@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use fleet_core::{
     AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, Cost, MemoryStore, SharedStore,
     TokenUsage, WorkUnitState,
@@ -111,9 +111,9 @@ fn benches(c: &mut Criterion) {
     for (runner, name, body, calls) in [
         (
             "fake_model",
-            "sequential_x200",
-            "for (let i = 0; i < 200; i++) await agent('call ' + i);",
-            200u32,
+            "sequential_x1000",
+            "for (let i = 0; i < 1000; i++) await agent('call ' + i);",
+            1000u32,
         ),
         (
             "fake_model",
@@ -123,9 +123,9 @@ fn benches(c: &mut Criterion) {
         ),
         (
             "instant",
-            "sequential_x200",
-            "for (let i = 0; i < 200; i++) await agent('call ' + i);",
-            200,
+            "sequential_x1000",
+            "for (let i = 0; i < 1000; i++) await agent('call ' + i);",
+            1000,
         ),
         (
             "instant",
@@ -177,10 +177,7 @@ fn benches(c: &mut Criterion) {
         });
     });
     fanout.finish();
-    eprintln!(
-        "peak RSS after the 10,000-call fan-outs: {:.1} MiB",
-        peak_rss_mib()
-    );
+    report_fanout_rss();
 
     let mut resume = c.benchmark_group("workflow/resume");
     resume.sample_size(20);
@@ -224,5 +221,55 @@ fn benches(c: &mut Criterion) {
     resume.finish();
 }
 
+/// Set in the child process that runs one fan-out to measure its peak RSS alone.
+const RSS_CHILD: &str = "FLEET_BENCH_FANOUT_RSS_CHILD";
+
+/// Peak RSS of a process that runs one 10,000-call fan-out and exits, so the figure is the
+/// fan-out's own and not criterion's or the earlier benchmarks'.
+fn report_fanout_rss() {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    match std::process::Command::new(exe).env(RSS_CHILD, "1").output() {
+        Ok(out) if out.status.success() => {
+            eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim());
+        }
+        Ok(out) => eprintln!(
+            "the fan-out RSS child failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => eprintln!("cannot start the fan-out RSS child: {e}"),
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn fanout_rss_child() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let wide = script(
+        "const r = await parallel(Array.from({ length: 10000 }, (_, i) => () => agent('call ' + i)));\nreturn r.length;",
+    );
+    let before = peak_rss_mib();
+    let took = rt.block_on(async {
+        let engine = engine(Arc::new(MemoryStore::new()));
+        run_once(&engine, &wide, options(64, 10_000)).await
+    });
+    println!(
+        "one 10,000-call fan-out in a fresh process: {took:.1?}, peak RSS {:.1} MiB (process before the run: {before:.1} MiB)",
+        peak_rss_mib()
+    );
+}
+
 criterion_group!(workflow, benches);
-criterion_main!(workflow);
+
+fn main() {
+    if std::env::var_os(RSS_CHILD).is_some() {
+        fanout_rss_child();
+        return;
+    }
+    workflow();
+    Criterion::default().configure_from_args().final_summary();
+}

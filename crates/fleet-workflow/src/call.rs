@@ -1,9 +1,7 @@
 //! `agent()` options and the content key that journals a call's result for resume.
 
-use std::fmt::Write as _;
-
 use fleet_core::spec::{Capability, Effort};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The options of one `agent()` call, checked.
@@ -141,57 +139,98 @@ impl CallOptions {
     /// SHA-256 over the canonical JSON of what determines the call's result. `label`, `phase`
     /// and the limits are not part of it.
     pub(crate) fn base_key(&self, prompt: &str) -> String {
-        let spec = json!({
-            "prompt": prompt,
-            "schema": self.schema,
-            "model": self.model,
-            "effort": self.effort,
-            "isolation": self.isolation,
-            "agentType": self.agent_type,
-            "capabilities": self.capabilities,
-        });
-        hex(&Sha256::digest(canonical(&spec).as_bytes()))
+        // The canonical JSON of {prompt, schema, model, effort, isolation, agentType,
+        // capabilities}, written in sorted key order without building the object: this runs
+        // once per call and the prompt can be large.
+        let mut out = Vec::with_capacity(prompt.len() + 128);
+        out.extend_from_slice(b"{\"agentType\":");
+        write_json(&mut out, &self.agent_type);
+        out.extend_from_slice(b",\"capabilities\":");
+        write_structured(&mut out, &self.capabilities);
+        out.extend_from_slice(b",\"effort\":");
+        write_structured(&mut out, &self.effort);
+        out.extend_from_slice(b",\"isolation\":");
+        write_json(&mut out, &self.isolation);
+        out.extend_from_slice(b",\"model\":");
+        write_json(&mut out, &self.model);
+        out.extend_from_slice(b",\"prompt\":");
+        write_json(&mut out, prompt);
+        out.extend_from_slice(b",\"schema\":");
+        match &self.schema {
+            Some(schema) => write_canonical(&mut out, schema),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+        hex(&Sha256::digest(&out))
     }
 }
 
 /// The journal key of the `occurrence`-th call (from 0) with `base` key.
 pub(crate) fn call_key(base: &str, occurrence: u32) -> String {
-    hex(&Sha256::digest(format!("{base}#{occurrence}").as_bytes()))
+    let mut hasher = Sha256::new();
+    hasher.update(base.as_bytes());
+    hasher.update(b"#");
+    hasher.update(occurrence.to_string().as_bytes());
+    hex(&hasher.finalize())
 }
 
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(out, "{b:02x}");
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     out
 }
 
-/// JSON with object keys sorted at every level, no whitespace.
-pub(crate) fn canonical(value: &Value) -> String {
-    fn sorted(value: &Value) -> Value {
-        match value {
-            Value::Object(map) => {
-                let mut keys: Vec<_> = map.keys().collect();
-                keys.sort();
-                let mut out = Map::new();
-                for k in keys {
-                    out.insert(k.clone(), sorted(&map[k]));
-                }
-                Value::Object(out)
-            }
-            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
+/// Appends `value` as serde_json writes it: for strings and scalars that is canonical.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.extend_from_slice(b"null");
     }
-    // serde_json's map keeps insertion order only with `preserve_order`; sorting by hand makes
-    // the key independent of that feature.
-    sorted(value).to_string()
+}
+
+/// Appends `value` as canonical JSON by way of a [`Value`], for types that may hold maps.
+fn write_structured<T: serde::Serialize>(out: &mut Vec<u8>, value: &T) {
+    write_canonical(out, &serde_json::to_value(value).unwrap_or(Value::Null));
+}
+
+/// Appends `value` as JSON with object keys sorted at every level, no whitespace.
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(out, key.as_str());
+                out.push(b':');
+                write_canonical(out, item);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(b']');
+        }
+        scalar => write_json(out, scalar),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn the_key_ignores_label_phase_limits_and_key_order() {
@@ -211,6 +250,28 @@ mod tests {
         assert_ne!(c.base_key("p"), b.base_key("p"));
         assert_ne!(call_key("k", 0), call_key("k", 1));
         assert_eq!(call_key("k", 0).len(), 64);
+    }
+
+    #[test]
+    fn the_key_is_the_sha256_of_the_canonical_spec() {
+        // Journals written by earlier versions must still resume: the hashed text is fixed.
+        let opts = CallOptions::parse(Some(&json!({
+            "agentType": "doc-bot", "capabilities": ["read_files"], "effort": "high",
+            "isolation": "worktree", "model": "m",
+            "schema": {"type": "object", "properties": {"b\"": {"type": "string"}, "a": [1.5, null]}}
+        })))
+        .unwrap();
+        let text = r#"{"agentType":"doc-bot","capabilities":["read_files"],"effort":"high","isolation":"worktree","model":"m","prompt":"say \"hi\"\n","schema":{"properties":{"a":[1.5,null],"b\"":{"type":"string"}},"type":"object"}}"#;
+        assert_eq!(
+            opts.base_key("say \"hi\"\n"),
+            hex(&Sha256::digest(text.as_bytes()))
+        );
+        let bare = r#"{"agentType":null,"capabilities":null,"effort":null,"isolation":null,"model":null,"prompt":"p","schema":null}"#;
+        assert_eq!(
+            CallOptions::default().base_key("p"),
+            hex(&Sha256::digest(bare.as_bytes()))
+        );
+        assert_eq!(call_key("ab", 12), hex(&Sha256::digest(b"ab#12")));
     }
 
     #[test]

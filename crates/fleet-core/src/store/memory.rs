@@ -96,7 +96,7 @@ impl MemoryStore {
             version: state.version(),
             recorded_at,
         };
-        self.head.send_replace(appended.last_position);
+        super::publish_head(&self.head, appended.last_position);
         Ok(appended)
     }
 }

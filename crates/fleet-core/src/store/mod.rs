@@ -238,6 +238,20 @@ pub trait EventStore: Send + Sync {
     }
 }
 
+/// Moves a store's head to `last`. Waking receivers costs a round of locks, so with none
+/// the value changes silently: a receiver made later starts from it, and one that reads the
+/// store after subscribing sees these events there.
+pub(crate) fn publish_head(head: &watch::Sender<u64>, last: u64) {
+    if head.receiver_count() == 0 {
+        head.send_if_modified(|value| {
+            *value = last;
+            false
+        });
+    } else {
+        head.send_replace(last);
+    }
+}
+
 /// A live, lossless feed of events (see [`EventStore::subscribe`]).
 pub struct Subscription<'s, S: ?Sized> {
     store: &'s S,

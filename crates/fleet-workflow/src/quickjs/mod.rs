@@ -3,8 +3,10 @@
 //!
 //! The thread runs an event loop: it executes the script's pending jobs, then blocks until a
 //! host future (an agent call, a nested workflow being opened) reports, resolves the matching
-//! promise, and goes round again. Host futures run on the caller's tokio runtime, so agent I/O
-//! never waits behind a busy script and a busy script never holds up the runtime.
+//! promise, and goes round again. A host future is polled once on the script's thread when it
+//! is the only one in flight (work that needs no waiting, such as a journaled answer, then
+//! costs no thread hop); everything else runs on the caller's tokio runtime, so agent I/O never
+//! waits behind a busy script and a busy script never holds up the runtime.
 
 mod heap;
 
@@ -103,6 +105,10 @@ struct State {
     in_flight: Cell<usize>,
     pending: RefCell<HashMap<u64, Pending>>,
     settled: RefCell<Vec<(usize, Settlement)>>,
+    /// Host futures that finished on their first poll, on this thread.
+    ready: RefCell<Vec<Wake>>,
+    /// Host futures that must wait, handed to the runtime in batches.
+    waiting: RefCell<Vec<BoxFuture<'static, Wake>>>,
 }
 
 impl State {
@@ -131,13 +137,58 @@ impl State {
         Ok(promise.into_value())
     }
 
+    /// Starts host work. When it is the only work in flight (a sequential script) it is
+    /// polled once here, so work that needs no waiting (a journaled answer, an instant
+    /// runner) finishes without a thread hop. Otherwise, or if it must wait, it is handed to
+    /// the runtime in batches (see [`State::hand_off`]): a fan-out's host work runs on the
+    /// runtime's threads and costs one cross-thread wake-up per batch rather than per call.
     fn spawn(&self, work: impl Future<Output = Wake> + Send + 'static) {
+        let alone = self.in_flight.get() == 0;
         self.in_flight.set(self.in_flight.get() + 1);
-        let tx = self.tx.clone();
-        self.handle.spawn(async move {
+        let mut work: BoxFuture<'static, Wake> = Box::pin(work);
+        if alone {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if let std::task::Poll::Ready(wake) = work.as_mut().poll(&mut cx) {
+                self.ready.borrow_mut().push(wake);
+                return;
+            }
+        }
+        let full = {
+            let mut waiting = self.waiting.borrow_mut();
+            waiting.push(work);
+            waiting.len() >= HAND_OFF_BATCH
+        };
+        if full {
+            // A long turn (a wide fan-out) hands work over as it goes, so the runtime's
+            // threads start on it while the script still runs.
+            self.hand_off();
+        }
+    }
+
+    /// Hands the host work that is waiting to the runtime; the loop calls it at the end of
+    /// every turn of the script.
+    fn hand_off(&self) {
+        let mut batch = std::mem::take(&mut *self.waiting.borrow_mut());
+        let report = |tx: mpsc::UnboundedSender<Wake>, work: BoxFuture<'static, Wake>| async move {
             // The loop is gone only when the run already ended.
             let _ = tx.send(work.await);
-        });
+        };
+        match batch.len() {
+            0 => {}
+            1 => {
+                if let Some(work) = batch.pop() {
+                    self.handle.spawn(report(self.tx.clone(), work));
+                }
+            }
+            _ => {
+                let tx = self.tx.clone();
+                self.handle.spawn(async move {
+                    for work in batch {
+                        tokio::spawn(report(tx.clone(), work));
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -163,9 +214,8 @@ impl Guards {
         if self.gauge.tripped.load(Ordering::Relaxed) {
             return Some(ScriptFailure::HeapLimit(self.limits.heap_bytes));
         }
-        if self.cpu_out.load(Ordering::Relaxed)
-            || thread_cpu().saturating_sub(self.cpu_start) > self.limits.cpu
-        {
+        // The interrupt handler measures the thread's CPU time while the script runs.
+        if self.cpu_out.load(Ordering::Relaxed) {
             return Some(ScriptFailure::CpuLimit(self.limits.cpu));
         }
         if self.stop.load(Ordering::Relaxed) {
@@ -180,11 +230,16 @@ fn engine_error(e: impl std::fmt::Display) -> ScriptFailure {
 }
 
 fn execute(run: EngineRun, handle: &Handle) -> Result<Option<Value>, ScriptFailure> {
+    // Host work polled on this thread may use the runtime (timers, spawns).
+    let _runtime = handle.enter();
     let limits = run.limits;
     let gauge = Arc::new(HeapGauge::default());
     let rt = Runtime::new_with_alloc(CappedAllocator::new(limits.heap_bytes, gauge.clone()))
         .map_err(engine_error)?;
     rt.set_max_stack_size(limits.stack_bytes);
+    // QuickJS collects cycles every 256 KiB of allocation by default, which a fan-out of
+    // promises crosses many times; reference counting frees the rest as it goes.
+    rt.set_gc_threshold((limits.heap_bytes / 8).clamp(256 << 10, 8 << 20));
     let guards = Guards {
         gauge,
         stop: Arc::new(AtomicBool::new(false)),
@@ -232,6 +287,8 @@ fn execute(run: EngineRun, handle: &Handle) -> Result<Option<Value>, ScriptFailu
         in_flight: Cell::new(0),
         pending: RefCell::new(HashMap::new()),
         settled: RefCell::new(Vec::new()),
+        ready: RefCell::new(Vec::new()),
+        waiting: RefCell::new(Vec::new()),
     });
     let mut contexts: Vec<(Context, FrameId, Option<u64>)> = Vec::new();
     let outcome = event_loop(&rt, &state, &guards, &mut contexts, &run, &mut rx);
@@ -285,13 +342,17 @@ fn event_loop(
         if rt.is_job_pending() {
             continue;
         }
-        if state.in_flight.get() == 0 {
-            return Err(ScriptFailure::NeverSettles);
+        state.hand_off();
+        let mut wakes = std::mem::take(&mut *state.ready.borrow_mut());
+        if wakes.is_empty() {
+            if state.in_flight.get() == 0 {
+                return Err(ScriptFailure::NeverSettles);
+            }
+            let Some(first) = next_wake(rx) else {
+                return Err(engine_error("the run's host went away"));
+            };
+            wakes.push(first);
         }
-        let Some(first) = next_wake(rx) else {
-            return Err(engine_error("the run's host went away"));
-        };
-        let mut wakes = vec![first];
         while let Ok(more) = rx.try_recv() {
             wakes.push(more);
         }
@@ -346,6 +407,9 @@ fn next_wake(rx: &mut mpsc::UnboundedReceiver<Wake>) -> Option<Wake> {
 }
 
 const SPIN_YIELDS: u32 = 64;
+
+/// How many waiting host futures are handed to the runtime at once.
+const HAND_OFF_BATCH: usize = 32;
 
 fn top_level_result(settlement: Settlement) -> Result<Option<Value>, ScriptFailure> {
     match settlement {

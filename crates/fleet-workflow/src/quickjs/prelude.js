@@ -80,15 +80,22 @@
   };
   const kind = (v) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v);
   const MAX = h.maxItems;
+  const reject = Promise.reject.bind(Promise);
 
-  define('agent', async function agent(prompt, opts) {
-    if (typeof prompt !== 'string') {
-      throw new TypeError(`agent(prompt, opts): prompt must be a string, got ${kind(prompt)}`);
+  // Not an `async function`: the native returns the call's promise, and one promise per call
+  // is cheaper than two. Every failure still arrives as a rejection, as from an async function.
+  define('agent', function agent(prompt, opts) {
+    try {
+      if (typeof prompt !== 'string') {
+        throw new TypeError(`agent(prompt, opts): prompt must be a string, got ${kind(prompt)}`);
+      }
+      if (opts !== undefined && opts !== null && (typeof opts !== 'object' || Array.isArray(opts))) {
+        throw new TypeError(`agent(prompt, opts): opts must be an object, got ${kind(opts)}`);
+      }
+      return h.agent(prompt, opts === undefined || opts === null ? '' : JSON.stringify(opts));
+    } catch (e) {
+      return reject(e);
     }
-    if (opts !== undefined && opts !== null && (typeof opts !== 'object' || Array.isArray(opts))) {
-      throw new TypeError(`agent(prompt, opts): opts must be an object, got ${kind(opts)}`);
-    }
-    return h.agent(prompt, opts === undefined || opts === null ? '' : JSON.stringify(opts));
   });
 
   define('parallel', async function parallel(thunks) {

@@ -149,7 +149,7 @@ impl Writer {
                     .map(|a| a.last_position)
                     .max()
                 {
-                    self.head.send_replace(last);
+                    crate::store::publish_head(&self.head, last);
                 }
                 for (append, outcome) in group.into_iter().zip(outcomes) {
                     let _ = append.reply.send(outcome);
