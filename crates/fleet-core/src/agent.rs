@@ -47,6 +47,9 @@ pub struct AgentCall {
     pub timeout: Option<Duration>,
     /// Most output tokens per model request (instead of the spec's).
     pub max_tokens: Option<u32>,
+    /// The directory the agent's tools work in, instead of the runner's (a workflow's
+    /// `isolation: 'worktree'` sets it to a fresh git worktree).
+    pub workdir: Option<std::path::PathBuf>,
 }
 
 impl AgentCall {

@@ -29,6 +29,7 @@ use crate::events::{CallCounts, CallNote, CallState, RunEvent};
 use crate::resume::ResumeJournal;
 use crate::run::RunShared;
 use crate::script::Script;
+use crate::worktree::Worktree;
 
 /// The run-wide concurrency limit. It halves when a provider answers 429/529 and grows back
 /// one slot per success, so a fan-out backs off instead of failing and never bursts back.
@@ -118,6 +119,9 @@ pub(crate) struct HostConfig {
     pub rate_limit_retries: u32,
     pub agent_concurrency: HashMap<String, usize>,
     pub phase_budgets: HashMap<String, crate::run::PhaseBudget>,
+    /// The repository `isolation: 'worktree'` calls get worktrees of.
+    pub workdir: std::path::PathBuf,
+    pub model_aliases: HashMap<String, String>,
 }
 
 pub(crate) struct RunHost {
@@ -392,7 +396,12 @@ impl Host for RunHost {
         prompt: String,
         opts: Option<Value>,
     ) -> Result<BoxFuture<'static, HostResult>, String> {
-        let opts = CallOptions::parse(opts.as_ref())?;
+        let mut opts = CallOptions::parse(opts.as_ref())?;
+        if let Some(model) = &mut opts.model
+            && let Some(real) = self.config.model_aliases.get(model.as_str())
+        {
+            model.clone_from(real);
+        }
         for key in &opts.unknown {
             self.log(
                 frame,
@@ -468,6 +477,7 @@ impl Host for RunHost {
             draft,
             charge_to,
             type_limit: self.type_limit(opts.agent_type.as_deref()),
+            worktree: opts.isolation.is_some(),
         };
         let token = self.tracker.token();
         Ok(Box::pin(async move {
@@ -619,6 +629,8 @@ struct CallSite {
     draft: WorkUnitDraft,
     charge_to: Vec<BudgetId>,
     type_limit: Option<Arc<Semaphore>>,
+    /// `isolation: 'worktree'`.
+    worktree: bool,
 }
 
 impl CallSite {
@@ -716,7 +728,33 @@ impl CallSite {
                 charge_to: self.charge_to.clone(),
                 cancel: host.cancel.child_token(),
             };
-            let outcome = host.runner.run_dyn(call.clone(), ctx).await;
+            let mut attempt_call = call.clone();
+            let worktree = if self.worktree {
+                match Worktree::create(&host.config.workdir, &format!("{}-{}", self.seq, unit))
+                    .await
+                {
+                    Ok(worktree) => {
+                        attempt_call.workdir = Some(worktree.path.clone());
+                        Some(worktree)
+                    }
+                    Err(e) => {
+                        lock(&host.in_flight).remove(&unit);
+                        host.limiter.release();
+                        let reason = e;
+                        let _ = host
+                            .journal
+                            .set_state(unit, WorkUnitState::Failed, Some(reason.clone()))
+                            .await;
+                        return self.finish(&host, unit, Ending::Failed(reason), None);
+                    }
+                }
+            } else {
+                None
+            };
+            let outcome = host.runner.run_dyn(attempt_call, ctx).await;
+            if let Some(worktree) = worktree {
+                self.close_worktree(&host, unit, worktree).await;
+            }
             lock(&host.in_flight).remove(&unit);
             host.limiter.release();
             drop(type_permit);
@@ -781,6 +819,29 @@ impl CallSite {
                 Err(e) => Ending::Failed(e.to_string()),
             };
             return self.finish(&host, unit, ending, None);
+        }
+    }
+
+    /// Removes an unchanged worktree, or logs where the changes were kept.
+    async fn close_worktree(&self, host: &RunHost, unit: WorkUnitId, worktree: Worktree) {
+        let (level, message) = match worktree.finish().await {
+            Ok(None) => return,
+            Ok(Some(kept)) => (LogLevel::Info, format!("{}: {kept}", self.label)),
+            Err(e) => (
+                LogLevel::Warn,
+                format!("{}: cannot clean up its worktree: {e}", self.label),
+            ),
+        };
+        host.shared.emit(RunEvent::Log {
+            level,
+            message: message.clone(),
+        });
+        if let Err(e) = host
+            .journal
+            .activity(unit, ActivityKind::Log { level, message })
+            .await
+        {
+            host.shared.record_failed(e.to_string());
         }
     }
 

@@ -30,6 +30,7 @@ mod run;
 mod script;
 mod suggest;
 pub mod testkit;
+mod worktree;
 
 pub use catalog::{Catalog, Entry, Source};
 pub use engine::{
@@ -38,5 +39,7 @@ pub use engine::{
 };
 pub use events::{CallCounts, CallNote, CallState, RunEvent, RunId, RunState, RunSummary};
 pub use quickjs::QuickJs;
-pub use run::{PhaseBudget, Resume, RunHandle, RunOptions, StartError, WorkflowEngine};
+pub use run::{
+    PhaseBudget, Resume, RunHandle, RunOptions, StartError, WorkflowEngine, default_model_aliases,
+};
 pub use script::{Meta, PhaseMeta, Script, ScriptError};

@@ -50,6 +50,25 @@ pub struct RunOptions {
     pub agent_concurrency: HashMap<String, usize>,
     /// Budgets per phase title: a call in that phase is also charged to it.
     pub phase_budgets: HashMap<String, PhaseBudget>,
+    /// The git repository `isolation: 'worktree'` calls get their worktrees from (`None`: the
+    /// current directory).
+    pub workdir: Option<std::path::PathBuf>,
+    /// Model names scripts may use for real ones, as Claude Code's `haiku`, `sonnet` and
+    /// `opus` (see [`default_model_aliases`]); set others for other providers.
+    pub model_aliases: HashMap<String, String>,
+}
+
+/// Claude Code's model aliases, as Anthropic model ids.
+#[must_use]
+pub fn default_model_aliases() -> HashMap<String, String> {
+    [
+        ("haiku", "claude-haiku-4-5"),
+        ("sonnet", "claude-sonnet-4-5"),
+        ("opus", "claude-opus-4-5"),
+    ]
+    .into_iter()
+    .map(|(alias, model)| (alias.to_owned(), model.to_owned()))
+    .collect()
 }
 
 /// A phase's budget: an output-token target (checked before each call, as the run's is) and a
@@ -75,6 +94,8 @@ impl Default for RunOptions {
             progress_interval: Duration::from_secs(1),
             agent_concurrency: HashMap::new(),
             phase_budgets: HashMap::new(),
+            workdir: None,
+            model_aliases: default_model_aliases(),
         }
     }
 }
@@ -414,6 +435,11 @@ impl WorkflowEngine {
                 rate_limit_retries: options.rate_limit_retries,
                 agent_concurrency: options.agent_concurrency.clone(),
                 phase_budgets: options.phase_budgets.clone(),
+                workdir: options
+                    .workdir
+                    .clone()
+                    .unwrap_or_else(|| std::path::PathBuf::from(".")),
+                model_aliases: options.model_aliases.clone(),
             },
             options.concurrency,
             journaled,

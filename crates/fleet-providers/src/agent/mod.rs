@@ -237,7 +237,10 @@ impl<P: Provider + 'static> AgentRunner for ModelAgentRunner<P> {
             self.inner.specs.clone(),
         );
         let tool_ctx = ToolContext {
-            workdir: self.inner.workdir.clone(),
+            workdir: call
+                .workdir
+                .clone()
+                .unwrap_or_else(|| self.inner.workdir.clone()),
             commands: self.inner.commands.clone(),
             call: ctx.clone(),
             unit,

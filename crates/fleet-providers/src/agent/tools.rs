@@ -566,6 +566,8 @@ impl Tool for SpawnSubagent {
                     .and_then(Value::as_str)
                     .map(str::to_owned),
                 agent,
+                // A subagent works where its parent does (the parent's worktree, say).
+                workdir: Some(ctx.workdir.clone()),
                 ..AgentCall::new(prompt)
             };
             let mut draft = WorkUnitDraft::new(WorkUnitKind::DelegatedAgent);

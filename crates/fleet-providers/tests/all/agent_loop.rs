@@ -670,3 +670,31 @@ async fn the_offline_provider_runs_the_whole_loop_for_free() {
         "{verdict}"
     );
 }
+
+#[tokio::test]
+async fn a_call_with_its_own_workdir_reads_there_not_in_the_runners() {
+    let runners_dir = tempfile::tempdir().unwrap();
+    let calls_dir = tempfile::tempdir().unwrap();
+    std::fs::write(runners_dir.path().join("notes.txt"), "runner's\n").unwrap();
+    std::fs::write(calls_dir.path().join("notes.txt"), "the call's\n").unwrap();
+    let provider = ScriptedProvider::sequential(vec![
+        exchange(
+            json!({}),
+            tool_call("t1", "read_file", json!({"path": "notes.txt"})),
+        ),
+        exchange(
+            json!({"messages": [{}, {}, {"content": [
+                {"tool_use_id": "t1", "content": "     1\tthe call's\n", "is_error": false}]}]}),
+            answer("read it"),
+        ),
+    ]);
+    let runner = runner(provider, runners_dir.path());
+    let (journal, root) = journal().await;
+    let mut call = call("Read notes.txt", &[Capability::ReadFiles]);
+    call.workdir = Some(calls_dir.path().to_path_buf());
+    let outcome = runner
+        .run(call, CallContext::new(journal, root))
+        .await
+        .unwrap();
+    assert_eq!(outcome.text, "read it");
+}

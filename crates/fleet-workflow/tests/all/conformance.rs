@@ -927,3 +927,37 @@ async fn a_phase_budget_stops_calls_in_that_phase_only() {
     );
     assert_eq!(r[3], json!("ok:after"));
 }
+
+#[tokio::test]
+async fn claude_code_model_aliases_name_real_models_and_can_be_remapped() {
+    let models = |options: RunOptions| async move {
+        let store = memory();
+        let engine = WorkflowEngine::new(store.clone(), Arc::new(FakeModel::new()));
+        let handle = engine
+            .start(
+                script(
+                    "await agent('a', { model: 'haiku' });\nawait agent('b', { model: 'opus' });\nawait agent('c', { model: 'my-model' });",
+                ),
+                options,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(handle.wait().await.state, RunState::Completed);
+        let thread = store.snapshot_dyn(handle.id()).await.unwrap().unwrap();
+        let root = thread.turns[0].root_id;
+        thread
+            .children(root)
+            .map(|u| u.model.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        models(RunOptions::default()).await,
+        ["claude-haiku-4-5", "claude-opus-4-5", "my-model"]
+    );
+    let options = RunOptions {
+        model_aliases: [("haiku".to_owned(), "gpt-5-mini".to_owned())].into(),
+        ..RunOptions::default()
+    };
+    assert_eq!(models(options).await, ["gpt-5-mini", "opus", "my-model"]);
+}

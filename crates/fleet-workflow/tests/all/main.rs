@@ -3,6 +3,7 @@
 
 mod conformance;
 mod resume;
+mod worktree;
 
 use std::sync::Arc;
 
