@@ -59,7 +59,14 @@ enum SchemaCommand {
     AgentSpec,
 }
 
+/// The hidden subcommand that makes `fleet` the sandbox helper (see `fleet_sandbox::helper_main`).
+const SANDBOX_HELPER: &str = "__sandbox-helper";
+
 fn main() -> ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() == Some(SANDBOX_HELPER.as_ref()) {
+        fleet_sandbox::helper_main(args.collect());
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

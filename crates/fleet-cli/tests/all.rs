@@ -130,4 +130,41 @@ mod cli {
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("unexpected argument '--bogus'"));
     }
+
+    #[test]
+    fn the_fleet_binary_serves_as_the_sandbox_helper() {
+        if let Err(e) = fleet_sandbox::landlock_available() {
+            assert!(
+                std::env::var("FLEET_SANDBOX_REQUIRE").as_deref() != Ok("1"),
+                "FLEET_SANDBOX_REQUIRE=1 but {e}"
+            );
+            return;
+        }
+        let sandbox = fleet_sandbox::Sandbox::new(
+            env!("CARGO_BIN_EXE_fleet"),
+            vec!["__sandbox-helper".into()],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let script = "import sys\ntry:\n    open(sys.argv[1] + '/x', 'w')\n    print('wrote')\nexcept PermissionError:\n    print('refused')";
+        let out = sandbox
+            .command(
+                &fleet_sandbox::SandboxPolicy::default(),
+                "/usr/bin/python3",
+                ["-c".as_ref(), script.as_ref(), dir.path().as_os_str()],
+            )
+            .unwrap()
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "refused\n");
+        let usage = fleet()
+            .args(["__sandbox-helper", "--bogus"])
+            .output()
+            .unwrap();
+        assert_eq!(usage.status.code(), Some(fleet_sandbox::SETUP_FAILED));
+    }
 }

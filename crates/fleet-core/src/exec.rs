@@ -189,14 +189,22 @@ mod captured {
 
     /// Runs `command` (program, arguments and environment already set) for `request`: in
     /// `request.cwd`, fed `request.stdin`, its output captured up to `request.output_limit`,
-    /// killed with its whole process group after `request.timeout`.
+    /// killed with its whole process group after `request.timeout`. With `own_group` it is
+    /// started in a process group of its own; without, the program must make one itself (as
+    /// fleet's sandbox helper does with a new session).
     ///
     /// # Errors
     /// [`ExecError::Spawn`] when it cannot start, [`ExecError::Io`] when waiting fails.
     pub async fn run_captured(
         mut command: tokio::process::Command,
         request: &CommandRequest,
+        own_group: bool,
     ) -> Result<CommandOutput, ExecError> {
+        if own_group {
+            // So that a timeout kills whatever it started too (a grandchild would otherwise
+            // keep the output pipes open).
+            command.process_group(0);
+        }
         let started = Instant::now();
         let program = request.program.clone();
         let io = |source| ExecError::Io {
@@ -213,9 +221,6 @@ mod captured {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            // Its own process group, so that a timeout kills whatever it started too (a
-            // grandchild would otherwise keep the output pipes open).
-            .process_group(0)
             .spawn()
             .map_err(|source| ExecError::Spawn {
                 program: program.clone(),

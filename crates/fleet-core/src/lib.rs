@@ -68,6 +68,7 @@ pub mod journal;
 pub mod money;
 pub mod pricing;
 pub mod provider;
+pub mod sandbox;
 pub mod spec;
 pub mod store;
 #[cfg(feature = "testkit")]
@@ -94,6 +95,7 @@ pub use provider::{
     ModelRequest, ModelResponse, Provider, ProviderError, StopReason, StreamEvent, ToolChoice,
     ToolSpec,
 };
+pub use sandbox::SandboxPolicy;
 pub use store::memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteStore;

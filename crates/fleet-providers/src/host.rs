@@ -18,7 +18,7 @@ impl CommandSandbox for HostCommands {
         command
             .args(&request.args)
             .envs(request.env.iter().map(|(k, v)| (k, v)));
-        run_captured(command, &request).await
+        run_captured(command, &request, true).await
     }
 }
 

@@ -1,0 +1,371 @@
+//! Real processes under the real helper: the probe worker's every try, Python and Node under
+//! the baseline profile, the command sandbox, and the errors that stop a worker from starting.
+//!
+//! Skipped, with the reason printed, only where the kernel lacks Landlock and
+//! `FLEET_SANDBOX_REQUIRE` is not `1` (`.ci/run` sets it).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleet_core::exec::{CommandRequest, CommandSandbox, ExecError};
+use fleet_sandbox::{
+    SETUP_FAILED, Sandbox, SandboxError, SandboxPolicy, SandboxedCommands, UNPRIVILEGED_ID,
+    landlock_available,
+};
+
+fn sandbox_or_skip(test: &str) -> Option<Sandbox> {
+    if let Err(e) = landlock_available() {
+        assert!(
+            std::env::var("FLEET_SANDBOX_REQUIRE").as_deref() != Ok("1"),
+            "FLEET_SANDBOX_REQUIRE=1 but {e}"
+        );
+        eprintln!("skipping {test}: {e}");
+        return None;
+    }
+    Some(Sandbox::new(
+        env!("CARGO_BIN_EXE_fleet-sandbox-helper"),
+        Vec::new(),
+    ))
+}
+
+/// A place the unprivileged worker can reach: `root` (0755) with `work` (writable by the
+/// worker), `out` (readable, with a UNIX socket of someone else's) and `hidden`.
+struct Place {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    _listener: std::os::unix::net::UnixListener,
+}
+
+impl Place {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for sub in ["work", "out", "hidden"] {
+            std::fs::create_dir(root.join(sub)).unwrap();
+            std::fs::set_permissions(root.join(sub), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        if rustix::process::geteuid().is_root() {
+            let id = Some(UNPRIVILEGED_ID);
+            std::os::unix::fs::chown(root.join("work"), id, id).unwrap();
+        }
+        std::fs::write(root.join("hidden/secret"), "secret").unwrap();
+        std::fs::set_permissions(
+            root.join("hidden/secret"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        let listener =
+            std::os::unix::net::UnixListener::bind(root.join("out/daemon.sock")).unwrap();
+        // The worker's binary must be reachable by the unprivileged user wherever the build is.
+        std::fs::copy(
+            env!("CARGO_BIN_EXE_fleet-sandbox-probe"),
+            root.join("probe"),
+        )
+        .unwrap();
+        Self {
+            _dir: dir,
+            root,
+            _listener: listener,
+        }
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.root.join(sub)
+    }
+
+    fn policy(&self) -> SandboxPolicy {
+        SandboxPolicy {
+            writable: vec![self.path("work")],
+            readable: vec![self.path("out")],
+            ..SandboxPolicy::default()
+        }
+    }
+
+    fn probe(&self, sandbox: &Sandbox, policy: &SandboxPolicy) -> BTreeMap<String, bool> {
+        let args = [
+            "--writable".into(),
+            self.path("work"),
+            "--outside".into(),
+            self.path("out"),
+            "--hidden".into(),
+            self.path("hidden/secret"),
+            "--unix".into(),
+            self.path("out/daemon.sock"),
+            "--exec".into(),
+            PathBuf::from("/bin/echo"),
+        ];
+        let out = sandbox
+            .command(policy, self.path("probe"), args)
+            .unwrap()
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                (
+                    v["probe"].as_str().unwrap().to_owned(),
+                    v["allowed"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn expect(pairs: &[(&str, bool)]) -> BTreeMap<String, bool> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+}
+
+#[test]
+fn the_baseline_confines_files_network_processes_and_tracing() {
+    let Some(sandbox) = sandbox_or_skip("the_baseline_confines…") else {
+        return;
+    };
+    let place = Place::new();
+    let seen = place.probe(&sandbox, &place.policy());
+    assert_eq!(
+        seen,
+        expect(&[
+            ("write_inside", true),
+            ("write_outside", false),
+            ("read_hidden", false),
+            ("tcp_socket", false),
+            ("udp_socket", false),
+            ("unix_socket_inside", true),
+            ("unix_socket_outside", false),
+            ("thread", true),
+            ("fork", false),
+            ("posix_spawn", false),
+            ("ptrace", false),
+            ("exec", false),
+        ])
+    );
+    assert!(place.path("work/probe.txt").exists());
+    assert!(!place.path("out/probe.txt").exists());
+}
+
+#[test]
+fn the_network_and_subprocess_switches_open_exactly_their_part() {
+    let Some(sandbox) = sandbox_or_skip("the_network_and_subprocess_switches…") else {
+        return;
+    };
+    let place = Place::new();
+    let mut policy = place.policy();
+    policy.network = true;
+    let seen = place.probe(&sandbox, &policy);
+    assert_eq!((seen["tcp_socket"], seen["udp_socket"]), (true, true));
+    assert_eq!(
+        (seen["fork"], seen["exec"], seen["write_outside"]),
+        (false, false, false)
+    );
+
+    let mut policy = place.policy();
+    policy.subprocesses = true;
+    let seen = place.probe(&sandbox, &policy);
+    assert_eq!(
+        (seen["fork"], seen["posix_spawn"], seen["exec"]),
+        (true, true, true)
+    );
+    assert_eq!((seen["tcp_socket"], seen["ptrace"]), (false, false));
+}
+
+#[test]
+fn learn_mode_logs_instead_of_refusing_system_calls() {
+    let Some(sandbox) = sandbox_or_skip("learn_mode…") else {
+        return;
+    };
+    let place = Place::new();
+    let mut policy = place.policy();
+    policy.learn = true;
+    let seen = place.probe(&sandbox, &policy);
+    // System calls outside the allowlist go through (and are logged by the kernel)...
+    assert_eq!((seen["ptrace"], seen["fork"]), (true, true));
+    // ...while the filesystem stays confined.
+    assert_eq!((seen["write_outside"], seen["read_hidden"]), (false, false));
+}
+
+fn interpreter_policy(place: &Place) -> SandboxPolicy {
+    let mut policy = place.policy();
+    policy
+        .env
+        .push(("HOME".into(), place.path("work").display().to_string()));
+    policy
+}
+
+#[test]
+fn python_runs_under_the_baseline_profile() {
+    let Some(sandbox) = sandbox_or_skip("python_runs…") else {
+        return;
+    };
+    let place = Place::new();
+    let script = "import json, pathlib, sys, threading\n\
+        t = threading.Thread(target=lambda: None); t.start(); t.join()\n\
+        pathlib.Path(sys.argv[1], 'py.txt').write_text('from python')\n\
+        print(json.dumps({'sum': sum(range(10)), 'read': pathlib.Path('/etc/hostname').exists()}))";
+    let out = sandbox
+        .command(
+            &interpreter_policy(&place),
+            "/usr/bin/python3",
+            [
+                "-c".as_ref(),
+                script.as_ref(),
+                place.path("work").as_os_str(),
+            ],
+        )
+        .unwrap()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"sum": 45, "read": true}"#
+    );
+    assert_eq!(
+        std::fs::read_to_string(place.path("work/py.txt")).unwrap(),
+        "from python"
+    );
+}
+
+#[test]
+fn node_runs_under_the_baseline_profile() {
+    let Some(sandbox) = sandbox_or_skip("node_runs…") else {
+        return;
+    };
+    if !Path::new("/usr/bin/node").exists() {
+        assert!(
+            std::env::var("FLEET_SANDBOX_REQUIRE").as_deref() != Ok("1"),
+            "FLEET_SANDBOX_REQUIRE=1 but /usr/bin/node is missing"
+        );
+        eprintln!("skipping node_runs…: no /usr/bin/node");
+        return;
+    }
+    let place = Place::new();
+    let script = "const fs = require('fs'); const path = require('path');\
+        fs.writeFileSync(path.join(process.argv[1], 'node.txt'), 'from node');\
+        let denied = false; try { fs.writeFileSync(process.argv[2] + '/x', 'x'); } catch (e) { denied = e.code; }\
+        setTimeout(() => console.log(JSON.stringify({ n: [1, 2, 3].length, denied })), 5);";
+    let out = sandbox
+        .command(
+            &interpreter_policy(&place),
+            "/usr/bin/node",
+            [
+                "-e".as_ref(),
+                script.as_ref(),
+                place.path("work").as_os_str(),
+                place.path("out").as_os_str(),
+            ],
+        )
+        .unwrap()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"n":3,"denied":"EACCES"}"#
+    );
+    assert_eq!(
+        std::fs::read_to_string(place.path("work/node.txt")).unwrap(),
+        "from node"
+    );
+}
+
+#[tokio::test]
+async fn the_command_sandbox_confines_agent_commands_the_same_way() {
+    let Some(sandbox) = sandbox_or_skip("the_command_sandbox…") else {
+        return;
+    };
+    let place = Place::new();
+    let commands = SandboxedCommands::new(sandbox, place.policy());
+    assert!(commands.is_confined());
+    let mut request = CommandRequest::new(
+        "sh",
+        vec![
+            "-c".into(),
+            format!(
+                "echo kept > kept.txt; echo lost > {}/lost.txt || echo refused; read l < kept.txt; echo $l",
+                place.path("out").display()
+            ),
+        ],
+        place.path("work"),
+    );
+    request.timeout = Duration::from_secs(20);
+    let out = commands.run(request.clone()).await.unwrap();
+    assert!(out.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "refused\nkept\n");
+    assert!(place.path("work/kept.txt").exists());
+    assert!(!place.path("out/lost.txt").exists());
+
+    // A pipeline needs a second process: refused without `subprocesses`.
+    request.args = vec!["-c".into(), "echo a | cat".into()];
+    let out = commands.run(request.clone()).await.unwrap();
+    assert!(!out.success());
+
+    request.program = "/nonexistent/tool".into();
+    let out = commands.run(request).await.unwrap();
+    assert_eq!(out.code, Some(SETUP_FAILED));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("fleet-sandbox: cannot execute /nonexistent/tool"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_writable_path_the_worker_cannot_write_stops_it_before_it_starts() {
+    let Some(sandbox) = sandbox_or_skip("a_writable_path…") else {
+        return;
+    };
+    let place = Place::new();
+    let mut policy = place.policy();
+    policy.writable.push(place.path("missing"));
+    let error = sandbox.command(&policy, "/bin/true", [""; 0]).unwrap_err();
+    assert_eq!(
+        error,
+        SandboxError::Policy(format!(
+            "writable path {} does not exist: create it first",
+            place.path("missing").display()
+        ))
+    );
+    if rustix::process::geteuid().is_root() {
+        let mut policy = place.policy();
+        policy.writable = vec![place.path("out")];
+        let message = sandbox
+            .command(&policy, "/bin/true", [""; 0])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains(&format!("is not writable by uid {UNPRIVILEGED_ID}")),
+            "{message}"
+        );
+        let commands = SandboxedCommands::new(sandbox, policy);
+        let refused = commands
+            .run(CommandRequest::new("/bin/true", vec![], place.path("work")))
+            .await;
+        assert!(matches!(refused, Err(ExecError::Refused { .. })));
+    }
+}
