@@ -57,6 +57,8 @@ enum AgentsCommand {
 enum SchemaCommand {
     /// The JSON Schema of `agents/<name>.yaml` (also at `docs/agent-spec.schema.json`).
     AgentSpec,
+    /// The JSON Schema of the supervisor–worker protocol (also at `docs/ipc.schema.json`).
+    Ipc,
 }
 
 /// The hidden subcommand that makes `fleet` the sandbox helper (see `fleet_sandbox::helper_main`).
@@ -123,12 +125,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
                 exit::INVALID
             })
         }
-        Command::Schema(SchemaCommand::AgentSpec) => {
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&agent_spec_schema())?
-            )?;
+        Command::Schema(which) => {
+            let schema = match which {
+                SchemaCommand::AgentSpec => agent_spec_schema(),
+                SchemaCommand::Ipc => fleet_core::ipc::ipc_schema(),
+            };
+            writeln!(out, "{}", serde_json::to_string_pretty(&schema)?)?;
             Ok(exit::OK)
         }
     }

@@ -110,15 +110,25 @@ mod cli {
     }
 
     #[test]
-    fn schema_matches_the_committed_file() {
-        let out = fleet().args(["schema", "agent-spec"]).output().unwrap();
-        assert!(out.status.success());
-        let committed = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../docs/agent-spec.schema.json"),
-        )
-        .unwrap();
-        assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
+    fn schemas_match_the_committed_files() {
+        for (which, file) in [
+            ("agent-spec", "agent-spec.schema.json"),
+            ("ipc", "ipc.schema.json"),
+        ] {
+            let out = fleet().args(["schema", which]).output().unwrap();
+            assert!(out.status.success());
+            let committed = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../docs")
+                    .join(file),
+            )
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                committed,
+                "docs/{file} is stale: regenerate it with `cargo run -p fleet-cli -- schema {which} > docs/{file}`"
+            );
+        }
     }
 
     #[test]

@@ -64,6 +64,7 @@ mod diagnostic;
 pub mod event;
 pub mod exec;
 pub mod id;
+pub mod ipc;
 pub mod journal;
 pub mod money;
 pub mod pricing;

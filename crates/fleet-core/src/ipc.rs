@@ -1,0 +1,557 @@
+//! The supervisor–worker protocol: JSON-RPC 2.0 over the worker's stdin/stdout, one JSON object
+//! per line (stderr is the worker's log). Workers can be written in any language: the
+//! protocol's JSON Schema ([`ipc_schema`], committed at `docs/ipc.schema.json`) says everything.
+//!
+//! The supervisor calls `initialize`, then `task/run` (answered with a [`TaskResult`] while the
+//! worker sends `task/progress`, `task/usage` and `task/log` notifications), `task/cancel` and
+//! `shutdown`. Every line is checked against the schema at the boundary ([`decode_line`]); a
+//! malformed or oversized line gets a JSON-RPC error, never a crash.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::activity::LogLevel;
+use crate::usage::TokenUsage;
+
+/// The protocol version tag every message carries.
+pub const JSONRPC: &str = "2.0";
+
+/// The longest line accepted, in bytes.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// JSON-RPC's error codes.
+pub mod codes {
+    /// Not JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// JSON, but not a valid message (or too long).
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// No such method.
+    pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// The method exists; its params are wrong.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// The receiver failed.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// A task failed (fleet's own code, in the server-error range).
+    pub const TASK_FAILED: i64 = -32000;
+    /// A task was cancelled.
+    pub const TASK_CANCELLED: i64 = -32001;
+}
+
+/// A request id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RequestId {
+    /// A number.
+    Number(u64),
+    /// A string.
+    Text(String),
+}
+
+/// The `"2.0"` tag.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Version {
+    /// JSON-RPC 2.0.
+    #[default]
+    #[serde(rename = "2.0")]
+    V2,
+}
+
+/// One line on the wire.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Message {
+    /// A call that wants an answer.
+    Request(Request),
+    /// The answer to a request.
+    Response(Response),
+    /// A call that wants none.
+    Notification(Notification),
+}
+
+/// A request: `{"jsonrpc":"2.0","id":…,"method":…,"params":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// `"2.0"`.
+    pub jsonrpc: Version,
+    /// Echoed in the response.
+    pub id: RequestId,
+    /// The method and its params.
+    #[serde(flatten)]
+    pub call: Call,
+}
+
+/// What the supervisor asks of a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", content = "params")]
+pub enum Call {
+    /// The first call: who the worker is and where it works. Answered with an
+    /// [`InitializeResult`].
+    #[serde(rename = "initialize")]
+    Initialize(InitializeParams),
+    /// Run a task; answered with a [`TaskResult`] when it ends.
+    #[serde(rename = "task/run")]
+    TaskRun(TaskRunParams),
+    /// Stop a running task (its `task/run` is answered with a cancelled error).
+    #[serde(rename = "task/cancel")]
+    TaskCancel(TaskRef),
+    /// Finish and exit; answered with `null` first.
+    #[serde(rename = "shutdown")]
+    Shutdown(Empty),
+}
+
+/// A notification: `{"jsonrpc":"2.0","method":…,"params":…}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notification {
+    /// `"2.0"`.
+    pub jsonrpc: Version,
+    /// The method and its params.
+    #[serde(flatten)]
+    pub note: Note,
+}
+
+/// What a worker tells the supervisor while it works.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "method", content = "params")]
+pub enum Note {
+    /// How far a task is.
+    #[serde(rename = "task/progress")]
+    Progress(Progress),
+    /// Tokens a task spent on a model request (the supervisor prices and charges them).
+    #[serde(rename = "task/usage")]
+    Usage(UsageReport),
+    /// A log line.
+    #[serde(rename = "task/log")]
+    Log(LogLine),
+}
+
+/// A response: a result or an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    /// `"2.0"`.
+    pub jsonrpc: Version,
+    /// The request's id (`null` when the request could not be read).
+    pub id: Option<RequestId>,
+    /// The result, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The error, on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, thiserror::Error)]
+#[error("{message} (JSON-RPC error {code})")]
+pub struct RpcError {
+    /// See [`codes`].
+    pub code: i64,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    /// An error with `code` and `message`.
+    #[must_use]
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+/// No params.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// `initialize`'s params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitializeParams {
+    /// The agent's spec, as loaded from `agents/<name>.yaml` (JSON).
+    pub spec: Value,
+    /// The directory the worker works in (writable).
+    pub workspace: PathBuf,
+    /// Limits per task.
+    #[serde(default)]
+    pub limits: TaskLimits,
+}
+
+/// Limits the worker must keep to per task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskLimits {
+    /// Most output tokens per model request.
+    pub max_tokens: Option<u32>,
+    /// Most tool calls.
+    pub max_tool_calls: Option<u32>,
+    /// Most wall time, in milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// `initialize`'s result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitializeResult {
+    /// The role the worker serves (e.g. `patch-bot`).
+    pub role: String,
+    /// The worker's own version, for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// `task/run`'s params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRunParams {
+    /// The task's id (the work unit's), for notifications and `task/cancel`.
+    pub task_id: String,
+    /// What to do.
+    pub prompt: String,
+    /// Structured input, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+}
+
+/// Names a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRef {
+    /// The task's id.
+    pub task_id: String,
+}
+
+/// `task/run`'s result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    /// The answer for people.
+    pub text: String,
+    /// A structured answer, if the task asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+}
+
+/// `task/progress`'s params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    /// The task.
+    pub task_id: String,
+    /// What it is doing.
+    pub message: String,
+    /// How much is done, 0 to 1, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub fraction: Option<f64>,
+}
+
+/// `task/usage`'s params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageReport {
+    /// The task.
+    pub task_id: String,
+    /// The model that spent the tokens (for pricing).
+    pub model: String,
+    /// The tokens.
+    pub usage: TokenUsage,
+}
+
+/// `task/log`'s params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogLine {
+    /// The task, if the line is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// How important.
+    pub level: LogLevel,
+    /// The line.
+    pub message: String,
+}
+
+impl Message {
+    /// A request.
+    #[must_use]
+    pub fn request(id: RequestId, call: Call) -> Self {
+        Self::Request(Request {
+            jsonrpc: Version::V2,
+            id,
+            call,
+        })
+    }
+
+    /// A notification.
+    #[must_use]
+    pub fn notification(note: Note) -> Self {
+        Self::Notification(Notification {
+            jsonrpc: Version::V2,
+            note,
+        })
+    }
+
+    /// A successful response.
+    #[must_use]
+    pub fn result(id: RequestId, result: Value) -> Self {
+        Self::Response(Response {
+            jsonrpc: Version::V2,
+            id: Some(id),
+            result: Some(result),
+            error: None,
+        })
+    }
+
+    /// An error response.
+    #[must_use]
+    pub fn error(id: Option<RequestId>, error: RpcError) -> Self {
+        Self::Response(Response {
+            jsonrpc: Version::V2,
+            id,
+            result: None,
+            error: Some(error),
+        })
+    }
+
+    /// The message as one line, with its newline.
+    #[must_use]
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self).unwrap_or_default();
+        line.push('\n');
+        line
+    }
+}
+
+/// The protocol's JSON Schema, as committed at `docs/ipc.schema.json`.
+#[must_use]
+pub fn ipc_schema() -> Value {
+    let mut generator = schemars::SchemaGenerator::default();
+    // The results are not part of a message's type (a response's `result` is any value), but
+    // workers need their shapes.
+    generator.subschema_for::<InitializeResult>();
+    generator.subschema_for::<TaskResult>();
+    let mut schema = Value::from(generator.root_schema_for::<Message>());
+    if let Some(object) = schema.as_object_mut() {
+        object.insert(
+            "title".into(),
+            "fleet worker protocol (JSON-RPC 2.0, one message per line)".into(),
+        );
+    }
+    schema
+}
+
+fn validator() -> &'static Result<jsonschema::Validator, String> {
+    static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
+    VALIDATOR.get_or_init(|| jsonschema::validator_for(&ipc_schema()).map_err(|e| e.to_string()))
+}
+
+/// Reads one line (without its newline): checked for size, parsed, validated against the
+/// schema, then typed. The error is what to answer (its id is the request's when it could be
+/// read).
+///
+/// # Errors
+/// The JSON-RPC error for the line, with the id to answer it with.
+pub fn decode_line(line: &[u8]) -> Result<Message, (Option<RequestId>, RpcError)> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err((
+            None,
+            RpcError::new(
+                codes::INVALID_REQUEST,
+                format!(
+                    "message of {} bytes exceeds the limit of {MAX_LINE_BYTES} bytes",
+                    line.len()
+                ),
+            ),
+        ));
+    }
+    let value: Value = serde_json::from_slice(line).map_err(|e| {
+        (
+            None,
+            RpcError::new(
+                codes::PARSE_ERROR,
+                format!("not JSON at column {}: {e}", e.column()),
+            ),
+        )
+    })?;
+    let id = value
+        .get("id")
+        .and_then(|id| serde_json::from_value::<RequestId>(id.clone()).ok());
+    let method = value
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    const METHODS: &[&str] = &[
+        "initialize",
+        "task/run",
+        "task/cancel",
+        "shutdown",
+        "task/progress",
+        "task/usage",
+        "task/log",
+    ];
+    if let Some(method) = &method
+        && !METHODS.contains(&method.as_str())
+    {
+        return Err((
+            id,
+            RpcError::new(
+                codes::METHOD_NOT_FOUND,
+                format!(
+                    "unknown method \"{method}\" (known: {})",
+                    METHODS.join(", ")
+                ),
+            ),
+        ));
+    }
+    let validator = validator()
+        .as_ref()
+        .map_err(|e| (id.clone(), RpcError::new(codes::INTERNAL_ERROR, e.clone())))?;
+    if let Some(error) = validator.iter_errors(&value).next() {
+        // The schema is a union, so its first error rarely names the culprit: when the method
+        // is known, its params are checked on their own for a precise message.
+        if let Some(method) = &method {
+            let pair = serde_json::json!({
+                "method": method,
+                "params": value.get("params").cloned().unwrap_or(Value::Null),
+            });
+            let problem = if method.starts_with("task/")
+                && !matches!(method.as_str(), "task/run" | "task/cancel")
+            {
+                serde_json::from_value::<Note>(pair).err()
+            } else {
+                serde_json::from_value::<Call>(pair).err()
+            };
+            if let Some(e) = problem {
+                return Err((
+                    id,
+                    RpcError::new(codes::INVALID_PARAMS, format!("{method} params: {e}")),
+                ));
+            }
+        }
+        let at = error.instance_path().to_string();
+        let at = if at.is_empty() {
+            "the message".to_owned()
+        } else {
+            at
+        };
+        return Err((
+            id,
+            RpcError::new(codes::INVALID_REQUEST, format!("{at}: {error}")),
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| {
+        (
+            id,
+            RpcError::new(codes::INVALID_REQUEST, format!("not a valid message: {e}")),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn every_message_round_trips_through_a_line() {
+        let messages = [
+            Message::request(
+                RequestId::Number(1),
+                Call::Initialize(InitializeParams {
+                    spec: json!({"name": "doc-bot"}),
+                    workspace: "/w".into(),
+                    limits: TaskLimits {
+                        max_tokens: Some(100),
+                        ..TaskLimits::default()
+                    },
+                }),
+            ),
+            Message::request(
+                RequestId::Text("t".into()),
+                Call::TaskRun(TaskRunParams {
+                    task_id: "u1".into(),
+                    prompt: "fix".into(),
+                    input: None,
+                }),
+            ),
+            Message::request(RequestId::Number(3), Call::Shutdown(Empty {})),
+            Message::notification(Note::Usage(UsageReport {
+                task_id: "u1".into(),
+                model: "m".into(),
+                usage: TokenUsage::default(),
+            })),
+            Message::notification(Note::Log(LogLine {
+                task_id: None,
+                level: LogLevel::Warn,
+                message: "hm".into(),
+            })),
+            Message::result(RequestId::Number(2), json!({"text": "done"})),
+            Message::error(None, RpcError::new(codes::PARSE_ERROR, "bad")),
+        ];
+        for message in messages {
+            let line = message.to_line();
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+            let back = decode_line(line.trim_end().as_bytes()).unwrap();
+            assert_eq!(back, message, "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_lines_get_the_right_error_and_keep_the_id() {
+        let err = |line: &str| decode_line(line.as_bytes()).unwrap_err();
+        let (id, e) = err("{not json");
+        assert_eq!((id, e.code), (None, codes::PARSE_ERROR));
+        assert!(
+            e.message.starts_with("not JSON at column 2"),
+            "{}",
+            e.message
+        );
+        let (id, e) = err(r#"{"jsonrpc":"2.0","id":7,"method":"task/fly","params":{}}"#);
+        assert_eq!(
+            (id, e.code),
+            (Some(RequestId::Number(7)), codes::METHOD_NOT_FOUND)
+        );
+        assert!(e.message.contains("unknown method \"task/fly\""));
+        let (id, e) =
+            err(r#"{"jsonrpc":"2.0","id":"a","method":"task/run","params":{"task_id":"u"}}"#);
+        assert_eq!(
+            (id, e.code),
+            (Some(RequestId::Text("a".into())), codes::INVALID_PARAMS)
+        );
+        assert!(e.message.contains("prompt"), "{}", e.message);
+        let (_, e) = err(r#"{"jsonrpc":"1.0","id":1,"method":"shutdown","params":{}}"#);
+        assert_eq!(e.code, codes::INVALID_REQUEST);
+        let long = format!("\"{}\"", "x".repeat(MAX_LINE_BYTES));
+        let (_, e) = err(&long);
+        assert_eq!(e.code, codes::INVALID_REQUEST);
+        assert!(e.message.contains("exceeds the limit"));
+    }
+
+    #[test]
+    fn the_schema_names_the_results_workers_return() {
+        let schema = ipc_schema();
+        let defs = schema["$defs"].as_object().unwrap();
+        for name in [
+            "InitializeResult",
+            "TaskResult",
+            "Request",
+            "Notification",
+            "Response",
+        ] {
+            assert!(defs.contains_key(name), "{name} missing");
+        }
+    }
+}
