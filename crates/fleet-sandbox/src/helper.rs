@@ -58,10 +58,16 @@ fn run(args: Vec<OsString>) -> Result<Never, SandboxError> {
     let mut executable = executables(&program);
     executable.extend(policy.executable.iter().cloned());
     if policy.subprocesses {
-        // Programs it starts need the same: allow executing what it can read.
+        // Programs it starts need the same: allow executing the system's programs and
+        // libraries, and what the policy lets it read.
         executable.extend(
             fleet_core::sandbox::SYSTEM_READABLE
                 .iter()
+                .filter(|p| {
+                    ["/usr", "/bin", "/sbin", "/lib"]
+                        .iter()
+                        .any(|d| p.starts_with(d))
+                })
                 .map(PathBuf::from),
         );
         executable.extend(policy.readable.iter().cloned());

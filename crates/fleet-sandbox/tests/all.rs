@@ -208,6 +208,21 @@ fn interpreter_policy(place: &Place) -> SandboxPolicy {
     policy
 }
 
+/// Runs an interpreter under [`interpreter_policy`]; its stdout, once it exited 0.
+fn interpret(sandbox: &Sandbox, place: &Place, program: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = sandbox
+        .command(&interpreter_policy(place), program, args)
+        .unwrap()
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 #[test]
 fn python_runs_under_the_baseline_profile() {
     let Some(sandbox) = sandbox_or_skip("python_runs…") else {
@@ -218,28 +233,17 @@ fn python_runs_under_the_baseline_profile() {
         t = threading.Thread(target=lambda: None); t.start(); t.join()\n\
         pathlib.Path(sys.argv[1], 'py.txt').write_text('from python')\n\
         print(json.dumps({'sum': sum(range(10)), 'read': pathlib.Path('/etc/hostname').exists()}))";
-    let out = sandbox
-        .command(
-            &interpreter_policy(&place),
-            "/usr/bin/python3",
-            [
-                "-c".as_ref(),
-                script.as_ref(),
-                place.path("work").as_os_str(),
-            ],
-        )
-        .unwrap()
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = interpret(
+        &sandbox,
+        &place,
+        "/usr/bin/python3",
+        &[
+            "-c".as_ref(),
+            script.as_ref(),
+            place.path("work").as_os_str(),
+        ],
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        r#"{"sum": 45, "read": true}"#
-    );
+    assert_eq!(stdout, r#"{"sum": 45, "read": true}"#);
     assert_eq!(
         std::fs::read_to_string(place.path("work/py.txt")).unwrap(),
         "from python"
@@ -264,29 +268,18 @@ fn node_runs_under_the_baseline_profile() {
         fs.writeFileSync(path.join(process.argv[1], 'node.txt'), 'from node');\
         let denied = false; try { fs.writeFileSync(process.argv[2] + '/x', 'x'); } catch (e) { denied = e.code; }\
         setTimeout(() => console.log(JSON.stringify({ n: [1, 2, 3].length, denied })), 5);";
-    let out = sandbox
-        .command(
-            &interpreter_policy(&place),
-            "/usr/bin/node",
-            [
-                "-e".as_ref(),
-                script.as_ref(),
-                place.path("work").as_os_str(),
-                place.path("out").as_os_str(),
-            ],
-        )
-        .unwrap()
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = interpret(
+        &sandbox,
+        &place,
+        "/usr/bin/node",
+        &[
+            "-e".as_ref(),
+            script.as_ref(),
+            place.path("work").as_os_str(),
+            place.path("out").as_os_str(),
+        ],
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        r#"{"n":3,"denied":"EACCES"}"#
-    );
+    assert_eq!(stdout, r#"{"n":3,"denied":"EACCES"}"#);
     assert_eq!(
         std::fs::read_to_string(place.path("work/node.txt")).unwrap(),
         "from node"
