@@ -22,6 +22,7 @@ mod helper;
 mod landlock;
 mod profile;
 mod seccomp;
+pub mod worker;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
