@@ -18,6 +18,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod client;
 mod helper;
 mod landlock;
 mod profile;
@@ -32,6 +33,7 @@ pub use fleet_core::SandboxPolicy;
 use fleet_core::exec::{CommandOutput, CommandRequest, CommandSandbox, ExecError, run_captured};
 use fleet_core::spec::LandlockMode;
 
+pub use self::client::{WorkerError, WorkerProcess};
 pub use self::helper::{SETUP_FAILED, UNPRIVILEGED_ID, helper_main};
 pub use self::landlock::{Enforcement, landlock_available};
 pub use self::profile::baseline;

@@ -362,3 +362,132 @@ async fn a_writable_path_the_worker_cannot_write_stops_it_before_it_starts() {
         assert!(matches!(refused, Err(ExecError::Refused { .. })));
     }
 }
+
+mod protocol {
+    //! Workers in Python and Node, driven through the same protocol and the same sandbox.
+
+    use fleet_core::ipc::{InitializeParams, Note, TaskLimits, TaskRunParams};
+    use fleet_sandbox::{WorkerError, WorkerProcess};
+    use serde_json::json;
+
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    fn task(id: &str, prompt: &str) -> TaskRunParams {
+        TaskRunParams {
+            task_id: id.into(),
+            prompt: prompt.into(),
+            input: None,
+        }
+    }
+
+    async fn drive(interpreter: &str, script: &str, version: &str) {
+        let Some(sandbox) = sandbox_or_skip(script) else {
+            return;
+        };
+        if !Path::new(interpreter).exists() {
+            assert!(
+                std::env::var("FLEET_SANDBOX_REQUIRE").as_deref() != Ok("1"),
+                "FLEET_SANDBOX_REQUIRE=1 but {interpreter} is missing"
+            );
+            eprintln!("skipping {script}: no {interpreter}");
+            return;
+        }
+        let place = Place::new();
+        // The script must be readable by the unprivileged worker.
+        std::fs::copy(fixture(script), place.path("out").join(script)).unwrap();
+        let start = || {
+            let command = sandbox
+                .tokio_command(
+                    &interpreter_policy(&place),
+                    interpreter,
+                    [place.path("out").join(script)],
+                )
+                .unwrap();
+            WorkerProcess::spawn(command).unwrap()
+        };
+        let worker = start();
+        let mut notes = worker.notifications().unwrap();
+        let init = worker
+            .initialize(InitializeParams {
+                spec: json!({"name": "echo-bot"}),
+                workspace: place.path("work"),
+                limits: TaskLimits::default(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (init.role.as_str(), init.version.as_deref()),
+            ("echo-bot", Some(version))
+        );
+
+        let result = worker.run_task(task("t1", "hello")).await.unwrap();
+        assert_eq!(result.text, "olleh");
+        assert_eq!(
+            std::fs::read_to_string(place.path("work/t1.txt")).unwrap(),
+            "hello"
+        );
+        match notes.recv().await.unwrap() {
+            Note::Progress(p) => assert_eq!((p.task_id.as_str(), p.fraction), ("t1", Some(0.5))),
+            other => panic!("{other:?}"),
+        }
+        match notes.recv().await.unwrap() {
+            Note::Usage(u) => assert_eq!((u.usage.input, u.usage.output), (100, 20)),
+            other => panic!("{other:?}"),
+        }
+
+        // A line that is not a message is counted and skipped; the answer still arrives.
+        assert_eq!(
+            worker.run_task(task("t2", "garbage")).await.unwrap().text,
+            "egabrag"
+        );
+        assert_eq!(
+            worker.bad_lines.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+
+        // Dying mid-task fails the call with the exit status and the end of its log.
+        let died = worker.run_task(task("t3", "crash")).await.unwrap_err();
+        let WorkerError::Exited {
+            status,
+            stderr_tail,
+        } = died
+        else {
+            panic!("{died:?}")
+        };
+        assert_eq!(status, "exit status 3");
+        assert!(stderr_tail.contains("giving up on t3"), "{stderr_tail}");
+
+        // A fresh worker is killed from outside: the call in flight fails, not hangs.
+        let worker = start();
+        worker
+            .initialize(InitializeParams {
+                spec: json!({"name": "echo-bot"}),
+                workspace: place.path("work"),
+                limits: TaskLimits::default(),
+            })
+            .await
+            .unwrap();
+        worker.kill();
+        let killed = worker.run_task(task("t4", "late")).await.unwrap_err();
+        assert!(
+            matches!(&killed, WorkerError::Exited { status, .. } if status == "killed by signal 9"),
+            "{killed:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_python_worker_speaks_the_protocol_under_the_sandbox() {
+        drive("/usr/bin/python3", "worker.py", "py").await;
+    }
+
+    #[tokio::test]
+    async fn a_node_worker_speaks_the_protocol_under_the_sandbox() {
+        drive("/usr/bin/node", "worker.js", "node").await;
+    }
+}

@@ -1,0 +1,295 @@
+//! The supervisor's side of one worker process: requests with their answers routed by id,
+//! notifications handed over as they come, and a worker that dies failing every call in
+//! flight with its exit status and the tail of its log.
+
+use std::collections::HashMap;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use fleet_core::ipc::{
+    Call, InitializeParams, InitializeResult, Message, Note, RequestId, RpcError, TaskResult,
+    TaskRunParams, decode_line,
+};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::worker::read_line_capped;
+
+/// How much of a worker's stderr is kept for error messages.
+const STDERR_TAIL: usize = 4096;
+
+/// Why a call to a worker failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The worker answered with an error.
+    #[error("the worker answered: {0}")]
+    Rpc(RpcError),
+    /// The worker exited before answering.
+    #[error("the worker exited ({status}) before answering{}", tail_suffix(.stderr_tail))]
+    Exited {
+        /// How it ended.
+        status: String,
+        /// The end of its stderr.
+        stderr_tail: String,
+    },
+    /// Talking to it failed.
+    #[error("cannot talk to the worker: {0}")]
+    Io(String),
+    /// Its answer was not what the method returns.
+    #[error("the worker's answer is malformed: {0}")]
+    Malformed(String),
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("; its log ends with: {}", tail.trim())
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    stdin: tokio::sync::Mutex<ChildStdin>,
+    pending: Pending,
+    next_id: AtomicU64,
+    notes: Mutex<Option<mpsc::UnboundedReceiver<Note>>>,
+    ended: watch::Receiver<Option<(String, String)>>,
+    pid: Option<u32>,
+    /// Lines the worker wrote that were not protocol messages.
+    pub bad_lines: Arc<AtomicU64>,
+}
+
+impl WorkerProcess {
+    /// Starts `command` (stdin, stdout and stderr are taken over) and begins reading it.
+    ///
+    /// # Errors
+    /// It could not be started.
+    pub fn spawn(mut command: tokio::process::Command) -> Result<Self, WorkerError> {
+        let mut child: Child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| WorkerError::Io(format!("cannot start the worker: {e}")))?;
+        let io = |what: &str| WorkerError::Io(format!("the worker has no {what}"));
+        let stdin = child.stdin.take().ok_or_else(|| io("stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| io("stdout"))?;
+        let stderr = child.stderr.take().ok_or_else(|| io("stderr"))?;
+        let pending: Pending = Arc::default();
+        let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        let (ended_tx, ended_rx) = watch::channel(None);
+        let bad_lines = Arc::new(AtomicU64::new(0));
+        let tail = Arc::new(Mutex::new(String::new()));
+        let pid = child.id();
+        let stderr_done = tokio::spawn(keep_tail(stderr, tail.clone()));
+        tokio::spawn(read_messages(
+            stdout,
+            child,
+            Routes {
+                stderr_done,
+                pending: pending.clone(),
+                notes: notes_tx,
+                ended: ended_tx,
+                bad_lines: bad_lines.clone(),
+                tail,
+            },
+        ));
+        Ok(Self {
+            stdin: tokio::sync::Mutex::new(stdin),
+            pending,
+            next_id: AtomicU64::new(1),
+            notes: Mutex::new(Some(notes_rx)),
+            ended: ended_rx,
+            pid,
+            bad_lines,
+        })
+    }
+
+    /// The worker's notifications (once: the first caller gets them).
+    pub fn notifications(&self) -> Option<mpsc::UnboundedReceiver<Note>> {
+        lock(&self.notes).take()
+    }
+
+    /// Sends `call` and waits for its answer.
+    ///
+    /// # Errors
+    /// The worker's error, its exit, or a broken pipe.
+    pub async fn call(&self, call: Call) -> Result<Value, WorkerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let line = Message::request(RequestId::Number(id), call).to_line();
+        let written = async {
+            let mut stdin = self.stdin.lock().await;
+            stdin.write_all(line.as_bytes()).await?;
+            stdin.flush().await
+        }
+        .await;
+        if let Err(e) = written {
+            lock(&self.pending).remove(&id);
+            return Err(self
+                .exit_error()
+                .await
+                .unwrap_or(WorkerError::Io(e.to_string())));
+        }
+        match rx.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(WorkerError::Rpc(error)),
+            Err(_) => Err(self
+                .exit_error()
+                .await
+                .unwrap_or_else(|| WorkerError::Io("the worker stopped answering".into()))),
+        }
+    }
+
+    async fn exit_error(&self) -> Option<WorkerError> {
+        let mut ended = self.ended.clone();
+        let (status, stderr_tail) = ended.wait_for(Option::is_some).await.ok()?.clone()?;
+        Some(WorkerError::Exited {
+            status,
+            stderr_tail,
+        })
+    }
+
+    /// `initialize`.
+    ///
+    /// # Errors
+    /// As [`WorkerProcess::call`], or a malformed answer.
+    pub async fn initialize(
+        &self,
+        params: InitializeParams,
+    ) -> Result<InitializeResult, WorkerError> {
+        let value = self.call(Call::Initialize(params)).await?;
+        serde_json::from_value(value).map_err(|e| WorkerError::Malformed(e.to_string()))
+    }
+
+    /// `task/run`.
+    ///
+    /// # Errors
+    /// As [`WorkerProcess::call`], or a malformed answer.
+    pub async fn run_task(&self, params: TaskRunParams) -> Result<TaskResult, WorkerError> {
+        let value = self.call(Call::TaskRun(params)).await?;
+        serde_json::from_value(value).map_err(|e| WorkerError::Malformed(e.to_string()))
+    }
+
+    /// Kills the worker (its process group: the helper made it a session leader).
+    pub fn kill(&self) {
+        if let Some(pid) = self
+            .pid
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// How the worker ended, once it has: its status and the end of its log.
+    #[must_use]
+    pub fn ended(&self) -> Option<(String, String)> {
+        self.ended.borrow().clone()
+    }
+}
+
+async fn keep_tail(stderr: impl AsyncRead + Unpin, tail: Arc<Mutex<String>>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut tail = lock(&tail);
+        tail.push_str(&line);
+        tail.push('\n');
+        if tail.len() > STDERR_TAIL {
+            let cut = tail.len() - STDERR_TAIL;
+            let cut = (cut..tail.len())
+                .find(|i| tail.is_char_boundary(*i))
+                .unwrap_or(0);
+            tail.drain(..cut);
+        }
+    }
+}
+
+fn describe(status: std::io::Result<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(signal)) => format!("killed by signal {signal}"),
+            _ => s.to_string(),
+        },
+        Err(e) => format!("status unknown: {e}"),
+    }
+}
+
+/// Where what a worker writes goes.
+struct Routes {
+    stderr_done: tokio::task::JoinHandle<()>,
+    pending: Pending,
+    notes: mpsc::UnboundedSender<Note>,
+    ended: watch::Sender<Option<(String, String)>>,
+    bad_lines: Arc<AtomicU64>,
+    tail: Arc<Mutex<String>>,
+}
+
+async fn read_messages(stdout: impl AsyncRead + Unpin, mut child: Child, routes: Routes) {
+    let Routes {
+        stderr_done,
+        pending,
+        notes,
+        ended,
+        bad_lines,
+        tail,
+    } = routes;
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match read_line_capped(&mut reader, &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let trimmed = line.strip_suffix(b"\n").unwrap_or(&line);
+        if trimmed.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match decode_line(trimmed) {
+            Ok(Message::Response(response)) => {
+                let Some(RequestId::Number(id)) = response.id else {
+                    bad_lines.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let Some(waiter) = lock(&pending).remove(&id) else {
+                    bad_lines.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let answer = match (response.result, response.error) {
+                    (_, Some(error)) => Err(error),
+                    (result, None) => Ok(result.unwrap_or(Value::Null)),
+                };
+                let _ = waiter.send(answer);
+            }
+            Ok(Message::Notification(notification)) => {
+                let _ = notes.send(notification.note);
+            }
+            Ok(Message::Request(_)) | Err(_) => {
+                bad_lines.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let status = describe(child.wait().await);
+    // The log's last lines, unless something the worker left behind keeps stderr open.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stderr_done).await;
+    let tail = lock(&tail).clone();
+    let _ = ended.send(Some((status, tail)));
+    lock(&pending).clear();
+}
