@@ -61,7 +61,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A running worker.
 #[derive(Debug)]
 pub struct WorkerProcess {
-    stdin: tokio::sync::Mutex<ChildStdin>,
+    /// Lines for the worker's stdin, written in batches by one task.
+    outbox: mpsc::UnboundedSender<String>,
     pending: Pending,
     next_id: AtomicU64,
     notes: Mutex<Option<mpsc::UnboundedReceiver<Note>>>,
@@ -107,8 +108,10 @@ impl WorkerProcess {
                 tail,
             },
         ));
+        let (outbox, lines) = mpsc::unbounded_channel();
+        tokio::spawn(write_lines(stdin, lines));
         Ok(Self {
-            stdin: tokio::sync::Mutex::new(stdin),
+            outbox,
             pending,
             next_id: AtomicU64::new(1),
             notes: Mutex::new(Some(notes_rx)),
@@ -132,18 +135,12 @@ impl WorkerProcess {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
         let line = Message::request(RequestId::Number(id), call).to_line();
-        let written = async {
-            let mut stdin = self.stdin.lock().await;
-            stdin.write_all(line.as_bytes()).await?;
-            stdin.flush().await
-        }
-        .await;
-        if let Err(e) = written {
+        if self.outbox.send(line).is_err() {
             lock(&self.pending).remove(&id);
             return Err(self
                 .exit_error()
                 .await
-                .unwrap_or(WorkerError::Io(e.to_string())));
+                .unwrap_or_else(|| WorkerError::Io("the worker's input is closed".into())));
         }
         match rx.await {
             Ok(Ok(value)) => Ok(value),
@@ -200,6 +197,22 @@ impl WorkerProcess {
     #[must_use]
     pub fn ended(&self) -> Option<(String, String)> {
         self.ended.borrow().clone()
+    }
+}
+
+/// Writes queued lines to the worker, whatever is queued at once in one write. Ends when the
+/// worker's input breaks (the reader then reports how it ended).
+async fn write_lines(mut stdin: ChildStdin, mut lines: mpsc::UnboundedReceiver<String>) {
+    let mut batch = String::new();
+    while let Some(line) = lines.recv().await {
+        batch.clear();
+        batch.push_str(&line);
+        while let Ok(more) = lines.try_recv() {
+            batch.push_str(&more);
+        }
+        if stdin.write_all(batch.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+            break;
+        }
     }
 }
 

@@ -121,8 +121,15 @@ pub async fn serve<R: Role>(
     let (out, mut queue) = mpsc::unbounded_channel::<Message>();
     let writer = tokio::spawn(async move {
         let mut output = output;
+        let mut batch = String::new();
         while let Some(message) = queue.recv().await {
-            output.write_all(message.to_line().as_bytes()).await?;
+            // Whatever else is queued goes out in the same write.
+            batch.clear();
+            batch.push_str(&message.to_line());
+            while let Ok(more) = queue.try_recv() {
+                batch.push_str(&more.to_line());
+            }
+            output.write_all(batch.as_bytes()).await?;
             output.flush().await?;
         }
         std::io::Result::Ok(())

@@ -1,0 +1,104 @@
+//! The worker protocol: JSON-RPC round trips through real worker processes.
+//!
+//! Four echo workers (`benches/echo_worker.rs`, built on `fleet_sandbox::worker::serve`), each
+//! started through the sandbox helper when the kernel has Landlock; 10,000 small `task/run`
+//! calls in flight across them at once. Target on the 2-core reference machine: ≥ 50,000
+//! calls/s. Run: `cargo bench -p fleet-benches --bench ipc`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    missing_docs
+)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fleet_core::SandboxPolicy;
+use fleet_core::ipc::{InitializeParams, TaskLimits, TaskRunParams};
+use fleet_sandbox::{Sandbox, WorkerProcess};
+use futures_util::future::join_all;
+
+const WORKERS: usize = 4;
+const CALLS: usize = 10_000;
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let worker = env!("CARGO_BIN_EXE_fleet-bench-echo-worker");
+    let sandboxed = fleet_sandbox::landlock_available().is_ok();
+    if !sandboxed {
+        eprintln!("workers run unconfined: the kernel has no Landlock");
+    }
+    let workers: Vec<Arc<WorkerProcess>> = rt.block_on(async {
+        let mut out = Vec::new();
+        for _ in 0..WORKERS {
+            let command = if sandboxed {
+                let sandbox =
+                    Sandbox::new(env!("CARGO_BIN_EXE_fleet-bench-sandbox-helper"), Vec::new());
+                let mut policy = SandboxPolicy::default();
+                policy.executable.push(worker.into());
+                policy
+                    .readable
+                    .push(std::path::Path::new(worker).parent().unwrap().to_path_buf());
+                sandbox.tokio_command(&policy, worker, [""; 0]).unwrap()
+            } else {
+                tokio::process::Command::new(worker)
+            };
+            let process = WorkerProcess::spawn(command).unwrap();
+            process
+                .initialize(InitializeParams {
+                    spec: serde_json::json!({"name": "echo"}),
+                    workspace: std::env::temp_dir(),
+                    limits: TaskLimits::default(),
+                })
+                .await
+                .unwrap();
+            out.push(Arc::new(process));
+        }
+        out
+    });
+    let mut group = c.benchmark_group("ipc");
+    group.throughput(Throughput::Elements(CALLS as u64));
+    group.sample_size(20);
+    group.bench_function(
+        format!("task_run_round_trips_{WORKERS}_workers_x{CALLS}"),
+        |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let started = Instant::now();
+                        let calls = (0..CALLS).map(|i| {
+                            let worker = workers[i % WORKERS].clone();
+                            tokio::spawn(async move {
+                                worker
+                                    .run_task(TaskRunParams {
+                                        task_id: format!("t{i}"),
+                                        prompt: "ping".into(),
+                                        input: None,
+                                    })
+                                    .await
+                                    .unwrap()
+                            })
+                        });
+                        for done in join_all(calls).await {
+                            assert_eq!(done.unwrap().text, "ping");
+                        }
+                        total += started.elapsed();
+                    }
+                    total
+                })
+            });
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(ipc, benches);
+criterion_main!(ipc);
