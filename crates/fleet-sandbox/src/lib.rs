@@ -23,6 +23,7 @@ mod helper;
 mod landlock;
 mod profile;
 mod seccomp;
+mod supervisor;
 pub mod worker;
 
 use std::ffi::{OsStr, OsString};
@@ -37,6 +38,7 @@ pub use self::client::{WorkerError, WorkerProcess};
 pub use self::helper::{SETUP_FAILED, UNPRIVILEGED_ID, helper_main};
 pub use self::landlock::{Enforcement, landlock_available};
 pub use self::profile::baseline;
+pub use self::supervisor::{Supervisor, SupervisorError, SupervisorEvent, WorkerPlan};
 
 /// Why a sandboxed program cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -491,3 +491,155 @@ mod protocol {
         drive("/usr/bin/node", "worker.js", "node").await;
     }
 }
+
+mod supervisor {
+    //! Pools, reuse, retries after a worker dies, kills and the idle reaper, with the Python
+    //! fixture worker under the sandbox.
+
+    use fleet_core::ipc::{Note, TaskRunParams};
+    use fleet_sandbox::{Supervisor, SupervisorError, SupervisorEvent, WorkerError, WorkerPlan};
+    use serde_json::json;
+
+    use super::*;
+
+    fn task(id: &str, prompt: &str) -> TaskRunParams {
+        TaskRunParams {
+            task_id: id.into(),
+            prompt: prompt.into(),
+            input: None,
+        }
+    }
+
+    fn plan(place: &Place) -> WorkerPlan {
+        let script = place.path("out/worker.py");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py"),
+            &script,
+        )
+        .unwrap();
+        let mut plan = WorkerPlan::new("echo-bot", "/usr/bin/python3", interpreter_policy(place));
+        plan.args = vec![script.into()];
+        plan.spec = json!({"name": "echo-bot"});
+        plan.restart_backoff = Duration::from_millis(10);
+        plan
+    }
+
+    fn drain(
+        events: &mut tokio::sync::broadcast::Receiver<SupervisorEvent>,
+    ) -> Vec<SupervisorEvent> {
+        std::iter::from_fn(|| events.try_recv().ok()).collect()
+    }
+
+    #[tokio::test]
+    async fn workers_are_reused_replaced_after_dying_and_tasks_retried() {
+        let Some(sandbox) = sandbox_or_skip("workers_are_reused…") else {
+            return;
+        };
+        let place = Place::new();
+        let supervisor = Supervisor::new(sandbox);
+        let mut events = supervisor.subscribe();
+        let mut plan = plan(&place);
+        plan.min = 1;
+        supervisor.add(plan).await.unwrap();
+        assert_eq!(supervisor.workers("echo-bot"), 1);
+
+        let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+        let done = supervisor
+            .stream("echo-bot", task("t1", "abc"), Some(tx))
+            .await
+            .unwrap();
+        assert_eq!(done.text, "cba");
+        assert!(matches!(notes.recv().await, Some(Note::Progress(_))));
+        assert!(matches!(notes.recv().await, Some(Note::Usage(_))));
+        assert_eq!(
+            supervisor
+                .call("echo-bot", task("t2", "xy"))
+                .await
+                .unwrap()
+                .text,
+            "yx"
+        );
+        assert_eq!(
+            supervisor.workers("echo-bot"),
+            1,
+            "the idle worker is reused"
+        );
+
+        // The task kills its worker every time: one retry on a fresh worker, then the error.
+        let error = supervisor
+            .call("echo-bot", task("t3", "crash"))
+            .await
+            .unwrap_err();
+        let SupervisorError::Task(WorkerError::Exited {
+            status,
+            stderr_tail,
+        }) = error
+        else {
+            panic!("{error:?}")
+        };
+        assert_eq!(status, "exit status 3");
+        assert!(stderr_tail.contains("giving up on t3"));
+        let seen = drain(&mut events);
+        let died = seen
+            .iter()
+            .filter(
+                |e| matches!(e, SupervisorEvent::WorkerDied { task_id: Some(t), .. } if t == "t3"),
+            )
+            .count();
+        assert_eq!(died, 2, "{seen:?}");
+        assert!(seen.contains(&SupervisorEvent::TaskRetried {
+            agent: "echo-bot".into(),
+            task_id: "t3".into(),
+            attempt: 2
+        }));
+        // A fresh worker takes the next task.
+        assert_eq!(
+            supervisor
+                .call("echo-bot", task("t4", "ok"))
+                .await
+                .unwrap()
+                .text,
+            "ko"
+        );
+        assert!(matches!(
+            supervisor.call("nobody", task("t5", "x")).await,
+            Err(SupervisorError::UnknownAgent(a)) if a == "nobody"
+        ));
+    }
+
+    #[tokio::test]
+    async fn kill_fails_the_task_in_flight_and_idle_workers_are_stopped() {
+        let Some(sandbox) = sandbox_or_skip("kill_fails…") else {
+            return;
+        };
+        let place = Place::new();
+        let supervisor = Supervisor::new(sandbox);
+        let mut plan = plan(&place);
+        plan.task_retries = 0;
+        plan.idle_timeout = Duration::from_millis(200);
+        supervisor.add(plan).await.unwrap();
+        let running = {
+            let supervisor = supervisor.clone();
+            tokio::spawn(async move { supervisor.call("echo-bot", task("t1", "sleep")).await })
+        };
+        while supervisor.workers("echo-bot") == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        supervisor.kill("echo-bot");
+        let killed = tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(&killed, SupervisorError::Task(WorkerError::Exited { status, .. }) if status == "killed by signal 9"),
+            "{killed:?}"
+        );
+        // An idle worker beyond `min` (0) goes after the idle timeout.
+        supervisor.call("echo-bot", task("t2", "ab")).await.unwrap();
+        assert_eq!(supervisor.workers("echo-bot"), 1);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(supervisor.workers("echo-bot"), 0);
+    }
+}

@@ -1,0 +1,408 @@
+//! The supervisor: per specialist agent, a pool of sandboxed worker processes (at least `min`,
+//! at most `max`, idle ones beyond `min` stopped after `idle_timeout`); tasks go to an idle
+//! worker or a new one; a worker that dies mid-task is reported, replaced after a backoff, and
+//! the task retried per the plan.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use fleet_core::SandboxPolicy;
+use fleet_core::ipc::{InitializeParams, Note, TaskLimits, TaskResult, TaskRunParams};
+use serde_json::Value;
+use tokio::sync::{Semaphore, broadcast, mpsc};
+
+use crate::{Sandbox, SandboxError, WorkerError, WorkerProcess};
+
+/// How one agent's workers are started and kept.
+#[derive(Debug, Clone)]
+pub struct WorkerPlan {
+    /// The agent's name.
+    pub agent: String,
+    /// Its spec, sent with `initialize`.
+    pub spec: Value,
+    /// The worker program and its arguments.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// The sandbox it runs in.
+    pub policy: SandboxPolicy,
+    /// Its workspace (one of the policy's writable paths).
+    pub workspace: PathBuf,
+    /// Limits per task, sent with `initialize`.
+    pub limits: TaskLimits,
+    /// Workers kept running even when idle.
+    pub min: usize,
+    /// Most workers at once (and so most tasks at once).
+    pub max: usize,
+    /// How long a worker beyond `min` may stay idle.
+    pub idle_timeout: Duration,
+    /// How many times a task whose worker died is tried again on a fresh worker.
+    pub task_retries: u32,
+    /// The first pause before replacing a worker that died; it doubles with each death in a
+    /// row, up to 5 s.
+    pub restart_backoff: Duration,
+}
+
+impl WorkerPlan {
+    /// A plan with one to four workers, idle ones stopped after a minute, one retry.
+    #[must_use]
+    pub fn new(
+        agent: impl Into<String>,
+        program: impl Into<PathBuf>,
+        policy: SandboxPolicy,
+    ) -> Self {
+        let workspace = policy.writable.first().cloned().unwrap_or_default();
+        Self {
+            agent: agent.into(),
+            spec: Value::Null,
+            program: program.into(),
+            args: Vec::new(),
+            policy,
+            workspace,
+            limits: TaskLimits::default(),
+            min: 0,
+            max: 4,
+            idle_timeout: Duration::from_secs(60),
+            task_retries: 1,
+            restart_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// What the supervisor tells whoever listens.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SupervisorEvent {
+    /// A worker started and answered `initialize`.
+    WorkerStarted {
+        /// Its agent.
+        agent: String,
+    },
+    /// A worker died; `task_id` is the task it was running.
+    WorkerDied {
+        /// Its agent.
+        agent: String,
+        /// The task it was running.
+        task_id: Option<String>,
+        /// How it ended.
+        status: String,
+        /// The end of its log.
+        stderr_tail: String,
+    },
+    /// A task is tried again on a fresh worker.
+    TaskRetried {
+        /// Its agent.
+        agent: String,
+        /// The task.
+        task_id: String,
+        /// The attempt starting now (from 2).
+        attempt: u32,
+    },
+    /// An idle worker was stopped.
+    WorkerStopped {
+        /// Its agent.
+        agent: String,
+    },
+}
+
+/// Why a task could not be run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SupervisorError {
+    /// No such agent.
+    #[error("no agent \"{0}\" is supervised")]
+    UnknownAgent(String),
+    /// Its worker cannot be started.
+    #[error("cannot start a worker for {agent}: {reason}")]
+    Start {
+        /// The agent.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
+    /// The task failed (the worker's answer, or its death after the last retry).
+    #[error(transparent)]
+    Task(#[from] WorkerError),
+}
+
+struct Pooled {
+    process: WorkerProcess,
+    notes: tokio::sync::Mutex<mpsc::UnboundedReceiver<Note>>,
+}
+
+struct Pool {
+    plan: WorkerPlan,
+    slots: Arc<Semaphore>,
+    idle: Mutex<Vec<(Arc<Pooled>, Instant)>>,
+    busy: Mutex<Vec<Arc<Pooled>>>,
+    deaths_in_a_row: AtomicU32,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Keeps the workers of many agents.
+#[derive(Clone)]
+pub struct Supervisor {
+    sandbox: Sandbox,
+    pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
+    events: broadcast::Sender<SupervisorEvent>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("agents", &lock(&self.pools).keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// A supervisor starting workers through `sandbox`.
+    #[must_use]
+    pub fn new(sandbox: Sandbox) -> Self {
+        Self {
+            sandbox,
+            pools: Arc::default(),
+            events: broadcast::channel(1024).0,
+        }
+    }
+
+    /// What happens to workers, as it happens.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<SupervisorEvent> {
+        self.events.subscribe()
+    }
+
+    /// Supervises `plan`'s agent: checks its sandbox, starts its `min` workers and the idle
+    /// reaper.
+    ///
+    /// # Errors
+    /// What stops its workers from starting.
+    pub async fn add(&self, plan: WorkerPlan) -> Result<(), SupervisorError> {
+        self.sandbox
+            .preflight(&plan.policy)
+            .map_err(|e: SandboxError| SupervisorError::Start {
+                agent: plan.agent.clone(),
+                reason: e.to_string(),
+            })?;
+        let pool = Arc::new(Pool {
+            slots: Arc::new(Semaphore::new(plan.max.max(1))),
+            idle: Mutex::new(Vec::new()),
+            busy: Mutex::new(Vec::new()),
+            deaths_in_a_row: AtomicU32::new(0),
+            plan,
+        });
+        for _ in 0..pool.plan.min {
+            let worker = self.start(&pool).await?;
+            lock(&pool.idle).push((worker, Instant::now()));
+        }
+        lock(&self.pools).insert(pool.plan.agent.clone(), pool.clone());
+        let weak = Arc::downgrade(&pool);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let every = (pool_timeout(&weak) / 2).max(Duration::from_millis(10));
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(pool) = weak.upgrade() else { return };
+                reap(&pool, &events);
+            }
+        });
+        Ok(())
+    }
+
+    /// Workers of `agent` alive now (idle and busy).
+    #[must_use]
+    pub fn workers(&self, agent: &str) -> usize {
+        lock(&self.pools)
+            .get(agent)
+            .map_or(0, |p| lock(&p.idle).len() + lock(&p.busy).len())
+    }
+
+    async fn start(&self, pool: &Pool) -> Result<Arc<Pooled>, SupervisorError> {
+        let plan = &pool.plan;
+        let failed = |reason: String| SupervisorError::Start {
+            agent: plan.agent.clone(),
+            reason,
+        };
+        let command = self
+            .sandbox
+            .tokio_command(&plan.policy, &plan.program, &plan.args)
+            .map_err(|e| failed(e.to_string()))?;
+        let process = WorkerProcess::spawn(command).map_err(|e| failed(e.to_string()))?;
+        let notes = process
+            .notifications()
+            .ok_or_else(|| failed("its notifications are taken".into()))?;
+        process
+            .initialize(InitializeParams {
+                spec: plan.spec.clone(),
+                workspace: plan.workspace.clone(),
+                limits: plan.limits,
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let _ = self.events.send(SupervisorEvent::WorkerStarted {
+            agent: plan.agent.clone(),
+        });
+        Ok(Arc::new(Pooled {
+            process,
+            notes: tokio::sync::Mutex::new(notes),
+        }))
+    }
+
+    /// Runs a task on one of `agent`'s workers and waits for its result.
+    ///
+    /// # Errors
+    /// See [`SupervisorError`].
+    pub async fn call(
+        &self,
+        agent: &str,
+        task: TaskRunParams,
+    ) -> Result<TaskResult, SupervisorError> {
+        self.stream(agent, task, None).await
+    }
+
+    /// As [`Supervisor::call`], handing the task's notifications to `notes` as they come.
+    ///
+    /// # Errors
+    /// See [`SupervisorError`].
+    pub async fn stream(
+        &self,
+        agent: &str,
+        task: TaskRunParams,
+        notes: Option<mpsc::UnboundedSender<Note>>,
+    ) -> Result<TaskResult, SupervisorError> {
+        let pool = lock(&self.pools)
+            .get(agent)
+            .cloned()
+            .ok_or_else(|| SupervisorError::UnknownAgent(agent.to_owned()))?;
+        let _slot = pool
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SupervisorError::UnknownAgent(agent.to_owned()))?;
+        let mut attempt = 1;
+        loop {
+            let reused = lock(&pool.idle).pop();
+            let worker = match reused {
+                Some((worker, _)) => worker,
+                None => {
+                    let deaths = pool.deaths_in_a_row.load(Ordering::Relaxed);
+                    if deaths > 0 {
+                        let pause = pool.plan.restart_backoff * 2u32.saturating_pow(deaths - 1);
+                        tokio::time::sleep(pause.min(Duration::from_secs(5))).await;
+                    }
+                    self.start(&pool).await?
+                }
+            };
+            lock(&pool.busy).push(worker.clone());
+            let outcome = run_on(&worker, task.clone(), notes.as_ref()).await;
+            lock(&pool.busy).retain(|w| !Arc::ptr_eq(w, &worker));
+            match outcome {
+                Err(WorkerError::Exited {
+                    status,
+                    stderr_tail,
+                }) => {
+                    pool.deaths_in_a_row.fetch_add(1, Ordering::Relaxed);
+                    let _ = self.events.send(SupervisorEvent::WorkerDied {
+                        agent: agent.to_owned(),
+                        task_id: Some(task.task_id.clone()),
+                        status: status.clone(),
+                        stderr_tail: stderr_tail.clone(),
+                    });
+                    if attempt > pool.plan.task_retries {
+                        return Err(WorkerError::Exited {
+                            status,
+                            stderr_tail,
+                        }
+                        .into());
+                    }
+                    attempt += 1;
+                    let _ = self.events.send(SupervisorEvent::TaskRetried {
+                        agent: agent.to_owned(),
+                        task_id: task.task_id.clone(),
+                        attempt,
+                    });
+                }
+                other => {
+                    pool.deaths_in_a_row.store(0, Ordering::Relaxed);
+                    if worker.process.ended().is_none() {
+                        lock(&pool.idle).push((worker, Instant::now()));
+                    }
+                    return other.map_err(SupervisorError::from);
+                }
+            }
+        }
+    }
+
+    /// Kills every worker of `agent`; tasks running on them fail (and are retried per the
+    /// plan on fresh workers).
+    pub fn kill(&self, agent: &str) {
+        let Some(pool) = lock(&self.pools).get(agent).cloned() else {
+            return;
+        };
+        for (worker, _) in lock(&pool.idle).drain(..) {
+            worker.process.kill();
+        }
+        for worker in lock(&pool.busy).iter() {
+            worker.process.kill();
+        }
+    }
+}
+
+/// Runs one task on `worker`, forwarding its notifications.
+async fn run_on(
+    worker: &Pooled,
+    task: TaskRunParams,
+    notes: Option<&mpsc::UnboundedSender<Note>>,
+) -> Result<TaskResult, WorkerError> {
+    let mut inbox = worker.notes.lock().await;
+    let run = worker.process.run_task(task);
+    tokio::pin!(run);
+    loop {
+        tokio::select! {
+            result = &mut run => {
+                // Notifications sent before the answer are already queued.
+                while let Ok(note) = inbox.try_recv() {
+                    if let Some(notes) = notes { let _ = notes.send(note); }
+                }
+                return result;
+            }
+            Some(note) = inbox.recv() => {
+                if let Some(notes) = notes { let _ = notes.send(note); }
+            }
+        }
+    }
+}
+
+fn pool_timeout(pool: &std::sync::Weak<Pool>) -> Duration {
+    pool.upgrade()
+        .map_or(Duration::from_secs(60), |p| p.plan.idle_timeout)
+}
+
+/// Stops idle workers beyond `min` that have been idle for `idle_timeout`.
+fn reap(pool: &Pool, events: &broadcast::Sender<SupervisorEvent>) {
+    let mut idle = lock(&pool.idle);
+    let busy = lock(&pool.busy).len();
+    let now = Instant::now();
+    let mut keep = Vec::new();
+    for (worker, since) in idle.drain(..) {
+        let alive = worker.process.ended().is_none();
+        let needed = keep.len() + busy < pool.plan.min;
+        if alive && (needed || now.duration_since(since) < pool.plan.idle_timeout) {
+            keep.push((worker, since));
+        } else {
+            worker.process.kill();
+            let _ = events.send(SupervisorEvent::WorkerStopped {
+                agent: pool.plan.agent.clone(),
+            });
+        }
+    }
+    *idle = keep;
+}
