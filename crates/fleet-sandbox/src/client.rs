@@ -152,6 +152,19 @@ impl WorkerProcess {
         }
     }
 
+    /// Sends `call` without waiting for its answer (which is read and dropped).
+    ///
+    /// # Errors
+    /// The worker's input is closed.
+    pub fn send(&self, call: Call) -> Result<(), WorkerError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, _) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        self.outbox
+            .send(Message::request(RequestId::Number(id), call).to_line())
+            .map_err(|_| WorkerError::Io("the worker's input is closed".into()))
+    }
+
     async fn exit_error(&self) -> Option<WorkerError> {
         let mut ended = self.ended.clone();
         let (status, stderr_tail) = ended.wait_for(Option::is_some).await.ok()?.clone()?;

@@ -38,7 +38,9 @@ pub use self::client::{WorkerError, WorkerProcess};
 pub use self::helper::{SETUP_FAILED, UNPRIVILEGED_ID, helper_main};
 pub use self::landlock::{Enforcement, landlock_available};
 pub use self::profile::baseline;
-pub use self::supervisor::{Supervisor, SupervisorError, SupervisorEvent, WorkerPlan};
+pub use self::supervisor::{
+    DEFAULT_COST_BUDGET, OverBudget, Supervisor, SupervisorError, SupervisorEvent, WorkerPlan,
+};
 
 /// Why a sandboxed program cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -10,8 +10,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use fleet_core::SandboxPolicy;
-use fleet_core::ipc::{InitializeParams, Note, TaskLimits, TaskResult, TaskRunParams};
+use fleet_core::budget::{Amount, BudgetId, BudgetLimits, BudgetStatus, Budgets};
+use fleet_core::ipc::{
+    Call, InitializeParams, Note, TaskLimits, TaskRef, TaskResult, TaskRunParams, UsageReport,
+};
+use fleet_core::{PriceTable, SandboxPolicy, Usd};
 use serde_json::Value;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
@@ -45,9 +48,48 @@ pub struct WorkerPlan {
     /// The first pause before replacing a worker that died; it doubles with each death in a
     /// row, up to 5 s.
     pub restart_backoff: Duration,
+    /// Most dollars the agent may spend in all (its spec's `cost_budget`, else
+    /// [`DEFAULT_COST_BUDGET`]); it is paused when it reaches this.
+    pub cost_budget: Usd,
+    /// What happens to the task running when the agent goes over budget.
+    pub over_budget: OverBudget,
+}
+
+/// The budget of an agent whose spec sets none: low, never unlimited.
+pub const DEFAULT_COST_BUDGET: Usd = Usd::from_nanos(1_000_000_000);
+
+/// What happens to the task that takes an agent over its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverBudget {
+    /// It may finish; no new task starts.
+    #[default]
+    FinishTask,
+    /// It is cancelled at once.
+    CancelTask,
 }
 
 impl WorkerPlan {
+    /// The plan of an agent spec: its name, spec, limits and `cost_budget` (or the default),
+    /// with one to four workers of `program`.
+    #[must_use]
+    pub fn for_spec(
+        spec: &fleet_core::spec::AgentSpec,
+        program: impl Into<PathBuf>,
+        policy: SandboxPolicy,
+    ) -> Self {
+        let mut plan = Self::new(spec.name.clone(), program, policy);
+        plan.spec = serde_json::to_value(spec).unwrap_or(Value::Null);
+        plan.cost_budget = spec.cost_budget.unwrap_or(DEFAULT_COST_BUDGET);
+        plan.limits = TaskLimits {
+            max_tokens: spec.max_tokens,
+            max_tool_calls: spec.max_tool_calls,
+            timeout_ms: spec
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        };
+        plan
+    }
+
     /// A plan with one to four workers, idle ones stopped after a minute, one retry.
     #[must_use]
     pub fn new(
@@ -69,6 +111,8 @@ impl WorkerPlan {
             idle_timeout: Duration::from_secs(60),
             task_retries: 1,
             restart_backoff: Duration::from_millis(100),
+            cost_budget: DEFAULT_COST_BUDGET,
+            over_budget: OverBudget::FinishTask,
         }
     }
 }
@@ -107,6 +151,21 @@ pub enum SupervisorEvent {
         /// Its agent.
         agent: String,
     },
+    /// The agent went over its budget (or the run's): no new task starts until it is resumed.
+    AgentPaused {
+        /// The agent.
+        agent: String,
+        /// Which budgets are used up, and what the agent has spent.
+        reason: String,
+    },
+    /// A worker reported tokens of a model with no price: they are counted, but no dollars
+    /// are charged for them. Add the model to the price table.
+    UnpricedUsage {
+        /// The agent.
+        agent: String,
+        /// The model.
+        model: String,
+    },
 }
 
 /// Why a task could not be run.
@@ -127,6 +186,14 @@ pub enum SupervisorError {
     /// The task failed (the worker's answer, or its death after the last retry).
     #[error(transparent)]
     Task(#[from] WorkerError),
+    /// The agent is paused.
+    #[error("agent {agent} is paused: {reason}")]
+    Paused {
+        /// The agent.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 struct Pooled {
@@ -140,6 +207,8 @@ struct Pool {
     idle: Mutex<Vec<(Arc<Pooled>, Instant)>>,
     busy: Mutex<Vec<Arc<Pooled>>>,
     deaths_in_a_row: AtomicU32,
+    budget: BudgetId,
+    paused: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -152,6 +221,9 @@ pub struct Supervisor {
     sandbox: Sandbox,
     pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
     events: broadcast::Sender<SupervisorEvent>,
+    budgets: Budgets,
+    run_budget: Option<BudgetId>,
+    prices: Arc<PriceTable>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -163,14 +235,51 @@ impl std::fmt::Debug for Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor starting workers through `sandbox`.
+    /// A supervisor starting workers through `sandbox`, pricing usage with `prices`. Each
+    /// agent's budget is its own until [`Supervisor::charging`] puts it under a run's.
     #[must_use]
-    pub fn new(sandbox: Sandbox) -> Self {
+    pub fn new(sandbox: Sandbox, prices: Arc<PriceTable>) -> Self {
         Self {
             sandbox,
             pools: Arc::default(),
             events: broadcast::channel(1024).0,
+            budgets: Budgets::new(),
+            run_budget: None,
+            prices,
         }
+    }
+
+    /// Agents added from now on are charged in `budgets`, under `run` (whose caps then pause
+    /// every agent).
+    #[must_use]
+    pub fn charging(mut self, budgets: Budgets, run: Option<BudgetId>) -> Self {
+        self.budgets = budgets;
+        self.run_budget = run;
+        self
+    }
+
+    /// What `agent` has spent, against its budget.
+    #[must_use]
+    pub fn spent(&self, agent: &str) -> Option<BudgetStatus> {
+        let budget = lock(&self.pools).get(agent)?.budget;
+        self.budgets.status(budget)
+    }
+
+    /// Lets a paused agent take tasks again, with a new budget if given.
+    pub fn resume(&self, agent: &str, cost_budget: Option<Usd>) {
+        let Some(pool) = lock(&self.pools).get(agent).cloned() else {
+            return;
+        };
+        if let Some(usd) = cost_budget {
+            let _ = self.budgets.set_limits(
+                pool.budget,
+                BudgetLimits {
+                    output_tokens: None,
+                    usd: Some(usd),
+                },
+            );
+        }
+        *lock(&pool.paused) = None;
     }
 
     /// What happens to workers, as it happens.
@@ -191,11 +300,21 @@ impl Supervisor {
                 agent: plan.agent.clone(),
                 reason: e.to_string(),
             })?;
+        let budget = self.budgets.add(
+            format!("agent {}", plan.agent),
+            self.run_budget,
+            BudgetLimits {
+                output_tokens: None,
+                usd: Some(plan.cost_budget),
+            },
+        );
         let pool = Arc::new(Pool {
             slots: Arc::new(Semaphore::new(plan.max.max(1))),
             idle: Mutex::new(Vec::new()),
             busy: Mutex::new(Vec::new()),
             deaths_in_a_row: AtomicU32::new(0),
+            budget,
+            paused: Mutex::new(None),
             plan,
         });
         for _ in 0..pool.plan.min {
@@ -281,6 +400,12 @@ impl Supervisor {
             .get(agent)
             .cloned()
             .ok_or_else(|| SupervisorError::UnknownAgent(agent.to_owned()))?;
+        if let Some(reason) = lock(&pool.paused).clone() {
+            return Err(SupervisorError::Paused {
+                agent: agent.to_owned(),
+                reason,
+            });
+        }
         let _slot = pool
             .slots
             .clone()
@@ -302,7 +427,9 @@ impl Supervisor {
                 }
             };
             lock(&pool.busy).push(worker.clone());
-            let outcome = run_on(&worker, task.clone(), notes.as_ref()).await;
+            let outcome = self
+                .run_on(&pool, &worker, task.clone(), notes.as_ref())
+                .await;
             lock(&pool.busy).retain(|w| !Arc::ptr_eq(w, &worker));
             match outcome {
                 Err(WorkerError::Exited {
@@ -341,6 +468,92 @@ impl Supervisor {
         }
     }
 
+    /// Runs one task on `worker`, forwarding its notifications and charging its usage.
+    async fn run_on(
+        &self,
+        pool: &Pool,
+        worker: &Pooled,
+        task: TaskRunParams,
+        notes: Option<&mpsc::UnboundedSender<Note>>,
+    ) -> Result<TaskResult, WorkerError> {
+        let task_id = task.task_id.clone();
+        let mut inbox = worker.notes.lock().await;
+        let run = worker.process.run_task(task);
+        tokio::pin!(run);
+        let handle = |note: Note| {
+            if let Note::Usage(usage) = &note
+                && self.charge(pool, usage)
+                && pool.plan.over_budget == OverBudget::CancelTask
+            {
+                let cancel = Call::TaskCancel(TaskRef {
+                    task_id: task_id.clone(),
+                });
+                // The answer does not matter: the task's own answer says how it ended.
+                let _ = worker.process.send(cancel);
+            }
+            if let Some(notes) = notes {
+                let _ = notes.send(note);
+            }
+        };
+        loop {
+            tokio::select! {
+                result = &mut run => {
+                    // Notifications sent before the answer are already queued.
+                    while let Ok(note) = inbox.try_recv() {
+                        handle(note);
+                    }
+                    return result;
+                }
+                Some(note) = inbox.recv() => handle(note),
+            }
+        }
+    }
+
+    /// Prices and charges reported usage; pauses the agent when a budget is used up. Returns
+    /// whether this report paused it.
+    fn charge(&self, pool: &Pool, report: &UsageReport) -> bool {
+        let agent = &pool.plan.agent;
+        let usd = match self.prices.cost(&report.model, &report.usage) {
+            Some(usd) => usd,
+            None => {
+                let _ = self.events.send(SupervisorEvent::UnpricedUsage {
+                    agent: agent.clone(),
+                    model: report.model.clone(),
+                });
+                Usd::ZERO
+            }
+        };
+        let amount = Amount {
+            output_tokens: report.usage.output,
+            usd,
+        };
+        let Ok(exhausted) = self.budgets.charge(&[pool.budget], amount) else {
+            return false;
+        };
+        if exhausted.is_empty() {
+            return false;
+        }
+        let mut paused = lock(&pool.paused);
+        if paused.is_some() {
+            return false;
+        }
+        let spent = self
+            .budgets
+            .status(pool.budget)
+            .map_or(Usd::ZERO, |s| s.spent.usd);
+        let reason = format!(
+            "{} used up ({agent} has spent {spent} of {})",
+            exhausted.join(", "),
+            pool.plan.cost_budget
+        );
+        *paused = Some(reason.clone());
+        let _ = self.events.send(SupervisorEvent::AgentPaused {
+            agent: agent.clone(),
+            reason,
+        });
+        true
+    }
+
     /// Kills every worker of `agent`; tasks running on them fail (and are retried per the
     /// plan on fresh workers).
     pub fn kill(&self, agent: &str) {
@@ -352,31 +565,6 @@ impl Supervisor {
         }
         for worker in lock(&pool.busy).iter() {
             worker.process.kill();
-        }
-    }
-}
-
-/// Runs one task on `worker`, forwarding its notifications.
-async fn run_on(
-    worker: &Pooled,
-    task: TaskRunParams,
-    notes: Option<&mpsc::UnboundedSender<Note>>,
-) -> Result<TaskResult, WorkerError> {
-    let mut inbox = worker.notes.lock().await;
-    let run = worker.process.run_task(task);
-    tokio::pin!(run);
-    loop {
-        tokio::select! {
-            result = &mut run => {
-                // Notifications sent before the answer are already queued.
-                while let Ok(note) = inbox.try_recv() {
-                    if let Some(notes) = notes { let _ = notes.send(note); }
-                }
-                return result;
-            }
-            Some(note) = inbox.recv() => {
-                if let Some(notes) = notes { let _ = notes.send(note); }
-            }
         }
     }
 }

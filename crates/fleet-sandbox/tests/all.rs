@@ -496,6 +496,9 @@ mod supervisor {
     //! Pools, reuse, retries after a worker dies, kills and the idle reaper, with the Python
     //! fixture worker under the sandbox.
 
+    use std::sync::Arc;
+
+    use fleet_core::PriceTable;
     use fleet_core::ipc::{Note, TaskRunParams};
     use fleet_sandbox::{Supervisor, SupervisorError, SupervisorEvent, WorkerError, WorkerPlan};
     use serde_json::json;
@@ -536,7 +539,7 @@ mod supervisor {
             return;
         };
         let place = Place::new();
-        let supervisor = Supervisor::new(sandbox);
+        let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()));
         let mut events = supervisor.subscribe();
         let mut plan = plan(&place);
         plan.min = 1;
@@ -613,7 +616,7 @@ mod supervisor {
             return;
         };
         let place = Place::new();
-        let supervisor = Supervisor::new(sandbox);
+        let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()));
         let mut plan = plan(&place);
         plan.task_retries = 0;
         plan.idle_timeout = Duration::from_millis(200);
@@ -641,5 +644,132 @@ mod supervisor {
         assert_eq!(supervisor.workers("echo-bot"), 1);
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(supervisor.workers("echo-bot"), 0);
+    }
+}
+
+mod budgets {
+    //! Usage reported by workers is priced and charged; an agent over budget is paused.
+
+    use std::sync::Arc;
+
+    use fleet_core::budget::{BudgetLimits, Budgets};
+    use fleet_core::ipc::{TaskRunParams, codes};
+    use fleet_core::spec::AgentSpec;
+    use fleet_core::{PriceTable, Usd};
+    use fleet_sandbox::{
+        DEFAULT_COST_BUDGET, OverBudget, Supervisor, SupervisorError, SupervisorEvent, WorkerError,
+        WorkerPlan,
+    };
+
+    use super::*;
+
+    fn task(id: &str, prompt: &str) -> TaskRunParams {
+        TaskRunParams {
+            task_id: id.into(),
+            prompt: prompt.into(),
+            input: None,
+        }
+    }
+
+    fn plan(place: &Place, cost_budget: Option<&str>) -> WorkerPlan {
+        let script = place.path("out/worker.py");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py"),
+            &script,
+        )
+        .unwrap();
+        let budget = cost_budget.map_or(String::new(), |b| format!("cost_budget: {b}\n"));
+        let yaml = format!("name: echo-bot\nrole: echoes\nmodel: claude-haiku-4-5\n{budget}");
+        let spec: AgentSpec =
+            fleet_core::spec::AgentSpec::from_yaml(Path::new("echo-bot.yaml"), &yaml).unwrap();
+        let mut plan = WorkerPlan::for_spec(&spec, "/usr/bin/python3", interpreter_policy(place));
+        plan.args = vec![script.into()];
+        plan
+    }
+
+    #[tokio::test]
+    async fn an_agent_over_its_budget_is_paused_and_says_so() {
+        let Some(sandbox) = sandbox_or_skip("an_agent_over_its_budget…") else {
+            return;
+        };
+        let place = Place::new();
+        let supervisor = Supervisor::new(sandbox.clone(), Arc::new(PriceTable::builtin().unwrap()));
+        let mut events = supervisor.subscribe();
+        // Each task reports 100 input and 20 output tokens of claude-haiku-4-5: $0.0002.
+        supervisor.add(plan(&place, Some("0.0003"))).await.unwrap();
+        supervisor.call("echo-bot", task("t1", "a")).await.unwrap();
+        assert_eq!(
+            supervisor.spent("echo-bot").unwrap().spent.usd,
+            Usd::from_dollars(0.0002).unwrap()
+        );
+        // The second task takes it over: it finishes (the default policy), then nothing starts.
+        supervisor.call("echo-bot", task("t2", "b")).await.unwrap();
+        let refused = supervisor
+            .call("echo-bot", task("t3", "c"))
+            .await
+            .unwrap_err();
+        let reason = "agent echo-bot used up (echo-bot has spent $0.000400 of $0.000300)";
+        assert_eq!(
+            refused,
+            SupervisorError::Paused {
+                agent: "echo-bot".into(),
+                reason: reason.into()
+            }
+        );
+        let paused: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+            .filter(|e| matches!(e, SupervisorEvent::AgentPaused { .. }))
+            .collect();
+        assert_eq!(
+            paused,
+            [SupervisorEvent::AgentPaused {
+                agent: "echo-bot".into(),
+                reason: reason.into()
+            }]
+        );
+        // The user raises the budget: it runs again.
+        supervisor.resume("echo-bot", Some(Usd::from_dollars(1.0).unwrap()));
+        assert_eq!(
+            supervisor
+                .call("echo-bot", task("t4", "d"))
+                .await
+                .unwrap()
+                .text,
+            "d"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_cost_budget_the_default_applies_and_cancel_policy_stops_the_task() {
+        let Some(sandbox) = sandbox_or_skip("without_a_cost_budget…") else {
+            return;
+        };
+        let place = Place::new();
+        let budgets = Budgets::new();
+        let run = budgets.add("run", None, BudgetLimits::default());
+        let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()))
+            .charging(budgets.clone(), Some(run));
+        let mut plan = plan(&place, None);
+        assert_eq!(plan.cost_budget, DEFAULT_COST_BUDGET);
+        plan.over_budget = OverBudget::CancelTask;
+        supervisor.add(plan).await.unwrap();
+        // A million output tokens of claude-haiku-4-5 is $5: over the $1 default at once, so
+        // the running task is cancelled.
+        let stopped = supervisor
+            .call("echo-bot", task("t1", "spend"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&stopped, SupervisorError::Task(WorkerError::Rpc(e)) if e.code == codes::TASK_CANCELLED),
+            "{stopped:?}"
+        );
+        assert!(matches!(
+            supervisor.call("echo-bot", task("t2", "x")).await,
+            Err(SupervisorError::Paused { .. })
+        ));
+        // The run's budget was charged too.
+        assert_eq!(
+            budgets.status(run).unwrap().spent.usd,
+            Usd::from_dollars(5.0).unwrap()
+        );
     }
 }
