@@ -168,6 +168,10 @@ pub enum AgentError {
     /// Recording failed.
     #[error(transparent)]
     Record(#[from] CommandError),
+    /// The process running the agent failed: it died (after the retries its supervisor
+    /// allows) or could not start. Says how it ended.
+    #[error("the agent's worker failed: {0}")]
+    Worker(String),
 }
 
 impl AgentError {
@@ -182,7 +186,8 @@ impl AgentError {
             | Self::InvalidOutput { .. }
             | Self::TooManyToolCalls(_)
             | Self::NoAnswer(_)
-            | Self::Config(_) => false,
+            | Self::Config(_)
+            | Self::Worker(_) => false,
         }
     }
 }

@@ -22,6 +22,7 @@ mod client;
 mod helper;
 mod landlock;
 mod profile;
+mod runner;
 mod seccomp;
 mod supervisor;
 pub mod worker;
@@ -38,6 +39,7 @@ pub use self::client::{WorkerError, WorkerProcess};
 pub use self::helper::{SETUP_FAILED, UNPRIVILEGED_ID, helper_main};
 pub use self::landlock::{Enforcement, landlock_available};
 pub use self::profile::baseline;
+pub use self::runner::SpecialistRunner;
 pub use self::supervisor::{
     DEFAULT_COST_BUDGET, OverBudget, Supervisor, SupervisorError, SupervisorEvent, WorkerPlan,
 };

@@ -773,3 +773,95 @@ mod budgets {
         );
     }
 }
+
+mod runner {
+    //! Agent calls sent to a specialist's sandboxed workers, recorded as work units.
+
+    use std::sync::Arc;
+
+    use fleet_core::PriceTable;
+    use fleet_core::agent::{AgentCall, AgentError, AgentRunner, CallContext};
+    use fleet_core::command::WorkUnitDraft;
+    use fleet_core::journal::{Journal, SharedStore};
+    use fleet_core::spec::AgentSpec;
+    use fleet_core::store::memory::MemoryStore;
+    use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
+    use fleet_sandbox::{SpecialistRunner, Supervisor, WorkerPlan};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn calls_run_on_the_specialist_and_its_unit_records_usage_and_death() {
+        let Some(sandbox) = sandbox_or_skip("calls_run_on_the_specialist…") else {
+            return;
+        };
+        let place = Place::new();
+        let script = place.path("out/worker.py");
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py"),
+            &script,
+        )
+        .unwrap();
+        let spec = Arc::new(
+            AgentSpec::from_yaml(
+                Path::new("echo-bot.yaml"),
+                "name: echo-bot\nrole: echoes\nmodel: claude-haiku-4-5\n",
+            )
+            .unwrap(),
+        );
+        let mut plan = WorkerPlan::for_spec(&spec, "/usr/bin/python3", interpreter_policy(&place));
+        plan.args = vec![script.into()];
+        plan.task_retries = 0;
+        let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()));
+        supervisor.add(plan).await.unwrap();
+        let runner = SpecialistRunner::new(supervisor);
+
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let journal = Journal::create(store, None).await.unwrap();
+        let (_, root) = journal
+            .start_turn(None, WorkUnitDraft::new(WorkUnitKind::Workflow))
+            .await
+            .unwrap();
+        let call = |prompt: &str| AgentCall {
+            agent: Some(spec.clone()),
+            ..AgentCall::new(prompt)
+        };
+        let outcome = runner
+            .run(call("stressed"), CallContext::new(journal.clone(), root))
+            .await
+            .unwrap();
+        assert_eq!(outcome.text, "desserts");
+        assert_eq!((outcome.usage.input, outcome.usage.output), (100, 20));
+        let (state, usage, agent) = journal
+            .read(|t| {
+                let u = t.work_unit(outcome.work_unit_id).unwrap();
+                (u.state, u.usage, u.agent.clone())
+            })
+            .await;
+        assert_eq!(state, WorkUnitState::Completed);
+        assert_eq!((usage.input, usage.output), (100, 20));
+        assert_eq!(agent.as_deref(), Some("echo-bot"));
+        assert!(outcome.cost.usd > fleet_core::Usd::ZERO);
+
+        let died = runner
+            .run(call("crash"), CallContext::new(journal.clone(), root))
+            .await
+            .unwrap_err();
+        let AgentError::Worker(reason) = &died else {
+            panic!("{died:?}")
+        };
+        assert!(reason.contains("exit status 3"), "{reason}");
+        let failed = journal
+            .read(|t| {
+                t.children(root)
+                    .find(|u| u.state == WorkUnitState::Failed)
+                    .and_then(|u| u.error.clone())
+            })
+            .await
+            .unwrap();
+        assert!(
+            failed.contains("exit status 3") && failed.contains("giving up"),
+            "{failed}"
+        );
+    }
+}

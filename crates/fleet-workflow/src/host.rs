@@ -812,7 +812,10 @@ impl CallSite {
                     tokio::time::sleep(pause).await;
                     continue;
                 }
-                Err(AgentError::Provider(e)) => Ending::Null(e.to_string()),
+                // Like a terminal provider error: the agent died after its retries.
+                Err(e @ (AgentError::Provider(_) | AgentError::Worker(_))) => {
+                    Ending::Null(e.to_string())
+                }
                 Err(AgentError::Cancelled) if !host.cancel.is_cancelled() => {
                     Ending::Null("skipped".into())
                 }

@@ -1,0 +1,130 @@
+//! [`SpecialistRunner`]: the [`AgentRunner`] that sends agent calls to the named specialist's
+//! sandboxed workers, so that a workflow's `agent(…, {agentType: 'patch-bot'})` runs there.
+//! The call's work unit follows the task: running, its usage (priced) and log lines as they
+//! are reported, then completed or failed with the reason (a dead worker's exit status).
+
+use fleet_core::activity::{ActivityKind, LogLevel};
+use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
+use fleet_core::budget::BudgetError;
+use fleet_core::command::WorkUnitDraft;
+use fleet_core::ipc::{Note, TaskRunParams};
+use fleet_core::money::Cost;
+use fleet_core::usage::TokenUsage;
+use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
+use tokio::sync::mpsc;
+
+use crate::{Supervisor, SupervisorError, WorkerError};
+
+/// Runs agent calls on the supervisor's specialists (the call's `agent` names which).
+#[derive(Debug, Clone)]
+pub struct SpecialistRunner {
+    supervisor: Supervisor,
+}
+
+impl SpecialistRunner {
+    /// Calls go to `supervisor`'s agents.
+    #[must_use]
+    pub fn new(supervisor: Supervisor) -> Self {
+        Self { supervisor }
+    }
+}
+
+impl AgentRunner for SpecialistRunner {
+    async fn run(&self, call: AgentCall, ctx: CallContext) -> Result<AgentOutcome, AgentError> {
+        let Some(spec) = call.agent.clone() else {
+            return Err(AgentError::Config(
+                "a specialist call names its agent (agentType)".into(),
+            ));
+        };
+        let unit = match ctx.work_unit {
+            Some(unit) => unit,
+            None => {
+                let mut draft = WorkUnitDraft::new(WorkUnitKind::DelegatedAgent);
+                draft.label = Some(call.display_label());
+                draft.agent = Some(spec.name.clone());
+                draft.model = Some(spec.model.clone());
+                ctx.journal.start_work_unit(ctx.parent, draft).await?
+            }
+        };
+        ctx.journal
+            .set_state(unit, WorkUnitState::Running, None)
+            .await?;
+        let (tx, mut notes) = mpsc::unbounded_channel();
+        let task = TaskRunParams {
+            task_id: unit.to_string(),
+            prompt: call.prompt.clone(),
+            input: call
+                .schema
+                .clone()
+                .map(|schema| serde_json::json!({ "schema": schema })),
+        };
+        let supervisor = self.supervisor.clone();
+        let agent = spec.name.clone();
+        let mut running =
+            tokio::spawn(async move { supervisor.stream(&agent, task, Some(tx)).await });
+        let mut usage = TokenUsage::default();
+        let mut cost = Cost::default();
+        let outcome = loop {
+            tokio::select! {
+                done = &mut running => {
+                    break done.unwrap_or_else(|e| Err(SupervisorError::Task(WorkerError::Io(e.to_string()))));
+                }
+                () = ctx.cancel.cancelled() => {
+                    running.abort();
+                    ctx.journal.set_state(unit, WorkUnitState::Cancelled, None).await?;
+                    return Err(AgentError::Cancelled);
+                }
+                Some(note) = notes.recv() => match note {
+                    Note::Usage(report) => {
+                        let priced = ctx.journal.usage(unit, &report.model, report.usage, None).await?;
+                        usage += report.usage;
+                        if let Some(usd) = priced {
+                            cost.usd += usd;
+                        }
+                    }
+                    Note::Log(line) => {
+                        ctx.journal.activity(unit, ActivityKind::Log { level: line.level, message: line.message }).await?;
+                    }
+                    Note::Progress(p) => {
+                        ctx.journal.activity(unit, ActivityKind::Log { level: LogLevel::Debug, message: p.message }).await?;
+                    }
+                },
+            }
+        };
+        let journal = ctx.journal.clone();
+        let failed = |reason: String| async move {
+            journal
+                .set_state(unit, WorkUnitState::Failed, Some(reason))
+                .await
+        };
+        match outcome {
+            Ok(result) => {
+                ctx.journal
+                    .set_state(unit, WorkUnitState::Completed, None)
+                    .await?;
+                Ok(AgentOutcome {
+                    work_unit_id: unit,
+                    text: result.text,
+                    output: result.output,
+                    model: spec.model.clone(),
+                    usage,
+                    cost,
+                    model_requests: 0,
+                    tool_calls: 0,
+                })
+            }
+            Err(SupervisorError::Paused { agent, reason }) => {
+                failed(format!("agent {agent} is paused: {reason}")).await?;
+                Err(AgentError::Budget(BudgetError::Exceeded {
+                    budget: format!("agent {agent}"),
+                    what: reason,
+                }))
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                failed(reason.clone()).await?;
+                Err(AgentError::Worker(reason))
+            }
+        }
+    }
+}
