@@ -7,6 +7,7 @@ use fleet_core::activity::{ActivityKind, LogLevel};
 use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
 use fleet_core::budget::BudgetError;
 use fleet_core::command::WorkUnitDraft;
+use fleet_core::id::WorkUnitId;
 use fleet_core::ipc::{Note, TaskRunParams};
 use fleet_core::money::Cost;
 use fleet_core::usage::TokenUsage;
@@ -65,31 +66,26 @@ impl AgentRunner for SpecialistRunner {
         let mut usage = TokenUsage::default();
         let mut cost = Cost::default();
         let outcome = loop {
-            tokio::select! {
+            let note = tokio::select! {
+                // Notes first: those sent before the answer are recorded before it.
+                biased;
+                Some(note) = notes.recv() => note,
                 done = &mut running => {
-                    break done.unwrap_or_else(|e| Err(SupervisorError::Task(WorkerError::Io(e.to_string()))));
+                    let done = done.unwrap_or_else(|e| {
+                        Err(SupervisorError::Task(WorkerError::Io(e.to_string())))
+                    });
+                    while let Ok(note) = notes.try_recv() {
+                        record(&ctx, unit, note, &mut usage, &mut cost).await?;
+                    }
+                    break done;
                 }
                 () = ctx.cancel.cancelled() => {
                     running.abort();
                     ctx.journal.set_state(unit, WorkUnitState::Cancelled, None).await?;
                     return Err(AgentError::Cancelled);
                 }
-                Some(note) = notes.recv() => match note {
-                    Note::Usage(report) => {
-                        let priced = ctx.journal.usage(unit, &report.model, report.usage, None).await?;
-                        usage += report.usage;
-                        if let Some(usd) = priced {
-                            cost.usd += usd;
-                        }
-                    }
-                    Note::Log(line) => {
-                        ctx.journal.activity(unit, ActivityKind::Log { level: line.level, message: line.message }).await?;
-                    }
-                    Note::Progress(p) => {
-                        ctx.journal.activity(unit, ActivityKind::Log { level: LogLevel::Debug, message: p.message }).await?;
-                    }
-                },
-            }
+            };
+            record(&ctx, unit, note, &mut usage, &mut cost).await?;
         };
         let journal = ctx.journal.clone();
         let failed = |reason: String| async move {
@@ -127,4 +123,41 @@ impl AgentRunner for SpecialistRunner {
             }
         }
     }
+}
+
+/// Records one of the task's notifications on its unit.
+async fn record(
+    ctx: &CallContext,
+    unit: WorkUnitId,
+    note: Note,
+    usage: &mut TokenUsage,
+    cost: &mut Cost,
+) -> Result<(), AgentError> {
+    match note {
+        Note::Usage(report) => {
+            let priced = ctx
+                .journal
+                .usage(unit, &report.model, report.usage, None)
+                .await?;
+            *usage += report.usage;
+            if let Some(usd) = priced {
+                cost.usd += usd;
+            }
+        }
+        Note::Log(line) => {
+            let kind = ActivityKind::Log {
+                level: line.level,
+                message: line.message,
+            };
+            ctx.journal.activity(unit, kind).await?;
+        }
+        Note::Progress(progress) => {
+            let kind = ActivityKind::Log {
+                level: LogLevel::Debug,
+                message: progress.message,
+            };
+            ctx.journal.activity(unit, kind).await?;
+        }
+    }
+    Ok(())
 }
