@@ -26,6 +26,7 @@ mod runner;
 mod seccomp;
 mod supervisor;
 pub mod worker;
+mod workspace;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
@@ -43,6 +44,7 @@ pub use self::runner::SpecialistRunner;
 pub use self::supervisor::{
     DEFAULT_COST_BUDGET, OverBudget, Supervisor, SupervisorError, SupervisorEvent, WorkerPlan,
 };
+pub use self::workspace::{CommitQueue, CommitRequest, WorkspaceLock};
 
 /// Why a sandboxed program cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
