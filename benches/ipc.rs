@@ -3,7 +3,10 @@
 //! Four echo workers (`benches/echo_worker.rs`, built on `fleet_sandbox::worker::serve`), each
 //! started through the sandbox helper when the kernel has Landlock; 10,000 small `task/run`
 //! calls in flight across them at once. Target on the 2-core reference machine: ≥ 50,000
-//! calls/s. Run: `cargo bench -p fleet-benches --bench ipc`.
+//! calls/s. Then one call at a time straight to a worker and through the `Supervisor` (the
+//! difference is the supervisor's overhead per task), and 10,000 calls through a pool of four
+//! workers (one task per worker at a time).
+//! Run: `cargo bench -p fleet-benches --bench ipc`.
 
 #![allow(
     clippy::unwrap_used,
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fleet_core::SandboxPolicy;
 use fleet_core::ipc::{InitializeParams, TaskLimits, TaskRunParams};
-use fleet_sandbox::{Sandbox, WorkerProcess};
+use fleet_sandbox::{Sandbox, Supervisor, WorkerPlan, WorkerProcess};
 use futures_util::future::join_all;
 
 const WORKERS: usize = 4;
@@ -97,6 +100,88 @@ fn benches(c: &mut Criterion) {
             });
         },
     );
+    group.finish();
+
+    // The same calls through the supervisor: a pool of four workers of one agent, each call
+    // taking a free worker, forwarding its notifications and charging its usage.
+    let supervisor = rt.block_on(async {
+        let sandbox = Sandbox::new(env!("CARGO_BIN_EXE_fleet-bench-sandbox-helper"), Vec::new());
+        let mut policy = SandboxPolicy::default();
+        policy.executable.push(worker.into());
+        policy
+            .readable
+            .push(std::path::Path::new(worker).parent().unwrap().to_path_buf());
+        if !sandboxed {
+            policy.landlock = fleet_core::spec::LandlockMode::Off;
+        }
+        let supervisor = Supervisor::new(
+            sandbox,
+            Arc::new(fleet_core::PriceTable::builtin().unwrap()),
+        );
+        let mut plan = WorkerPlan::new("echo", worker, policy);
+        plan.spec = serde_json::json!({"name": "echo"});
+        plan.min = WORKERS;
+        plan.max = WORKERS;
+        supervisor.add(plan).await.unwrap();
+        supervisor
+    });
+    // Overhead per task: one call at a time, straight to a worker and through the supervisor.
+    let mut group = c.benchmark_group("supervisor/overhead_per_task");
+    let ping = |i: usize| TaskRunParams {
+        task_id: format!("t{i}"),
+        prompt: "ping".into(),
+        input: None,
+    };
+    group.bench_function("direct_to_a_worker", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i += 1;
+            rt.block_on(workers[0].run_task(ping(i))).unwrap()
+        });
+    });
+    group.bench_function("through_the_supervisor", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i += 1;
+            rt.block_on(supervisor.call("echo", ping(i))).unwrap()
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("supervisor");
+    group.throughput(Throughput::Elements(CALLS as u64));
+    group.sample_size(20);
+    group.bench_function(format!("call_{WORKERS}_pooled_workers_x{CALLS}"), |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let started = Instant::now();
+                    let calls = (0..CALLS).map(|i| {
+                        let supervisor = supervisor.clone();
+                        tokio::spawn(async move {
+                            supervisor
+                                .call(
+                                    "echo",
+                                    TaskRunParams {
+                                        task_id: format!("t{i}"),
+                                        prompt: "ping".into(),
+                                        input: None,
+                                    },
+                                )
+                                .await
+                                .unwrap()
+                        })
+                    });
+                    for done in join_all(calls).await {
+                        assert_eq!(done.unwrap().text, "ping");
+                    }
+                    total += started.elapsed();
+                }
+                total
+            })
+        });
+    });
     group.finish();
 }
 
