@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use fleet_core::spec::SpecSet;
 use fleet_core::{DynProvider, Thread, WorkUnitId};
-use fleet_providers::{AnthropicProvider, OfflineProvider};
 
 /// Anthropic when `ANTHROPIC_API_KEY` is set, else the offline provider; prints which, in one
 /// line.
@@ -16,18 +15,9 @@ use fleet_providers::{AnthropicProvider, OfflineProvider};
 /// When the key is set but the provider cannot be built.
 #[allow(clippy::print_stdout)]
 pub fn provider_from_env() -> anyhow::Result<Arc<dyn DynProvider>> {
-    Ok(match AnthropicProvider::from_env()? {
-        Some(p) => {
-            println!("provider: anthropic (ANTHROPIC_API_KEY is set)");
-            Arc::new(p)
-        }
-        None => {
-            println!(
-                "provider: offline (no API key configured; answers are deterministic stand-ins, tokens are counted, dollars are $0)"
-            );
-            Arc::new(OfflineProvider::new())
-        }
-    })
+    let (provider, said) = fleet_providers::from_env()?;
+    println!("{said}");
+    Ok(provider)
 }
 
 /// The repository root and the agent specs in its `agents/` directory (problems with single

@@ -50,6 +50,7 @@
 pub mod agent;
 pub mod anthropic;
 pub mod decode;
+mod env;
 pub mod host;
 pub mod http;
 pub mod offline;
@@ -61,6 +62,7 @@ mod stream;
 pub use agent::tools::{Tool, ToolContext, ToolOutput};
 pub use agent::{ModelAgentRunner, RunnerBuilder, RunnerDefaults};
 pub use anthropic::AnthropicProvider;
+pub use env::from_env;
 pub use host::HostCommands;
 pub use http::{ApiKey, HttpClient, HttpConfig, RetryPolicy};
 pub use offline::OfflineProvider;
