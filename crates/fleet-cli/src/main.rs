@@ -12,6 +12,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fleet_core::spec::{SpecSet, agent_spec_schema};
 
+mod worker;
+
 /// Exit codes, documented in `fleet --help`.
 mod exit {
     pub(crate) const OK: u8 = 0;
@@ -64,10 +66,15 @@ enum SchemaCommand {
 /// The hidden subcommand that makes `fleet` the sandbox helper (see `fleet_sandbox::helper_main`).
 const SANDBOX_HELPER: &str = "__sandbox-helper";
 
+/// The hidden subcommand that makes `fleet` a specialist worker (see `worker`).
+const WORKER: &str = "__worker";
+
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() == Some(SANDBOX_HELPER.as_ref()) {
-        fleet_sandbox::helper_main(args.collect());
+    match args.next() {
+        Some(a) if a == SANDBOX_HELPER => fleet_sandbox::helper_main(args.collect()),
+        Some(a) if a == WORKER => return worker::main(),
+        _ => {}
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

@@ -178,3 +178,203 @@ mod cli {
         assert_eq!(usage.status.code(), Some(fleet_sandbox::SETUP_FAILED));
     }
 }
+
+mod patch_bot {
+    //! The sample patch-bot, sandboxed, on the scripted provider, against a real git
+    //! repository with a failing test: the fix is committed and the tests pass.
+
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::Arc;
+
+    use fleet_core::ipc::TaskRunParams;
+    use fleet_core::provider::{StopReason, StreamEvent};
+    use fleet_core::spec::AgentSpec;
+    use fleet_core::usage::TokenUsage;
+    use fleet_core::{PriceTable, SandboxPolicy};
+    use fleet_providers::Cassette;
+    use fleet_providers::scripted::Exchange;
+    use fleet_sandbox::{Sandbox, Supervisor, WorkerPlan};
+    use serde_json::json;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "safe.directory=*", "-C"])
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn events(list: Vec<StreamEvent>) -> Exchange {
+        Exchange {
+            expect: json!({}),
+            events: list,
+            ..Exchange::default()
+        }
+    }
+
+    fn usage(input: u64, output: u64) -> StreamEvent {
+        StreamEvent::Usage {
+            usage: TokenUsage {
+                input,
+                output,
+                ..TokenUsage::default()
+            },
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn patch_bot_fixes_the_failing_test_and_commits_the_fix() {
+        if let Err(e) = fleet_sandbox::landlock_available() {
+            assert!(
+                std::env::var("FLEET_SANDBOX_REQUIRE").as_deref() != Ok("1"),
+                "FLEET_SANDBOX_REQUIRE=1 but {e}"
+            );
+            eprintln!("skipping the patch-bot test: {e}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().to_path_buf();
+        std::fs::set_permissions(&project, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let repo = project.join("workspace");
+        std::fs::create_dir(&repo).unwrap();
+        std::fs::write(repo.join("calc.py"), "def add(a, b):\n    return a - b\n").unwrap();
+        std::fs::write(
+            repo.join("test_calc.py"),
+            "import unittest\nfrom calc import add\n\nclass T(unittest.TestCase):\n    def test_add(self):\n        self.assertEqual(add(2, 3), 5)\n",
+        )
+        .unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(
+            &repo,
+            &["-c", "user.name=t", "-c", "user.email=t@t", "add", "."],
+        );
+        git(
+            &repo,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "-m",
+                "start",
+            ],
+        );
+        if rustix::process::geteuid().is_root() {
+            let id = fleet_sandbox::UNPRIVILEGED_ID;
+            let status = Command::new("chown")
+                .args(["-R", &format!("{id}:{id}")])
+                .arg(&repo)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+
+        // The model's side of the conversation: write the fix, then say so.
+        let fixed = "def add(a, b):\n    return a + b\n";
+        let cassette = Cassette {
+            exchanges: vec![
+                events(vec![
+                    StreamEvent::ToolCallStart {
+                        index: 0,
+                        id: "t1".into(),
+                        name: "write_file".into(),
+                    },
+                    StreamEvent::ToolCallEnd {
+                        index: 0,
+                        id: "t1".into(),
+                        name: "write_file".into(),
+                        input: json!({"path": "calc.py", "content": fixed}),
+                    },
+                    usage(900, 60),
+                    StreamEvent::Done {
+                        stop_reason: StopReason::ToolUse,
+                    },
+                ]),
+                events(vec![
+                    StreamEvent::TextDelta {
+                        text: "add subtracted; it adds now.".into(),
+                    },
+                    usage(1200, 12),
+                    StreamEvent::Done {
+                        stop_reason: StopReason::EndTurn,
+                    },
+                ]),
+            ],
+            ..Cassette::default()
+        };
+        let cassette_path = project.join("cassette.json");
+        std::fs::write(&cassette_path, serde_json::to_string(&cassette).unwrap()).unwrap();
+        // The worker binary must be reachable by the unprivileged user wherever the build is.
+        let fleet: PathBuf = project.join("fleet");
+        std::fs::copy(env!("CARGO_BIN_EXE_fleet"), &fleet).unwrap();
+
+        let spec = AgentSpec::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../agents/patch-bot.yaml"),
+        )
+        .unwrap();
+        let mut policy = SandboxPolicy::from_spec(&spec.sandbox, &project);
+        policy.env.extend([
+            ("FLEET_PROVIDER".to_owned(), "scripted".to_owned()),
+            (
+                "FLEET_CASSETTE".to_owned(),
+                cassette_path.display().to_string(),
+            ),
+            ("HOME".to_owned(), repo.display().to_string()),
+        ]);
+        let mut plan = WorkerPlan::for_spec(&spec, &fleet, policy);
+        plan.args = vec!["__worker".into()];
+        let sandbox = Sandbox::new(&fleet, vec!["__sandbox-helper".into()]);
+        let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()));
+        supervisor.add(plan).await.unwrap();
+
+        let done = supervisor
+            .call(
+                "patch-bot",
+                TaskRunParams {
+                    task_id: "fix-1".into(),
+                    prompt: "Make the tests pass.".into(),
+                    input: Some(json!({"test_command": ["python3", "-m", "unittest", "-q"]})),
+                },
+            )
+            .await
+            .unwrap();
+        let head = git(&repo, &["rev-parse", "HEAD"]);
+        assert_eq!(
+            done.output.as_ref().unwrap()["commit"],
+            json!(head),
+            "{}",
+            done.text
+        );
+        assert!(
+            done.text.contains(&format!("the fix is commit {head}")),
+            "{}",
+            done.text
+        );
+        assert_eq!(
+            git(&repo, &["log", "-1", "--format=%s"]),
+            "patch-bot: Make the tests pass."
+        );
+        assert_eq!(git(&repo, &["show", "HEAD:calc.py"]), fixed.trim_end());
+        assert_eq!(
+            git(&repo, &["status", "--porcelain", "--untracked-files=no"]),
+            ""
+        );
+        // The tests pass, run here outside the sandbox.
+        let tests = Command::new("python3")
+            .args(["-m", "unittest", "-q"])
+            .current_dir(&repo)
+            .output()
+            .unwrap();
+        assert!(tests.status.success(), "{tests:?}");
+        // The usage the worker reported was charged to the agent.
+        let spent = supervisor.spent("patch-bot").unwrap();
+        assert_eq!(spent.spent.output_tokens, 72);
+    }
+}

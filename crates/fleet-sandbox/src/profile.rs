@@ -165,6 +165,8 @@ const DEFAULT: &[&str] = &[
     "getpgrp",
     "getpgid",
     "getsid",
+    "setpgid",
+    "setsid",
     "set_tid_address",
     "set_robust_list",
     "get_robust_list",
