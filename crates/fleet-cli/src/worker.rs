@@ -151,8 +151,11 @@ async fn run_tests(ready: &Ready, task: &Task) -> Result<(bool, String), String>
         .and_then(|i| i.get("test_command"))
         .and_then(|c| serde_json::from_value(c.clone()).ok())
         .filter(|c: &Vec<String>| !c.is_empty())
+        .or_else(|| detect_tests(&ready.workspace))
         .ok_or(
-            "the task's input needs `test_command`: the program and arguments that run the tests",
+            "no test command: pass `test_command` (program and arguments) in the task's input, \
+             or work in a project whose tests fleet recognises (Cargo.toml, package.json, a Makefile \
+             with a test target, Python test_*.py files)",
         )?;
     let mut request =
         CommandRequest::new(command[0].clone(), command[1..].to_vec(), &ready.workspace);
@@ -172,6 +175,31 @@ async fn run_tests(ready: &Ready, task: &Task) -> Result<(bool, String), String>
         .rev()
         .collect();
     Ok((out.success(), tail))
+}
+
+/// The usual test command of the project in `workspace`.
+fn detect_tests(workspace: &std::path::Path) -> Option<Vec<String>> {
+    let words = |w: &[&str]| Some(w.iter().map(|s| (*s).to_owned()).collect());
+    if workspace.join("Cargo.toml").is_file() {
+        return words(&["cargo", "test", "--quiet"]);
+    }
+    if workspace.join("package.json").is_file() {
+        return words(&["npm", "test", "--silent"]);
+    }
+    if std::fs::read_to_string(workspace.join("Makefile"))
+        .is_ok_and(|m| m.lines().any(|l| l.starts_with("test:")))
+    {
+        return words(&["make", "test"]);
+    }
+    let python_tests = std::fs::read_dir(workspace).ok()?.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name.starts_with("test_") && name.ends_with(".py")
+    });
+    if python_tests {
+        return words(&["python3", "-m", "unittest", "-q"]);
+    }
+    None
 }
 
 async fn commit(ready: &Ready, task: &Task) -> Result<Option<String>, String> {

@@ -1,6 +1,11 @@
 //! The `fleet` binary driven as a user drives it, and the workspace's architecture rules.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 mod architecture {
     use std::process::Command;
@@ -227,15 +232,25 @@ mod patch_bot {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn patch_bot_fixes_the_failing_test_and_commits_the_fix() {
+    struct Setup {
+        _dir: tempfile::TempDir,
+        repo: PathBuf,
+        spec: AgentSpec,
+        supervisor: Supervisor,
+    }
+
+    const FIXED: &str = "def add(a, b):\n    return a + b\n";
+
+    /// A repository with a failing test, and a supervisor running patch-bot on a cassette that
+    /// writes the fix; `None` (the test skips) without Landlock.
+    async fn setup() -> Option<Setup> {
         if let Err(e) = fleet_sandbox::landlock_available() {
             assert!(
                 std::env::var("FLEET_SANDBOX_REQUIRE").as_deref() != Ok("1"),
                 "FLEET_SANDBOX_REQUIRE=1 but {e}"
             );
             eprintln!("skipping the patch-bot test: {e}");
-            return;
+            return None;
         }
         let dir = tempfile::tempdir().unwrap();
         let project = dir.path().to_path_buf();
@@ -277,7 +292,7 @@ mod patch_bot {
         }
 
         // The model's side of the conversation: write the fix, then say so.
-        let fixed = "def add(a, b):\n    return a + b\n";
+        let fixed = FIXED;
         let cassette = Cassette {
             exchanges: vec![
                 events(vec![
@@ -334,6 +349,25 @@ mod patch_bot {
         let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()));
         supervisor.add(plan).await.unwrap();
 
+        Some(Setup {
+            _dir: dir,
+            repo,
+            spec,
+            supervisor,
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn patch_bot_fixes_the_failing_test_and_commits_the_fix() {
+        let Some(Setup {
+            _dir,
+            repo,
+            supervisor,
+            ..
+        }) = setup().await
+        else {
+            return;
+        };
         let done = supervisor
             .call(
                 "patch-bot",
@@ -361,7 +395,7 @@ mod patch_bot {
             git(&repo, &["log", "-1", "--format=%s"]),
             "patch-bot: Make the tests pass."
         );
-        assert_eq!(git(&repo, &["show", "HEAD:calc.py"]), fixed.trim_end());
+        assert_eq!(git(&repo, &["show", "HEAD:calc.py"]), FIXED.trim_end());
         assert_eq!(
             git(&repo, &["status", "--porcelain", "--untracked-files=no"]),
             ""
@@ -376,5 +410,70 @@ mod patch_bot {
         // The usage the worker reported was charged to the agent.
         let spent = supervisor.spent("patch-bot").unwrap();
         assert_eq!(spent.spent.output_tokens, 72);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_workflow_agent_call_runs_the_sandboxed_specialist() {
+        let Some(Setup {
+            _dir,
+            repo,
+            spec,
+            supervisor,
+        }) = setup().await
+        else {
+            return;
+        };
+        let store: fleet_core::journal::SharedStore =
+            Arc::new(fleet_core::store::memory::MemoryStore::new());
+        let engine = fleet_workflow::WorkflowEngine::new(
+            store.clone(),
+            Arc::new(fleet_sandbox::SpecialistRunner::new(supervisor)),
+        )
+        .with_specs([spec]);
+        let script = fleet_workflow::Script::parse(
+            "fix.js",
+            "export const meta = { name: 'fix', description: 'fixes the tests' };\n\
+             return await agent('Make the tests pass.', { agentType: 'patch-bot', label: 'fix calc' });",
+        )
+        .unwrap();
+        let handle = engine
+            .start(
+                Arc::new(script),
+                fleet_workflow::RunOptions::default(),
+                None,
+            )
+            .await
+            .unwrap();
+        let summary = handle.wait().await;
+        assert_eq!(
+            summary.state,
+            fleet_workflow::RunState::Completed,
+            "{:?}",
+            summary.error
+        );
+        let head = git(&repo, &["rev-parse", "HEAD"]);
+        // patch-bot found the Python tests itself (no test command was given).
+        assert!(
+            summary
+                .result
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("the fix is commit {head}.")),
+            "{}",
+            summary.result
+        );
+        assert_eq!(git(&repo, &["show", "HEAD:calc.py"]), FIXED.trim_end());
+        let thread = store.snapshot_dyn(handle.id()).await.unwrap().unwrap();
+        let root = thread.turns[0].root_id;
+        let unit = thread.children(root).next().unwrap();
+        assert_eq!(
+            (
+                unit.label.as_deref(),
+                unit.agent.as_deref(),
+                unit.state.as_str()
+            ),
+            (Some("fix calc"), Some("patch-bot"), "completed")
+        );
+        assert_eq!(unit.usage.output, 72);
     }
 }

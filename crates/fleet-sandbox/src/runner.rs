@@ -101,7 +101,8 @@ impl AgentRunner for SpecialistRunner {
                 Ok(AgentOutcome {
                     work_unit_id: unit,
                     text: result.text,
-                    output: result.output,
+                    // A call without a schema answers with text, as the workflow API says.
+                    output: result.output.filter(|_| call.schema.is_some()),
                     model: spec.model.clone(),
                     usage,
                     cost,

@@ -90,6 +90,32 @@ impl WorkerPlan {
         plan
     }
 
+    /// The plans of every valid spec in `agents_dir` (`agents/*.yaml`), each sandboxed per its
+    /// spec under `project`, with workers `program args…`; and the problems of the files that
+    /// are not valid, each at its file, line and column.
+    ///
+    /// # Errors
+    /// `agents_dir` exists but cannot be read.
+    pub fn from_dir(
+        agents_dir: &std::path::Path,
+        project: &std::path::Path,
+        program: &std::path::Path,
+        args: &[OsString],
+    ) -> std::io::Result<(Vec<Self>, Vec<fleet_core::Diagnostic>)> {
+        let set = fleet_core::spec::SpecSet::load_dir(agents_dir)?;
+        let plans = set
+            .specs
+            .iter()
+            .map(|spec| {
+                let policy = SandboxPolicy::from_spec(&spec.sandbox, project);
+                let mut plan = Self::for_spec(spec, program, policy);
+                plan.args = args.to_vec();
+                plan
+            })
+            .collect();
+        Ok((plans, set.errors))
+    }
+
     /// A plan with one to four workers, idle ones stopped after a minute, one retry.
     #[must_use]
     pub fn new(
@@ -593,4 +619,34 @@ fn reap(pool: &Pool, events: &broadcast::Sender<SupervisorEvent>) {
         }
     }
     *idle = keep;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn the_sample_agents_become_plans_with_their_budgets_and_sandboxes() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let (plans, problems) = WorkerPlan::from_dir(
+            &root.join("agents"),
+            Path::new("/srv/project"),
+            Path::new("/usr/bin/fleet"),
+            &["__worker".into()],
+        )
+        .unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let names: Vec<&str> = plans.iter().map(|p| p.agent.as_str()).collect();
+        assert_eq!(names, ["doc-bot", "patch-bot", "test-writer-bot"]);
+        let patch = &plans[1];
+        assert_eq!(patch.cost_budget, Usd::from_dollars(2.0).unwrap());
+        assert_eq!(patch.workspace, Path::new("/srv/project/workspace"));
+        assert!(patch.policy.subprocesses);
+        assert_eq!(patch.limits.max_tool_calls, Some(60));
+        assert_eq!(patch.limits.timeout_ms, Some(600_000));
+        assert_eq!(patch.spec["name"], "patch-bot");
+        assert_eq!(patch.args, [OsString::from("__worker")]);
+    }
 }
