@@ -11,6 +11,7 @@
 //! The model comes from the environment (`fleet_providers::from_env`). Tests are run with the
 //! command in the task's `input.test_command` (an array: program and arguments).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,27 +203,80 @@ fn detect_tests(workspace: &std::path::Path) -> Option<Vec<String>> {
     None
 }
 
-async fn commit(ready: &Ready, task: &Task) -> Result<Option<String>, String> {
+/// Files that differ from the last commit (modified, added, deleted or new), by git status.
+async fn dirty(workspace: &std::path::Path) -> Result<BTreeSet<PathBuf>, String> {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(workspace)
+        .args([
+            "-c",
+            "core.quotePath=false",
+            "status",
+            "--porcelain",
+            "-uall",
+        ])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "git status failed in {}: {}",
+            workspace.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| line.get(3..))
+        .map(|path| PathBuf::from(path.rsplit(" -> ").next().unwrap_or(path)))
+        .collect())
+}
+
+/// What the agent changed: the files dirty now that were clean before the task. Files the
+/// tests then create (caches, build output) are not among them.
+async fn agent_changes(
+    ready: &Ready,
+    before: &BTreeSet<PathBuf>,
+) -> Result<BTreeSet<PathBuf>, String> {
+    Ok(dirty(&ready.workspace)
+        .await?
+        .difference(before)
+        .cloned()
+        .collect())
+}
+
+/// Commits exactly `paths` (the agent's changes).
+async fn commit(
+    ready: &Ready,
+    task: &Task,
+    paths: &BTreeSet<PathBuf>,
+) -> Result<Option<String>, String> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
     let first = task.prompt.lines().next().unwrap_or_default();
     let summary: String = first.chars().take(60).collect();
     ready
         .commits
         .commit(CommitRequest {
             message: format!("{}: {summary}", ready.spec.name),
-            paths: Vec::new(),
+            paths: paths.iter().cloned().collect(),
         })
         .await
 }
 
 /// patch-bot: patch, test, and again with the failure, until the tests pass; then commit.
 async fn patch(ready: &Ready, task: &Task) -> Result<TaskResult, String> {
+    let before = dirty(&ready.workspace).await?;
+    let mut changed = BTreeSet::new();
     let mut prompt = task.prompt.clone();
     for attempt in 1..=PATCH_ATTEMPTS {
         task.progress(format!("patch attempt {attempt}"), None);
         let said = ask(ready, task, prompt.clone()).await?;
+        changed.extend(agent_changes(ready, &before).await?);
         let (passed, output) = run_tests(ready, task).await?;
         if passed {
-            let commit = commit(ready, task).await?;
+            let commit = commit(ready, task, &changed).await?;
             let text = match &commit {
                 Some(id) => format!("{said}\n\nThe tests pass; the fix is commit {id}."),
                 None => format!("{said}\n\nThe tests pass; nothing needed changing."),
@@ -248,14 +302,16 @@ async fn patch(ready: &Ready, task: &Task) -> Result<TaskResult, String> {
 
 /// test-writer-bot: new tests must fail before the behaviour exists; then they are committed.
 async fn write_tests(ready: &Ready, task: &Task) -> Result<TaskResult, String> {
+    let before = dirty(&ready.workspace).await?;
     let said = ask(ready, task, task.prompt.clone()).await?;
+    let changed = agent_changes(ready, &before).await?;
     let (passed, output) = run_tests(ready, task).await?;
     if passed {
         return Err(format!(
             "the new tests already pass, so they do not pin new behaviour; nothing was committed. Test output:\n{output}"
         ));
     }
-    let commit = commit(ready, task).await?;
+    let commit = commit(ready, task, &changed).await?;
     Ok(TaskResult {
         text: format!(
             "{said}\n\nThe new tests fail as they should; commit {}.",
@@ -267,8 +323,10 @@ async fn write_tests(ready: &Ready, task: &Task) -> Result<TaskResult, String> {
 
 /// doc-bot: documents the changed items and commits that.
 async fn document(ready: &Ready, task: &Task) -> Result<TaskResult, String> {
+    let before = dirty(&ready.workspace).await?;
     let said = ask(ready, task, task.prompt.clone()).await?;
-    let commit = commit(ready, task).await?;
+    let changed = agent_changes(ready, &before).await?;
+    let commit = commit(ready, task, &changed).await?;
     Ok(TaskResult {
         text: said,
         output: Some(json!({"commit": commit})),

@@ -241,9 +241,10 @@ mod patch_bot {
 
     const FIXED: &str = "def add(a, b):\n    return a + b\n";
 
-    /// A repository with a failing test, and a supervisor running patch-bot on a cassette that
-    /// writes the fix; `None` (the test skips) without Landlock.
-    async fn setup() -> Option<Setup> {
+    /// A repository with a failing test, and a supervisor running `agent` (one of the sample
+    /// agents) on a cassette whose model writes `path` with `content` and then says `answer`;
+    /// `None` (the test skips) without Landlock.
+    async fn setup(agent: &str, path: &str, content: &str, answer: &str) -> Option<Setup> {
         if let Err(e) = fleet_sandbox::landlock_available() {
             assert!(
                 std::env::var("FLEET_SANDBOX_REQUIRE").as_deref() != Ok("1"),
@@ -291,8 +292,7 @@ mod patch_bot {
             assert!(status.success());
         }
 
-        // The model's side of the conversation: write the fix, then say so.
-        let fixed = FIXED;
+        // The model's side of the conversation: write a file, then say so.
         let cassette = Cassette {
             exchanges: vec![
                 events(vec![
@@ -305,7 +305,7 @@ mod patch_bot {
                         index: 0,
                         id: "t1".into(),
                         name: "write_file".into(),
-                        input: json!({"path": "calc.py", "content": fixed}),
+                        input: json!({"path": path, "content": content}),
                     },
                     usage(900, 60),
                     StreamEvent::Done {
@@ -314,7 +314,7 @@ mod patch_bot {
                 ]),
                 events(vec![
                     StreamEvent::TextDelta {
-                        text: "add subtracted; it adds now.".into(),
+                        text: answer.into(),
                     },
                     usage(1200, 12),
                     StreamEvent::Done {
@@ -331,7 +331,7 @@ mod patch_bot {
         std::fs::copy(env!("CARGO_BIN_EXE_fleet"), &fleet).unwrap();
 
         let spec = AgentSpec::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../agents/patch-bot.yaml"),
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../agents/{agent}.yaml")),
         )
         .unwrap();
         let mut policy = SandboxPolicy::from_spec(&spec.sandbox, &project);
@@ -364,7 +364,13 @@ mod patch_bot {
             repo,
             supervisor,
             ..
-        }) = setup().await
+        }) = setup(
+            "patch-bot",
+            "calc.py",
+            FIXED,
+            "add subtracted; it adds now.",
+        )
+        .await
         else {
             return;
         };
@@ -400,6 +406,11 @@ mod patch_bot {
             git(&repo, &["status", "--porcelain", "--untracked-files=no"]),
             ""
         );
+        // Only the agent's change is committed, not what the test run left (__pycache__).
+        assert_eq!(
+            git(&repo, &["show", "--name-only", "--format=", "HEAD"]),
+            "calc.py"
+        );
         // The tests pass, run here outside the sandbox.
         let tests = Command::new("python3")
             .args(["-m", "unittest", "-q"])
@@ -419,7 +430,13 @@ mod patch_bot {
             repo,
             spec,
             supervisor,
-        }) = setup().await
+        }) = setup(
+            "patch-bot",
+            "calc.py",
+            FIXED,
+            "add subtracted; it adds now.",
+        )
+        .await
         else {
             return;
         };
@@ -475,5 +492,47 @@ mod patch_bot {
             (Some("fix calc"), Some("patch-bot"), "completed")
         );
         assert_eq!(unit.usage.output, 72);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn test_writer_bot_commits_new_tests_only_when_they_fail() {
+        let pinned = "import unittest\nfrom calc import subtract\n\nclass S(unittest.TestCase):\n    def test_subtract(self):\n        self.assertEqual(subtract(5, 3), 2)\n";
+        let Some(Setup {
+            _dir,
+            repo,
+            supervisor,
+            ..
+        }) = setup(
+            "test-writer-bot",
+            "test_subtract.py",
+            pinned,
+            "Pinned subtract().",
+        )
+        .await
+        else {
+            return;
+        };
+        let task = |id: &str| TaskRunParams {
+            task_id: id.into(),
+            prompt: "Pin the behaviour of subtract(a, b).".into(),
+            input: Some(
+                json!({"test_command": ["python3", "-m", "unittest", "test_subtract", "-q"]}),
+            ),
+        };
+        let done = supervisor
+            .call("test-writer-bot", task("pin-1"))
+            .await
+            .unwrap();
+        let head = git(&repo, &["rev-parse", "HEAD"]);
+        assert_eq!(
+            done.output.as_ref().unwrap()["commit"],
+            json!(head),
+            "{}",
+            done.text
+        );
+        assert_eq!(
+            git(&repo, &["log", "-1", "--format=%s", "--name-only"]),
+            "test-writer-bot: Pin the behaviour of subtract(a, b).\n\ntest_subtract.py"
+        );
     }
 }
