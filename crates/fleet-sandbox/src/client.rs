@@ -68,9 +68,18 @@ pub struct WorkerProcess {
     notes: Mutex<Option<mpsc::UnboundedReceiver<Note>>>,
     ended: watch::Receiver<Option<(String, String)>>,
     pid: Option<u32>,
-    /// Lines the worker wrote that were not protocol messages.
-    pub bad_lines: Arc<AtomicU64>,
+    errors: Arc<Mutex<ProtocolErrors>>,
 }
+
+/// What the worker wrote that broke the protocol.
+#[derive(Debug, Default)]
+struct ProtocolErrors {
+    count: u64,
+    unseen: Vec<String>,
+}
+
+/// How many protocol errors are kept until someone takes them.
+const KEPT_ERRORS: usize = 32;
 
 impl WorkerProcess {
     /// Starts `command` (stdin, stdout and stderr are taken over) and begins reading it.
@@ -92,7 +101,8 @@ impl WorkerProcess {
         let pending: Pending = Arc::default();
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
         let (ended_tx, ended_rx) = watch::channel(None);
-        let bad_lines = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(ProtocolErrors::default()));
+        let (outbox, lines) = mpsc::unbounded_channel();
         let tail = Arc::new(Mutex::new(String::new()));
         let pid = child.id();
         let stderr_done = tokio::spawn(keep_tail(stderr, tail.clone()));
@@ -104,11 +114,11 @@ impl WorkerProcess {
                 pending: pending.clone(),
                 notes: notes_tx,
                 ended: ended_tx,
-                bad_lines: bad_lines.clone(),
+                errors: errors.clone(),
+                outbox: outbox.clone(),
                 tail,
             },
         ));
-        let (outbox, lines) = mpsc::unbounded_channel();
         tokio::spawn(write_lines(stdin, lines));
         Ok(Self {
             outbox,
@@ -117,8 +127,21 @@ impl WorkerProcess {
             notes: Mutex::new(Some(notes_rx)),
             ended: ended_rx,
             pid,
-            bad_lines,
+            errors,
         })
+    }
+
+    /// How many lines from the worker broke the protocol (each answered with a JSON-RPC
+    /// error, when it was not itself an answer).
+    #[must_use]
+    pub fn protocol_error_count(&self) -> u64 {
+        lock(&self.errors).count
+    }
+
+    /// The protocol errors not taken yet (the most recent few), for the log.
+    #[must_use]
+    pub fn take_protocol_errors(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.errors).unseen)
     }
 
     /// The worker's notifications (once: the first caller gets them).
@@ -263,7 +286,8 @@ struct Routes {
     pending: Pending,
     notes: mpsc::UnboundedSender<Note>,
     ended: watch::Sender<Option<(String, String)>>,
-    bad_lines: Arc<AtomicU64>,
+    errors: Arc<Mutex<ProtocolErrors>>,
+    outbox: mpsc::UnboundedSender<String>,
     tail: Arc<Mutex<String>>,
 }
 
@@ -273,9 +297,17 @@ async fn read_messages(stdout: impl AsyncRead + Unpin, mut child: Child, routes:
         pending,
         notes,
         ended,
-        bad_lines,
+        errors,
+        outbox,
         tail,
     } = routes;
+    let broke = |message: String| {
+        let mut errors = lock(&errors);
+        errors.count += 1;
+        if errors.unseen.len() < KEPT_ERRORS {
+            errors.unseen.push(message);
+        }
+    };
     let mut reader = BufReader::new(stdout);
     let mut line = Vec::new();
     loop {
@@ -290,12 +322,15 @@ async fn read_messages(stdout: impl AsyncRead + Unpin, mut child: Child, routes:
         }
         match decode_line(trimmed) {
             Ok(Message::Response(response)) => {
-                let Some(RequestId::Number(id)) = response.id else {
-                    bad_lines.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                let waiter = match &response.id {
+                    Some(RequestId::Number(id)) => lock(&pending).remove(id),
+                    _ => None,
                 };
-                let Some(waiter) = lock(&pending).remove(&id) else {
-                    bad_lines.fetch_add(1, Ordering::Relaxed);
+                let Some(waiter) = waiter else {
+                    broke(format!(
+                        "an answer to no request in flight (id {:?})",
+                        response.id
+                    ));
                     continue;
                 };
                 let answer = match (response.result, response.error) {
@@ -307,8 +342,17 @@ async fn read_messages(stdout: impl AsyncRead + Unpin, mut child: Child, routes:
             Ok(Message::Notification(notification)) => {
                 let _ = notes.send(notification.note);
             }
-            Ok(Message::Request(_)) | Err(_) => {
-                bad_lines.fetch_add(1, Ordering::Relaxed);
+            Ok(Message::Request(request)) => {
+                broke(format!("a request from the worker ({:?})", request.call));
+                let error = RpcError::new(
+                    fleet_core::ipc::codes::METHOD_NOT_FOUND,
+                    "workers answer the supervisor; they do not call it",
+                );
+                let _ = outbox.send(Message::error(Some(request.id), error).to_line());
+            }
+            Err((id, error)) => {
+                broke(error.to_string());
+                let _ = outbox.send(Message::error(id, error).to_line());
             }
         }
     }

@@ -184,6 +184,14 @@ pub enum SupervisorEvent {
         /// Which budgets are used up, and what the agent has spent.
         reason: String,
     },
+    /// A worker wrote a line that broke the protocol (it was answered with a JSON-RPC error
+    /// when it was not itself an answer).
+    ProtocolError {
+        /// The agent.
+        agent: String,
+        /// What was wrong.
+        message: String,
+    },
     /// A worker reported tokens of a model with no price: they are counted, but no dollars
     /// are charged for them. Add the model to the price table.
     UnpricedUsage {
@@ -456,6 +464,12 @@ impl Supervisor {
             let outcome = self
                 .run_on(&pool, &worker, task.clone(), notes.as_ref())
                 .await;
+            for message in worker.process.take_protocol_errors() {
+                let _ = self.events.send(SupervisorEvent::ProtocolError {
+                    agent: agent.to_owned(),
+                    message,
+                });
+            }
             lock(&pool.busy).retain(|w| !Arc::ptr_eq(w, &worker));
             match outcome {
                 Err(WorkerError::Exited {

@@ -446,10 +446,10 @@ mod protocol {
             worker.run_task(task("t2", "garbage")).await.unwrap().text,
             "egabrag"
         );
-        assert_eq!(
-            worker.bad_lines.load(std::sync::atomic::Ordering::Relaxed),
-            1
-        );
+        assert_eq!(worker.protocol_error_count(), 1);
+        let errors = worker.take_protocol_errors();
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("not JSON at column 2"), "{errors:?}");
 
         // Dying mid-task fails the call with the exit status and the end of its log.
         let died = worker.run_task(task("t3", "crash")).await.unwrap_err();
@@ -462,6 +462,8 @@ mod protocol {
         };
         assert_eq!(status, "exit status 3");
         assert!(stderr_tail.contains("giving up on t3"), "{stderr_tail}");
+        // The garbage line earlier was answered with a parse error, which the worker logged.
+        assert!(stderr_tail.contains("-32700"), "{stderr_tail}");
 
         // A fresh worker is killed from outside: the call in flight fails, not hangs.
         let worker = start();
@@ -566,6 +568,16 @@ mod supervisor {
             supervisor.workers("echo-bot"),
             1,
             "the idle worker is reused"
+        );
+        // A line that is not a message is answered, and reported to whoever listens.
+        supervisor
+            .call("echo-bot", task("t2b", "garbage"))
+            .await
+            .unwrap();
+        let reported = drain(&mut events);
+        assert!(
+            reported.iter().any(|e| matches!(e, SupervisorEvent::ProtocolError { message, .. } if message.starts_with("not JSON"))),
+            "{reported:?}"
         );
 
         // The task kills its worker every time: one retry on a fresh worker, then the error.
