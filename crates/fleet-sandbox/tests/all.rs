@@ -142,6 +142,7 @@ fn the_baseline_confines_files_network_processes_and_tracing() {
     assert_eq!(
         seen,
         expect(&[
+            ("privileged", false),
             ("write_inside", true),
             ("write_outside", false),
             ("read_hidden", false),

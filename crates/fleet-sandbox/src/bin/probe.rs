@@ -46,6 +46,16 @@ fn main() {
     let writable = arg(&args, "--writable");
     let outside = arg(&args, "--outside");
 
+    // SAFETY: getuid has no arguments and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    report(
+        "privileged",
+        if uid == 0 {
+            Ok("uid 0".into())
+        } else {
+            Err(format!("uid {uid}"))
+        },
+    );
     report(
         "write_inside",
         io(std::fs::write(writable.join("probe.txt"), b"x")),
