@@ -224,6 +224,38 @@ fn interpret(sandbox: &Sandbox, place: &Place, program: &str, args: &[&std::ffi:
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A task with no input.
+fn task(id: &str, prompt: &str) -> fleet_core::ipc::TaskRunParams {
+    fleet_core::ipc::TaskRunParams {
+        task_id: id.into(),
+        prompt: prompt.into(),
+        input: None,
+    }
+}
+
+/// Copies the test fixture `name` where the unprivileged worker can read it; the copy's path.
+fn fixture_in(place: &Place, name: &str) -> PathBuf {
+    let copy = place.path("out").join(name);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+        &copy,
+    )
+    .unwrap();
+    copy
+}
+
+/// The agent `echo-bot` (with `extra` spec lines) served by the Python fixture worker.
+fn python_plan(place: &Place, extra: &str) -> fleet_sandbox::WorkerPlan {
+    let yaml = format!("name: echo-bot\nrole: echoes\nmodel: claude-haiku-4-5\n{extra}");
+    let spec = fleet_core::spec::AgentSpec::from_yaml(Path::new("echo-bot.yaml"), &yaml).unwrap();
+    let mut plan =
+        fleet_sandbox::WorkerPlan::for_spec(&spec, "/usr/bin/python3", interpreter_policy(place));
+    plan.args = vec![fixture_in(place, "worker.py").into()];
+    plan
+}
+
 #[test]
 fn python_runs_under_the_baseline_profile() {
     let Some(sandbox) = sandbox_or_skip("python_runs…") else {
@@ -367,25 +399,11 @@ async fn a_writable_path_the_worker_cannot_write_stops_it_before_it_starts() {
 mod protocol {
     //! Workers in Python and Node, driven through the same protocol and the same sandbox.
 
-    use fleet_core::ipc::{InitializeParams, Note, TaskLimits, TaskRunParams};
+    use fleet_core::ipc::{InitializeParams, Note, TaskLimits};
     use fleet_sandbox::{WorkerError, WorkerProcess};
     use serde_json::json;
 
     use super::*;
-
-    fn fixture(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
-    }
-
-    fn task(id: &str, prompt: &str) -> TaskRunParams {
-        TaskRunParams {
-            task_id: id.into(),
-            prompt: prompt.into(),
-            input: None,
-        }
-    }
 
     async fn drive(interpreter: &str, script: &str, version: &str) {
         let Some(sandbox) = sandbox_or_skip(script) else {
@@ -401,14 +419,10 @@ mod protocol {
         }
         let place = Place::new();
         // The script must be readable by the unprivileged worker.
-        std::fs::copy(fixture(script), place.path("out").join(script)).unwrap();
+        let script_copy = fixture_in(&place, script);
         let start = || {
             let command = sandbox
-                .tokio_command(
-                    &interpreter_policy(&place),
-                    interpreter,
-                    [place.path("out").join(script)],
-                )
+                .tokio_command(&interpreter_policy(&place), interpreter, [&script_copy])
                 .unwrap();
             WorkerProcess::spawn(command).unwrap()
         };
@@ -502,30 +516,13 @@ mod supervisor {
     use std::sync::Arc;
 
     use fleet_core::PriceTable;
-    use fleet_core::ipc::{Note, TaskRunParams};
+    use fleet_core::ipc::Note;
     use fleet_sandbox::{Supervisor, SupervisorError, SupervisorEvent, WorkerError, WorkerPlan};
-    use serde_json::json;
 
     use super::*;
 
-    fn task(id: &str, prompt: &str) -> TaskRunParams {
-        TaskRunParams {
-            task_id: id.into(),
-            prompt: prompt.into(),
-            input: None,
-        }
-    }
-
     fn plan(place: &Place) -> WorkerPlan {
-        let script = place.path("out/worker.py");
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py"),
-            &script,
-        )
-        .unwrap();
-        let mut plan = WorkerPlan::new("echo-bot", "/usr/bin/python3", interpreter_policy(place));
-        plan.args = vec![script.into()];
-        plan.spec = json!({"name": "echo-bot"});
+        let mut plan = python_plan(place, "");
         plan.restart_backoff = Duration::from_millis(10);
         plan
     }
@@ -666,8 +663,7 @@ mod budgets {
     use std::sync::Arc;
 
     use fleet_core::budget::{BudgetLimits, Budgets};
-    use fleet_core::ipc::{TaskRunParams, codes};
-    use fleet_core::spec::AgentSpec;
+    use fleet_core::ipc::codes;
     use fleet_core::{PriceTable, Usd};
     use fleet_sandbox::{
         DEFAULT_COST_BUDGET, OverBudget, Supervisor, SupervisorError, SupervisorEvent, WorkerError,
@@ -676,28 +672,11 @@ mod budgets {
 
     use super::*;
 
-    fn task(id: &str, prompt: &str) -> TaskRunParams {
-        TaskRunParams {
-            task_id: id.into(),
-            prompt: prompt.into(),
-            input: None,
-        }
-    }
-
     fn plan(place: &Place, cost_budget: Option<&str>) -> WorkerPlan {
-        let script = place.path("out/worker.py");
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py"),
-            &script,
+        python_plan(
+            place,
+            &cost_budget.map_or(String::new(), |b| format!("cost_budget: {b}\n")),
         )
-        .unwrap();
-        let budget = cost_budget.map_or(String::new(), |b| format!("cost_budget: {b}\n"));
-        let yaml = format!("name: echo-bot\nrole: echoes\nmodel: claude-haiku-4-5\n{budget}");
-        let spec: AgentSpec =
-            fleet_core::spec::AgentSpec::from_yaml(Path::new("echo-bot.yaml"), &yaml).unwrap();
-        let mut plan = WorkerPlan::for_spec(&spec, "/usr/bin/python3", interpreter_policy(place));
-        plan.args = vec![script.into()];
-        plan
     }
 
     #[tokio::test]
@@ -799,7 +778,7 @@ mod runner {
     use fleet_core::spec::AgentSpec;
     use fleet_core::store::memory::MemoryStore;
     use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
-    use fleet_sandbox::{SpecialistRunner, Supervisor, WorkerPlan};
+    use fleet_sandbox::{SpecialistRunner, Supervisor};
 
     use super::*;
 
@@ -809,22 +788,10 @@ mod runner {
             return;
         };
         let place = Place::new();
-        let script = place.path("out/worker.py");
-        std::fs::copy(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py"),
-            &script,
-        )
-        .unwrap();
-        let spec = Arc::new(
-            AgentSpec::from_yaml(
-                Path::new("echo-bot.yaml"),
-                "name: echo-bot\nrole: echoes\nmodel: claude-haiku-4-5\n",
-            )
-            .unwrap(),
-        );
-        let mut plan = WorkerPlan::for_spec(&spec, "/usr/bin/python3", interpreter_policy(&place));
-        plan.args = vec![script.into()];
+        let mut plan = python_plan(&place, "");
         plan.task_retries = 0;
+        // The calls name the same spec the workers were started with.
+        let spec: Arc<AgentSpec> = Arc::new(serde_json::from_value(plan.spec.clone()).unwrap());
         let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()));
         supervisor.add(plan).await.unwrap();
         let runner = SpecialistRunner::new(supervisor);
