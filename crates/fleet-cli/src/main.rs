@@ -1,32 +1,60 @@
 //! The `fleet` command: the CLI interface plus glue over fleet's library crates.
 //!
-//! Every behaviour it shows lives in a library crate; this binary parses, wires and renders.
+//! It parses, builds a validated config, wires the library crates and renders; every behaviour
+//! it shows lives in a library crate.
 
 // The CLI's job is to print; libraries never do.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use fleet_core::spec::{SpecSet, agent_spec_schema};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
+mod app;
+mod config;
+mod fleet;
+mod init;
+mod inspect;
+mod render;
+mod run;
 mod worker;
 
 /// Exit codes, documented in `fleet --help`.
-mod exit {
+pub(crate) mod exit {
+    /// It worked.
     pub(crate) const OK: u8 = 0;
-    pub(crate) const INVALID: u8 = 1;
+    /// The workflow failed, or the input is invalid (agent specs with errors, say).
+    pub(crate) const FAILED: u8 = 1;
+    /// The command line is wrong.
     pub(crate) const USAGE: u8 = 2;
+    /// The configuration is wrong (a config file, a provider without its key).
+    pub(crate) const CONFIG: u8 = 3;
+    /// A budget ran out before the work was done.
+    pub(crate) const BUDGET: u8 = 4;
+    /// Interrupted (Ctrl-C or `fleet stop`); the run can be resumed.
+    pub(crate) const INTERRUPTED: u8 = 130;
 }
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    the workflow failed, or the input is invalid
+  2    usage error (a wrong flag or argument)
+  3    configuration error (a config file, a provider without its key)
+  4    a budget ran out
+  130  interrupted (Ctrl-C or `fleet stop`); `fleet run --resume RUN_ID` goes on
+
+Configuration: defaults < ~/.config/fleet/config.toml < fleet.toml (nearest above) < environment < flags.
+`fleet config show` prints the effective values and where each came from.";
 
 #[derive(Parser)]
 #[command(
     name = "fleet",
     version,
     about = "Run fleets of LLM agents: workflows, sandboxed specialists, every token and dollar accounted for.",
-    after_help = "Exit codes: 0 success, 1 invalid input (e.g. agent specs with errors), 2 usage error."
+    after_help = EXIT_CODES,
+    arg_required_else_help = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,23 +63,192 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a workflow to completion and print its result.
+    #[command(after_help = "\
+Examples:
+  fleet run review-code --args '{\"path\": \"src\"}'
+  fleet run ./my-workflow.js --args @args.json --budget-usd 2
+  fleet run --resume 01a1fd32-cc7b-73f0-9670-06bd0d8a5a23
+  fleet run hello --json | jq .")]
+    Run(RunArgs),
+    /// List runs, newest first.
+    #[command(after_help = "Example:\n  fleet runs --limit 5")]
+    Runs {
+        /// Show at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show a run's state, calls, tokens and cost (default: the newest run).
+    #[command(after_help = "Example:\n  fleet status 01a1fd32-cc7b-73f0-9670-06bd0d8a5a23")]
+    Status {
+        /// The run (an id, or a unique prefix of one).
+        run: Option<String>,
+    },
+    /// Stop a run going on in another `fleet run`; it can be resumed.
+    #[command(after_help = "Example:\n  fleet stop 01a1fd32")]
+    Stop {
+        /// The run (an id, or a unique prefix of one).
+        run: String,
+    },
+    /// Draw a run's work-unit tree: state, agent, model, tokens, prompt-cache share, dollars,
+    /// duration, and why calls failed or came back null.
+    #[command(after_help = "Example:\n  fleet trace 01a1fd32")]
+    Trace {
+        /// The run (an id, or a unique prefix of one; default: the newest run).
+        run: Option<String>,
+    },
+    /// What was spent, by model: for one run, since a date, or in all.
+    #[command(
+        after_help = "Examples:\n  fleet cost\n  fleet cost --run 01a1fd32\n  fleet cost --since 2026-11-01"
+    )]
+    Cost {
+        /// Only this run.
+        #[arg(long, conflicts_with = "since")]
+        run: Option<String>,
+        /// Only since this date (YYYY-MM-DD, local midnight) or timestamp (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// One turn of a primary agent that can delegate to the project's specialists.
+    #[command(
+        after_help = "Example:\n  fleet ask \"find the slowest test and ask patch-bot to speed it up\""
+    )]
+    Ask {
+        /// The task.
+        task: String,
+        /// The primary agent's model (default: ask.model, claude-sonnet-4-5).
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        provider: ProviderArgs,
+        /// Write the thread's events as JSON lines and the answer last.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The workflows fleet can find here: built-ins, ~/.fleet/workflows, .fleet/ and .claude/workflows.
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
     /// Work with the agents declared in `agents/*.yaml`.
     #[command(subcommand)]
     Agents(AgentsCommand),
     /// Print a JSON Schema fleet publishes.
     #[command(subcommand)]
     Schema(SchemaCommand),
+    /// Make this directory a fleet project: fleet.toml, agents/, .fleet/workflows/hello.js.
+    #[command(after_help = "Example:\n  mkdir demo && cd demo && fleet init && fleet run hello")]
+    Init,
+    /// Start the project's specialists under the supervisor and watch them until you quit.
+    #[command(after_help = "\
+Keys: ↑/↓ select an agent, r resume a paused agent, q quit.
+Send work from another terminal with `fleet send AGENT \"task\"`.
+
+Examples:
+  fleet start
+  fleet start --headless > fleet.log")]
+    Start {
+        /// Log what happens as lines instead of drawing the screen.
+        #[arg(long)]
+        headless: bool,
+        #[command(flatten)]
+        provider: ProviderArgs,
+    },
+    /// Give a task to an agent of the fleet `fleet start` is running here, and print its answer.
+    #[command(
+        after_help = "Example:\n  fleet send doc-bot \"document the public items in src/lib.rs\""
+    )]
+    Send {
+        /// The agent, by its spec's name.
+        agent: String,
+        /// The task.
+        task: String,
+    },
+    /// Show the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  fleet completions bash > ~/.local/share/bash-completion/completions/fleet"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Which provider and model.
+#[derive(Args, Clone, Default)]
+pub(crate) struct ProviderArgs {
+    /// The provider: anthropic, openai, openai-responses, offline or scripted.
+    #[arg(long)]
+    pub(crate) provider: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// A workflow's name (see `fleet workflows list`) or a path to a .js file; optional with
+    /// --resume.
+    #[arg(required_unless_present = "resume")]
+    pub(crate) workflow: Option<String>,
+    /// The workflow's arguments: JSON, or @file.json.
+    #[arg(long, value_name = "JSON | @FILE")]
+    pub(crate) args: Option<String>,
+    /// Resume this run: finished calls are served from its journal.
+    #[arg(long, value_name = "RUN_ID")]
+    pub(crate) resume: Option<String>,
+    /// With --resume: stop reusing at the first call that differs from the journal.
+    #[arg(long, requires = "resume")]
+    pub(crate) strict_resume: bool,
+    #[command(flatten)]
+    pub(crate) provider: ProviderArgs,
+    /// The model of agent calls that name none.
+    #[arg(long)]
+    pub(crate) model: Option<String>,
+    /// The run's output-token budget.
+    #[arg(long, value_name = "N")]
+    pub(crate) budget_tokens: Option<u64>,
+    /// The run's dollar budget.
+    #[arg(long, value_name = "USD", value_parser = parse_dollars)]
+    pub(crate) budget_usd: Option<f64>,
+    /// Agent calls in flight at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) concurrency: Option<u64>,
+    /// Write the event stream as JSON lines and the result last.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+fn parse_dollars(s: &str) -> Result<f64, String> {
+    match s.trim_start_matches('$').parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not an amount of dollars ≥ 0 (e.g. 2.50)")),
+    }
+}
+
+#[derive(Subcommand)]
+enum WorkflowsCommand {
+    /// Every workflow fleet can find, with where it came from.
+    List,
+    /// A workflow's header: description, phases, arguments, source.
+    #[command(after_help = "Example:\n  fleet workflows show review-code")]
+    Show {
+        /// Its name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum AgentsCommand {
-    /// Check every spec in DIR (default: agents) and report every problem with its place.
+    /// The agents in DIR (default: the project's agents/) with model, budget and capabilities.
+    List {
+        /// The directory of agent specs.
+        dir: Option<PathBuf>,
+    },
+    /// Check every spec in DIR and report every problem with its place.
     ///
     /// Example: fleet agents validate agents/
     Validate {
-        /// The directory of agent specs.
-        #[arg(default_value = "agents")]
-        dir: PathBuf,
+        /// The directory of agent specs (default: the project's agents/).
+        dir: Option<PathBuf>,
     },
 }
 
@@ -63,11 +260,17 @@ enum SchemaCommand {
     Ipc,
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Every setting's effective value (secrets redacted) and where it came from.
+    Show,
+}
+
 /// The hidden subcommand that makes `fleet` the sandbox helper (see `fleet_sandbox::helper_main`).
-const SANDBOX_HELPER: &str = "__sandbox-helper";
+pub(crate) const SANDBOX_HELPER: &str = "__sandbox-helper";
 
 /// The hidden subcommand that makes `fleet` a specialist worker (see `worker`).
-const WORKER: &str = "__worker";
+pub(crate) const WORKER: &str = "__worker";
 
 fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
@@ -88,56 +291,87 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match run(cli) {
+    match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // A closed pipe (`fleet … | head`) is not an error.
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::from(exit::OK);
             }
+            let code = if e.downcast_ref::<config::ConfigError>().is_some()
+                || e.downcast_ref::<fleet_core::provider::ProviderError>()
+                    .is_some_and(|p| {
+                        matches!(p, fleet_core::provider::ProviderError::Config { .. })
+                    }) {
+                exit::CONFIG
+            } else if e.downcast_ref::<app::UsageError>().is_some() {
+                exit::USAGE
+            } else {
+                exit::FAILED
+            };
             eprintln!("fleet: {e:#}");
-            ExitCode::from(exit::INVALID)
+            ExitCode::from(code)
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<u8> {
-    let mut out = std::io::stdout().lock();
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    use config::Overrides;
+    let overrides = match &cli.command {
+        Command::Run(a) => Overrides {
+            provider: a.provider.provider.clone(),
+            model: a.model.clone(),
+            concurrency: a.concurrency,
+            budget_usd: a.budget_usd,
+            budget_tokens: a.budget_tokens,
+            ..Overrides::default()
+        },
+        Command::Ask {
+            model, provider, ..
+        } => Overrides {
+            provider: provider.provider.clone(),
+            ask_model: model.clone(),
+            ..Overrides::default()
+        },
+        Command::Start { provider, .. } => Overrides {
+            provider: provider.provider.clone(),
+            ..Overrides::default()
+        },
+        _ => Overrides::default(),
+    };
+    let app = app::App::load(&overrides)?;
     match cli.command {
-        Command::Agents(AgentsCommand::Validate { dir }) => {
-            let set =
-                SpecSet::load_dir(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
-            for spec in &set.specs {
-                writeln!(
-                    out,
-                    "ok       {:<20} {} ({})",
-                    spec.name, spec.model, spec.role
-                )?;
-            }
-            for d in &set.errors {
-                writeln!(out, "error    {d}")?;
-            }
-            writeln!(
-                out,
-                "{} valid, {} problem(s) in {}",
-                set.specs.len(),
-                set.errors.len(),
-                dir.display()
-            )?;
-            Ok(if set.errors.is_empty() {
-                exit::OK
-            } else {
-                exit::INVALID
-            })
-        }
+        Command::Run(args) => run::run(&app, args),
+        Command::Ask { task, json, .. } => run::ask(&app, &task, json),
+        Command::Runs { limit } => inspect::runs(&app, limit),
+        Command::Status { run } => inspect::status(&app, run.as_deref()),
+        Command::Stop { run } => inspect::stop(&app, &run),
+        Command::Trace { run } => inspect::trace(&app, run.as_deref()),
+        Command::Cost { run, since } => inspect::cost(&app, run.as_deref(), since.as_deref()),
+        Command::Workflows(WorkflowsCommand::List) => inspect::workflows_list(&app),
+        Command::Workflows(WorkflowsCommand::Show { name }) => inspect::workflows_show(&app, &name),
+        Command::Agents(AgentsCommand::List { dir }) => inspect::agents_list(&app, dir),
+        Command::Agents(AgentsCommand::Validate { dir }) => inspect::agents_validate(&app, dir),
         Command::Schema(which) => {
             let schema = match which {
-                SchemaCommand::AgentSpec => agent_spec_schema(),
+                SchemaCommand::AgentSpec => fleet_core::spec::agent_spec_schema(),
                 SchemaCommand::Ipc => fleet_core::ipc::ipc_schema(),
             };
-            writeln!(out, "{}", serde_json::to_string_pretty(&schema)?)?;
+            app.say(&serde_json::to_string_pretty(&schema)?)?;
+            Ok(exit::OK)
+        }
+        Command::Init => init::init(&app),
+        Command::Start { headless, .. } => fleet::start(&app, headless),
+        Command::Send { agent, task } => fleet::send(&app, &agent, &task),
+        Command::Config(ConfigCommand::Show) => {
+            app.say(app.config.show(&app.store_path()).trim_end())?;
+            Ok(exit::OK)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "fleet", &mut std::io::stdout());
             Ok(exit::OK)
         }
     }

@@ -166,6 +166,40 @@ impl Journal {
         .map(drop)
     }
 
+    /// Moves a pre-recorded unit to `running`, naming the model it runs on when the unit was
+    /// recorded without one (a workflow records its calls before a runner picks the model).
+    ///
+    /// # Errors
+    /// As [`Journal::set_state`].
+    pub async fn set_running(
+        &self,
+        unit: WorkUnitId,
+        model: Option<String>,
+    ) -> Result<(), CommandError> {
+        let record = match model {
+            Some(_) => {
+                self.read(|t| t.work_unit(unit).map(|u| u.record.clone()))
+                    .await
+            }
+            None => None,
+        };
+        match (record, model) {
+            (Some(mut record), Some(model))
+                if record.model.is_none() && !record.state.is_terminal() =>
+            {
+                let now = jiff::Timestamp::now();
+                record.model = Some(model);
+                record.state = WorkUnitState::Running;
+                record.started_at.get_or_insert(now);
+                record.updated_at = now;
+                self.execute(Command::UpsertWorkUnit(record))
+                    .await
+                    .map(drop)
+            }
+            _ => self.set_state(unit, WorkUnitState::Running, None).await,
+        }
+    }
+
     /// Records an activity of `unit`.
     ///
     /// # Errors

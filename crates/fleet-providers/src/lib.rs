@@ -62,7 +62,7 @@ mod stream;
 pub use agent::tools::{Tool, ToolContext, ToolOutput};
 pub use agent::{ModelAgentRunner, RunnerBuilder, RunnerDefaults};
 pub use anthropic::AnthropicProvider;
-pub use env::from_env;
+pub use env::{PROVIDERS, ProviderSettings, from_env, from_settings};
 pub use host::HostCommands;
 pub use http::{ApiKey, HttpClient, HttpConfig, RetryPolicy};
 pub use offline::OfflineProvider;

@@ -101,6 +101,8 @@ pub struct RunSummary {
     pub cost_usd: f64,
     /// Whether some usage had no price.
     pub unpriced: bool,
+    /// Whether a run, phase or token budget refused an `agent()` call.
+    pub budget_exhausted: bool,
     /// Wall time of this attempt, in milliseconds.
     pub wall_ms: u64,
 }

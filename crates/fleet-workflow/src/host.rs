@@ -144,6 +144,8 @@ pub(crate) struct RunHost {
     occurrences: Mutex<HashMap<String, u32>>,
     strict_ok: AtomicBool,
     pub tally: Mutex<Tally>,
+    /// Whether a budget refused an agent() call.
+    pub budget_exhausted: std::sync::atomic::AtomicBool,
     warned_budget: AtomicBool,
     me: OnceLock<Weak<RunHost>>,
     /// Budget nodes per agent type (its spec's `cost_budget`) and per phase, made on first use.
@@ -213,6 +215,7 @@ impl RunHost {
             occurrences: Mutex::new(HashMap::new()),
             strict_ok: AtomicBool::new(true),
             tally: Mutex::new(Tally::default()),
+            budget_exhausted: std::sync::atomic::AtomicBool::new(false),
             warned_budget: AtomicBool::new(false),
             me: OnceLock::new(),
             nodes: Mutex::new(HashMap::new()),
@@ -275,6 +278,7 @@ impl RunHost {
             if let (Some(total), Some(status)) = (budget.tokens, self.budgets.status(node))
                 && status.spent.output_tokens >= total
             {
+                self.budget_exhausted.store(true, Ordering::Relaxed);
                 return Err(format!(
                     "Phase '{phase}' token budget exceeded ({} / {total} output tokens). Raise the phase's budget to go on.",
                     status.spent.output_tokens
@@ -419,7 +423,9 @@ impl Host for RunHost {
                 self.config.max_agent_calls
             ));
         }
-        self.check_budget()?;
+        self.check_budget().inspect_err(|_| {
+            self.budget_exhausted.store(true, Ordering::Relaxed);
+        })?;
         let spec = opts
             .agent_type
             .as_deref()

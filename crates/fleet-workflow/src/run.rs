@@ -556,6 +556,9 @@ async fn drive(
         usage: tally.usage,
         cost_usd: tally.cost.usd.dollars(),
         unpriced: tally.cost.unpriced > 0,
+        budget_exhausted: host
+            .budget_exhausted
+            .load(std::sync::atomic::Ordering::Relaxed),
         wall_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     };
     let (unit_state, turn_state) = match state {

@@ -215,7 +215,7 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
     ) -> Result<WorkUnitId, AgentError> {
         if let Some(unit) = ctx.work_unit {
             ctx.journal
-                .set_state(unit, WorkUnitState::Running, None)
+                .set_running(unit, Some(plan.model.clone()))
                 .await?;
             return Ok(unit);
         }
