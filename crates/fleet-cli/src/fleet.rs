@@ -67,6 +67,8 @@ struct FleetState {
     agents: BTreeMap<String, AgentView>,
     log: VecDeque<String>,
     next_task: u64,
+    /// Woken when something worth redrawing happened.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl FleetState {
@@ -76,6 +78,7 @@ impl FleetState {
         while self.log.len() > 200 {
             self.log.pop_front();
         }
+        self.changed.notify_one();
     }
 }
 
@@ -415,10 +418,10 @@ pub(crate) fn send(app: &App, agent: &str, task: &str) -> anyhow::Result<u8> {
     App::runtime()?.block_on(async {
         let socket = socket_path(app);
         let stream = UnixStream::connect(&socket).await.map_err(|_| {
-            UsageError(format!(
+            anyhow::anyhow!(
                 "no fleet is running here (nothing answers at {}): start one with `fleet start`",
                 socket.display()
-            ))
+            )
         })?;
         let (read, mut write) = stream.into_split();
         let mut line = serde_json::to_vec(&Request {
@@ -450,9 +453,7 @@ mod tui {
     use ratatui::layout::{Constraint, Layout};
     use ratatui::style::{Color, Modifier, Style as TStyle};
     use ratatui::text::{Line, Span};
-    use ratatui::widgets::{
-        Block, Borders, Gauge, List, ListItem, Paragraph, Row, Table, TableState,
-    };
+    use ratatui::widgets::{Block, Borders, List, ListItem, Paragraph, Row, Table, TableState};
 
     pub(super) async fn run(
         supervisor: Supervisor,
@@ -477,10 +478,12 @@ mod tui {
         let mut selected = TableState::default().with_selected(Some(0));
         let mut show_cost = true;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let changed = lock(state).changed.clone();
         loop {
             terminal.draw(|f| draw(f, supervisor, state, root, &mut selected, show_cost))?;
             tokio::select! {
                 _ = tick.tick() => {}
+                () = changed.notified() => {}
                 _ = term.recv() => return Ok(()),
                 key = keys.next() => {
                     let Some(Ok(Event::Key(key))) = key else { continue };
@@ -621,36 +624,29 @@ mod tui {
                 .title(format!(" cost · total {total} "));
             let inner = block.inner(cost);
             f.render_widget(block, cost);
-            let rows = Layout::vertical(vec![Constraint::Length(1); agents]).split(inner);
+            let rows = Layout::vertical(vec![Constraint::Length(1); agents + 1]).split(inner);
             for (i, (name, v)) in s.agents.iter().enumerate() {
                 let Some(area) = rows.get(i) else { break };
                 let spent = supervisor
                     .spent(name)
                     .map(|b| b.spent.usd)
                     .unwrap_or_default();
-                let ratio = if v.budget.nanos() > 0 {
-                    #[allow(clippy::cast_precision_loss)]
-                    let r = spent.nanos() as f64 / v.budget.nanos() as f64;
-                    r.clamp(0.0, 1.0)
-                } else {
-                    1.0
-                };
-                let label = match &v.paused {
-                    Some(reason) => format!("{name}: {spent} / {} PAUSED: {reason}", v.budget),
-                    None => format!("{name}: {spent} / {} ({:.0}%)", v.budget, ratio * 100.0),
-                };
-                let color = if v.paused.is_some() {
-                    Color::Red
-                } else if ratio > 0.8 {
-                    Color::Yellow
-                } else {
-                    Color::Green
-                };
+                f.render_widget(Paragraph::new(cost_line(name, spent, v)), *area);
+            }
+            let budgets = s.agents.values().fold(Usd::ZERO, |a, v| a + v.budget);
+            let paused: Vec<&str> = s
+                .agents
+                .iter()
+                .filter(|(_, v)| v.paused.is_some())
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if let Some(area) = rows.get(agents) {
+                let mut line = format!("{:<18}{total} of {budgets} budgeted", "total");
+                if !paused.is_empty() {
+                    line.push_str(&format!(" · paused: {}", paused.join(", ")));
+                }
                 f.render_widget(
-                    Gauge::default()
-                        .gauge_style(TStyle::new().fg(color))
-                        .ratio(ratio)
-                        .label(label),
+                    Paragraph::new(line).style(TStyle::new().add_modifier(Modifier::BOLD)),
                     *area,
                 );
             }
@@ -674,5 +670,38 @@ mod tui {
                 .style(TStyle::new().add_modifier(Modifier::DIM)),
             help,
         );
+    }
+
+    /// `doc-bot  ██████░░░░░░░░░░░░░░  $0.25 / $0.50  50%`, red with the reason when paused.
+    fn cost_line(name: &str, spent: Usd, v: &AgentView) -> Line<'static> {
+        let ratio = if v.budget.nanos() > 0 {
+            #[allow(clippy::cast_precision_loss)]
+            let r = spent.nanos() as f64 / v.budget.nanos() as f64;
+            r.clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let filled = (ratio * 20.0).round() as usize;
+        let color = if v.paused.is_some() {
+            Color::Red
+        } else if ratio > 0.8 {
+            Color::Yellow
+        } else {
+            Color::Green
+        };
+        let mut spans = vec![
+            Span::raw(format!("{name:<18}")),
+            Span::styled("█".repeat(filled), TStyle::new().fg(color)),
+            Span::styled("░".repeat(20 - filled), TStyle::new().fg(Color::DarkGray)),
+            Span::raw(format!("  {spent} / {}  {:>3.0}%", v.budget, ratio * 100.0)),
+        ];
+        if let Some(reason) = &v.paused {
+            spans.push(Span::styled(
+                format!("  PAUSED: {reason}"),
+                TStyle::new().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ));
+        }
+        Line::from(spans)
     }
 }

@@ -210,11 +210,18 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "USD", value_parser = parse_dollars)]
     pub(crate) budget_usd: Option<f64>,
     /// Agent calls in flight at once.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub(crate) concurrency: Option<u64>,
     /// Write the event stream as JSON lines and the result last.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+fn parse_positive(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number ≥ 1")),
+    }
 }
 
 fn parse_dollars(s: &str) -> Result<f64, String> {

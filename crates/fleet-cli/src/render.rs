@@ -1,9 +1,10 @@
 //! Drawing: colours (only on a terminal, never with `NO_COLOR`), numbers people read at a
 //! glance, and the work-unit tree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
+use fleet_core::activity::ActivityKind;
 use fleet_core::{Thread, Timestamp, WorkUnit, WorkUnitId, WorkUnitState};
 
 /// How output may look.
@@ -119,9 +120,11 @@ pub(crate) fn between(a: Timestamp, b: Timestamp) -> u64 {
 }
 
 /// `text` cut to `width` characters, with `…` when cut.
+/// Line breaks and runs of spaces become one space.
 pub(crate) fn fit(text: &str, width: usize) -> String {
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if text.chars().count() <= width {
-        text.to_owned()
+        text
     } else {
         let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
         cut.push('…');
@@ -154,28 +157,61 @@ pub(crate) fn tree(
         ),
     );
     out.push('\n');
-    for turn in &thread.turns {
-        row(&mut out, thread, turn.root_id, "", "", notes, style, now);
+    let cached: HashSet<WorkUnitId> = thread
+        .activities
+        .iter()
+        .filter(|a| matches!(a.kind, ActivityKind::AgentResult { cached: true, .. }))
+        .filter_map(|a| a.work_unit_id)
+        .collect();
+    let look = Look {
+        notes,
+        cached: &cached,
+        style,
+        now,
+    };
+    for (i, turn) in thread.turns.iter().enumerate() {
+        if thread.turns.len() > 1 {
+            let _ = writeln!(
+                out,
+                "{}",
+                style.paint(
+                    Paint::Dim,
+                    &format!(
+                        "── attempt {} · {} · {}",
+                        i + 1,
+                        serde_name(&turn.state),
+                        turn.started_at
+                            .to_zoned(jiff::tz::TimeZone::system())
+                            .strftime("%Y-%m-%d %H:%M:%S")
+                    )
+                )
+            );
+        }
+        row(&mut out, thread, turn.root_id, "", "", &look);
     }
     out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn row(
-    out: &mut String,
-    thread: &Thread,
-    id: WorkUnitId,
-    lead: &str,
-    rest: &str,
-    notes: &HashMap<WorkUnitId, String>,
+/// What every row of a tree needs.
+struct Look<'a> {
+    notes: &'a HashMap<WorkUnitId, String>,
+    cached: &'a HashSet<WorkUnitId>,
     style: Style,
     now: Timestamp,
-) {
+}
+
+fn row(out: &mut String, thread: &Thread, id: WorkUnitId, lead: &str, rest: &str, look: &Look<'_>) {
+    let (notes, style, now) = (look.notes, look.style, look.now);
     let Some(unit) = thread.work_unit(id) else {
         return;
     };
-    let name = unit_name(unit);
-    let label = fit(&format!("{lead}{name}"), LABEL);
+    let label = format!(
+        "{lead}{}",
+        fit(
+            &unit_name(unit),
+            LABEL.saturating_sub(lead.chars().count()).max(8)
+        )
+    );
     let usage = thread.subtree_usage(id);
     let cost = thread.subtree_cost(id);
     let time = unit
@@ -190,7 +226,11 @@ fn row(
     let _ = writeln!(
         out,
         "{} {} {:<16} {:<18} {:>7} {} {:>9} {:>7}",
-        style.state(unit.state),
+        if look.cached.contains(&id) {
+            style.paint(Paint::Cyan, &format!("{:<11}", "cached"))
+        } else {
+            style.state(unit.state)
+        },
         pad(&label, label.chars().count(), LABEL),
         fit(unit.agent.as_deref().unwrap_or("-"), 16),
         fit(unit.model.as_deref().unwrap_or("-"), 18),
@@ -229,9 +269,7 @@ fn row(
             *child,
             &format!("{rest}{branch}"),
             &format!("{rest}{next}"),
-            notes,
-            style,
-            now,
+            look,
         );
     }
 }

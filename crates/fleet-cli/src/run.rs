@@ -702,12 +702,15 @@ async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> 
     let model = app.config.ask_model().to_owned();
     let journal = Journal::create(
         Arc::clone(&store) as SharedStore,
-        Some(format!("ask: {}", render::fit(task, 60))),
+        Some(format!(
+            "ask: {}",
+            render::fit(task.lines().next().unwrap_or(task), 60)
+        )),
     )
     .await?;
     let thread_id = journal.thread_id();
     let mut draft = WorkUnitDraft::new(WorkUnitKind::PrimaryAgent);
-    draft.label = Some(render::fit(task, 60));
+    draft.label = Some(render::fit(task.lines().next().unwrap_or(task), 60));
     draft.agent = Some("primary".into());
     draft.model = Some(model.clone());
     let (turn, primary) = journal.start_turn(Some(task.to_owned()), draft).await?;
@@ -748,14 +751,16 @@ async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> 
                 .paint(Paint::Dim, &format!("({} specialists)", specs.specs.len()))
         );
     }
-    let work = runner.run(call, ctx);
-    tokio::pin!(work);
+    // On its own task: the loop below awaits the journal, which the call may hold while it
+    // writes, so the call must not depend on the loop polling it.
+    let mut work = tokio::spawn(async move { runner.run(call, ctx).await });
     let mut watch = UnitWatch::new(app.style, !json_out);
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut interrupted = false;
     let result = loop {
         tokio::select! {
-            r = &mut work => break r,
+            r = &mut work => break r.map_err(|e| fleet_core::AgentError::Config(format!("the agent task ended: {e}")))
+                .and_then(|r| r),
             _ = tick.tick() => {
                 let snapshot = journal.read(Clone::clone).await;
                 watch.update(&snapshot)?;
@@ -850,7 +855,7 @@ impl UnitWatch {
             if before == Some(unit.state) {
                 continue;
             }
-            let name = render::unit_name(unit);
+            let name = render::fit(&render::unit_name(unit), 60);
             let agent = unit.agent.as_deref().unwrap_or("-");
             match unit.state {
                 WorkUnitState::Running

@@ -536,3 +536,6 @@ mod patch_bot {
         );
     }
 }
+
+mod fleet_tui;
+mod user;

@@ -1,0 +1,291 @@
+//! `fleet start` for real: the three sample agents under the supervisor, sandboxed, on a
+//! scripted model whose every task costs $0.25; the TUI driven under tmux (send-keys,
+//! capture-pane), and the headless log.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::user::{Project, fleet_copy};
+
+/// Why the test cannot run here, if it cannot (never on CI, which sets FLEET_SANDBOX_REQUIRE).
+fn unavailable(need_tmux: bool) -> Option<String> {
+    let required = std::env::var("FLEET_SANDBOX_REQUIRE").as_deref() == Ok("1");
+    if let Err(e) = fleet_sandbox::landlock_available() {
+        assert!(!required, "FLEET_SANDBOX_REQUIRE=1 but {e}");
+        return Some(e.to_string());
+    }
+    if need_tmux
+        && !Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            !required,
+            "FLEET_SANDBOX_REQUIRE=1 but tmux is missing (.ci/run installs it)"
+        );
+        return Some("tmux is not installed".into());
+    }
+    None
+}
+
+/// A project made by `fleet init`, with a git workspace the sandboxed agents may write, a
+/// copy of `fleet` the unprivileged user can run, and a cassette: every model turn says it is
+/// done and spends 200k input and 10k output tokens of claude-haiku-4-5 ($0.25).
+fn project() -> (Project, PathBuf, PathBuf) {
+    let p = Project::init();
+    std::fs::set_permissions(p.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(p.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let workspace = p.root().join("workspace");
+    std::fs::create_dir(&workspace).unwrap();
+    let git = |args: &[&str]| {
+        let ok = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(&workspace)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["commit", "-q", "--allow-empty", "-m", "start"]);
+    if rustix::process::geteuid().is_root() {
+        let id = fleet_sandbox::UNPRIVILEGED_ID;
+        let ok = Command::new("chown")
+            .args(["-R", &format!("{id}:{id}")])
+            .arg(&workspace)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    let turn = serde_json::json!({"expect": {}, "events": [
+        {"type": "text_delta", "text": "Documented the public items."},
+        {"type": "usage", "usage": {"input": 200_000, "output": 10_000}},
+        {"type": "done", "stop_reason": "end_turn"}
+    ]});
+    // In the project: the sandbox lets the workers read nothing else of it.
+    let cassette = p.root().join("cassette.json");
+    std::fs::write(
+        &cassette,
+        serde_json::json!({"exchanges": vec![turn; 5]}).to_string(),
+    )
+    .unwrap();
+    let fleet = fleet_copy(p.dir.path());
+    (p, fleet, cassette)
+}
+
+/// `fleet send AGENT TASK` from the project: (exit code, stdout, stderr).
+fn send(p: &Project, fleet: &Path, agent: &str, task: &str) -> (i32, String, String) {
+    let out = Command::new(fleet)
+        .args(["send", agent, task])
+        .current_dir(p.root())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", p.home())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A tmux server of this test's own.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Self {
+        Self {
+            socket: format!("fleet-test-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "fleet"])
+    }
+
+    /// Waits until the screen shows every one of `needles`.
+    fn wait_for(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if needles.iter().all(|n| screen.contains(n)) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the screen never showed {needles:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// The line of the cost overlay about `agent`.
+fn cost_line<'a>(screen: &'a str, agent: &str) -> &'a str {
+    screen
+        .lines()
+        .find(|l| l.contains(&format!("│{agent} ")) && l.contains(" / $"))
+        .unwrap_or_else(|| panic!("no cost line for {agent}:\n{screen}"))
+}
+
+#[test]
+fn the_fleet_tui_shows_agents_cost_rising_a_paused_agent_and_quits_cleanly() {
+    if let Some(why) = unavailable(true) {
+        eprintln!("skipping the fleet TUI test: {why}");
+        return;
+    }
+    let (p, fleet, cassette) = project();
+    let tmux = Tmux::new();
+    let command = format!(
+        "cd '{}' && env -i PATH=\"$PATH\" HOME='{}' TERM=xterm-256color FLEET_PROVIDER=scripted FLEET_CASSETTE='{}' '{}' start; echo FLEET-EXIT=$?; sleep 60",
+        p.root().display(),
+        p.home().display(),
+        cassette.display(),
+        fleet.display()
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "fleet",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &command,
+    ]);
+    let screen = tmux.wait_for(&[
+        "doc-bot",
+        "patch-bot",
+        "test-writer-bot",
+        "3 agents supervised",
+    ]);
+    assert!(
+        cost_line(&screen, "doc-bot").contains("$0.00 / $0.50"),
+        "{screen}"
+    );
+    assert!(
+        cost_line(&screen, "patch-bot").contains("$0.00 / $2.00"),
+        "{screen}"
+    );
+    assert!(
+        cost_line(&screen, "test-writer-bot").contains("$0.00 / $1.00"),
+        "{screen}"
+    );
+
+    let (code, out, err) = send(&p, &fleet, "doc-bot", "document the public items");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "Documented the public items.\n");
+    let screen = tmux.wait_for(&["$0.25 / $0.50", "task 1 done"]);
+    assert!(cost_line(&screen, "doc-bot").contains("50%"), "{screen}");
+    assert!(
+        screen.contains("spent $0.25"),
+        "the header shows the total: {screen}"
+    );
+
+    // The second task takes doc-bot to its budget: it is paused, with the reason.
+    let (code, _, err) = send(&p, &fleet, "doc-bot", "document some more");
+    assert_eq!(code, 0, "{err}");
+    let screen = tmux.wait_for(&["$0.50 / $0.50", "PAUSED"]);
+    assert!(
+        cost_line(&screen, "doc-bot").contains("PAUSED: agent doc-bot used up"),
+        "{screen}"
+    );
+    assert!(screen.contains("paused: doc-bot"), "{screen}");
+    let (code, _, err) = send(&p, &fleet, "doc-bot", "and more");
+    assert_eq!(code, 1);
+    assert!(err.contains("agent doc-bot is paused"), "{err}");
+    // The other agents are not affected.
+    assert!(
+        cost_line(&screen, "patch-bot").contains("$0.00 / $2.00"),
+        "{screen}"
+    );
+
+    tmux.run(&["send-keys", "-t", "fleet", "q"]);
+    let screen = tmux.wait_for(&["FLEET-EXIT="]);
+    assert!(screen.contains("FLEET-EXIT=0"), "{screen}");
+    let (code, _, err) = send(&p, &fleet, "doc-bot", "anyone there?");
+    assert_eq!(code, 1);
+    assert!(err.contains("no fleet is running here"), "{err}");
+}
+
+#[test]
+fn headless_start_logs_the_same_as_lines() {
+    if let Some(why) = unavailable(false) {
+        eprintln!("skipping the headless fleet test: {why}");
+        return;
+    }
+    let (p, fleet, cassette) = project();
+    let mut child = Command::new(&fleet)
+        .args(["start", "--headless"])
+        .current_dir(p.root())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", p.home())
+        .env("FLEET_PROVIDER", "scripted")
+        .env("FLEET_CASSETTE", &cassette)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut until = |needle: &str| loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("ended before {needle:?}: {seen:?}"))
+            .unwrap();
+        let hit = line.contains(needle);
+        seen.push(line);
+        if hit {
+            return;
+        }
+    };
+    until("3 agents supervised");
+    for _ in 0..2 {
+        let (code, _, err) = send(&p, &fleet, "doc-bot", "document it");
+        assert_eq!(code, 0, "{err}");
+    }
+    until("doc-bot: PAUSED: agent doc-bot used up (doc-bot has spent $0.50 of $0.50)");
+    until("doc-bot: task 2 done; spent $0.50 of $0.50");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    until("fleet stopped; spent $0.50 in all");
+    assert!(child.wait().unwrap().success());
+    assert!(seen.iter().all(|l| !l.contains('\x1b')), "{seen:?}");
+}
