@@ -399,9 +399,11 @@ async fn run_task(
 }
 
 async fn headless_loop(supervisor: &Supervisor, state: &Shared) -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     let total: Usd = lock(state)

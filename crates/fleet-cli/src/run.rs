@@ -160,6 +160,8 @@ fn runner(
 }
 
 async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
+    // Listening from the start: a signal that arrives while no one listens is lost.
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
     let store = app.open_store()?;
     let chosen = choose(app, &store, &args).await?;
     let (provider, said) = app.provider()?;
@@ -218,8 +220,7 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
                 }
             }
             _ = tick.tick() => view.tick()?,
-            r = tokio::signal::ctrl_c() => {
-                r.context("cannot watch for Ctrl-C")?;
+            () = recv(&mut int) => {
                 interrupts += 1;
                 if interrupts > 1 {
                     view.clear()?;
@@ -692,6 +693,7 @@ pub(crate) fn ask(app: &App, task: &str, json: bool) -> anyhow::Result<u8> {
 }
 
 async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> {
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
     let store = app.open_store()?;
     let (provider, said) = app.provider()?;
     if !json_out {
@@ -765,7 +767,7 @@ async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> 
                 let snapshot = journal.read(Clone::clone).await;
                 watch.update(&snapshot)?;
             }
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
+            () = recv(&mut int), if !interrupted => {
                 interrupted = true;
                 cancel.cancel();
             }

@@ -103,8 +103,10 @@ struct Tmux {
 
 impl Tmux {
     fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
-            socket: format!("fleet-test-{}", std::process::id()),
+            socket: format!("fleet-test-{}-{n}", std::process::id()),
         }
     }
 
@@ -288,4 +290,67 @@ fn headless_start_logs_the_same_as_lines() {
     until("fleet stopped; spent $0.50 in all");
     assert!(child.wait().unwrap().success());
     assert!(seen.iter().all(|l| !l.contains('\x1b')), "{seen:?}");
+}
+
+#[test]
+fn fleet_run_on_a_terminal_draws_the_live_tree_then_the_summary() {
+    if let Some(why) = unavailable_tmux() {
+        eprintln!("skipping the live-run test: {why}");
+        return;
+    }
+    let p = Project::init();
+    let tmux = Tmux::new();
+    let command = format!(
+        "cd '{}' && env -i PATH=\"$PATH\" HOME='{}' TERM=xterm-256color FLEET_OFFLINE_LATENCY_MS=1500 '{}' run hello; echo FLEET-EXIT=$?; sleep 60",
+        p.root().display(),
+        p.home().display(),
+        env!("CARGO_BIN_EXE_fleet"),
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "fleet",
+        "-x",
+        "160",
+        "-y",
+        "40",
+        &command,
+    ]);
+    // While the three calls run: one line each with a spinner, and the status line.
+    let live = tmux.wait_for(&[
+        "look at layout",
+        "look at tests",
+        "look at docs",
+        "3 running",
+    ]);
+    assert!(live.contains("hello · Look · 3 running · 0 done"), "{live}");
+    assert!(
+        live.lines()
+            .filter(|l| l.contains("tokens · 0 tools ·"))
+            .count()
+            >= 3,
+        "{live}"
+    );
+    let done = tmux.wait_for(&["FLEET-EXIT=0"]);
+    assert!(done.contains("completed in"), "{done}");
+    assert!(done.contains("4 completed"), "{done}");
+    // The live region is gone: no spinner line is left behind.
+    assert!(!done.contains(" running · "), "{done}");
+}
+
+/// Why tmux tests cannot run here (never on CI).
+fn unavailable_tmux() -> Option<String> {
+    if Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return None;
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI but tmux is missing (.ci/run installs it)"
+    );
+    Some("tmux is not installed".into())
 }
