@@ -27,6 +27,15 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// Removes a file (a pid file, a socket) when dropped.
+pub(crate) struct RemoveOnDrop(pub(crate) PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The process's view of the world.
 pub(crate) struct App {
     pub(crate) config: Config,

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::app::{App, UsageError};
+use crate::app::{App, RemoveOnDrop, UsageError};
 use crate::render;
 use crate::{WORKER, exit};
 
@@ -73,8 +73,7 @@ struct FleetState {
 
 impl FleetState {
     fn note(&mut self, line: String) {
-        let stamp = jiff::Zoned::now().strftime("%H:%M:%S").to_string();
-        self.log.push_back(format!("{stamp} {line}"));
+        self.log.push_back(format!("{} {line}", render::clock()));
         while self.log.len() > 200 {
             self.log.pop_front();
         }
@@ -182,14 +181,6 @@ async fn start_async(app: &App, headless: bool) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 /// The provider settings the workers need, as their environment (the sandbox passes only
 /// what the policy lists).
 fn provider_env(app: &App) -> Vec<(String, String)> {
@@ -262,8 +253,7 @@ async fn follow_events(supervisor: Supervisor, state: Shared, headless: bool) {
             line
         };
         if headless {
-            let stamp = jiff::Zoned::now().strftime("%H:%M:%S").to_string();
-            println!("{stamp} {line}");
+            println!("{} {line}", render::clock());
         }
     }
 }
@@ -317,8 +307,7 @@ async fn run_task(
         let mut s = lock(state);
         s.note(line.clone());
         if headless {
-            let stamp = jiff::Zoned::now().strftime("%H:%M:%S").to_string();
-            println!("{stamp} {line}");
+            println!("{} {line}", render::clock());
         }
     };
     let id = {

@@ -75,6 +75,72 @@ impl Style {
     }
 }
 
+/// Lines printed on stderr above a region that is redrawn in place on a terminal; without a
+/// terminal, only the lines.
+#[derive(Debug, Default)]
+pub(crate) struct LiveRegion {
+    live: bool,
+    drawn: usize,
+}
+
+impl LiveRegion {
+    pub(crate) fn new(style: Style) -> Self {
+        Self {
+            live: style.live,
+            drawn: 0,
+        }
+    }
+
+    /// Prints `lines` (they stay) and redraws the region as `frame()`, which is built only on
+    /// a terminal.
+    pub(crate) fn show(
+        &mut self,
+        lines: &[String],
+        frame: impl FnOnce() -> Vec<String>,
+    ) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let mut buf = String::new();
+        let frame = if self.live {
+            buf.push_str(&self.clear_code());
+            frame()
+        } else {
+            Vec::new()
+        };
+        for line in lines.iter().chain(&frame) {
+            buf.push_str(line);
+            buf.push('\n');
+        }
+        self.drawn = frame.len();
+        let mut err = std::io::stderr().lock();
+        err.write_all(buf.as_bytes())?;
+        err.flush()
+    }
+
+    /// Removes the region.
+    pub(crate) fn erase(&mut self) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let code = self.clear_code();
+        self.drawn = 0;
+        let mut err = std::io::stderr().lock();
+        err.write_all(code.as_bytes())?;
+        err.flush()
+    }
+
+    /// Moves up over the region and clears to the end of the screen.
+    fn clear_code(&self) -> String {
+        if self.drawn == 0 {
+            String::new()
+        } else {
+            format!("\x1b[{}A\r\x1b[J", self.drawn)
+        }
+    }
+}
+
+/// `HH:MM:SS` now, local time, for log lines.
+pub(crate) fn clock() -> String {
+    jiff::Zoned::now().strftime("%H:%M:%S").to_string()
+}
+
 /// `950`, `12.3k`, `4.56M`.
 pub(crate) fn tokens(n: u64) -> String {
     #[allow(clippy::cast_precision_loss)]

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use fleet_workflow::{
 };
 use serde_json::{Value, json};
 
-use crate::app::{App, UsageError};
+use crate::app::{App, RemoveOnDrop, UsageError};
 use crate::render::{self, Paint, Style};
 use crate::{RunArgs, exit};
 
@@ -124,21 +124,21 @@ fn parse_args(text: &str) -> anyhow::Result<Value> {
     })
 }
 
-/// Removes the pid file when the run's process is done with it.
-struct PidFile(PathBuf);
-
-impl PidFile {
-    fn create(dir: &Path, run: RunId) -> Option<Self> {
-        std::fs::create_dir_all(dir).ok()?;
-        let path = dir.join(format!("{run}.pid"));
-        std::fs::write(&path, std::process::id().to_string()).ok()?;
-        Some(Self(path))
-    }
-}
-
-impl Drop for PidFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+/// Leaves this process's pid where `fleet stop` and `fleet status` look for it, until the run
+/// is over. Without it `fleet stop` cannot reach the run, so failing to write it is said.
+fn pid_file(dir: &Path, run: RunId) -> Option<RemoveOnDrop> {
+    let path = dir.join(format!("{run}.pid"));
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&path, std::process::id().to_string()));
+    match written {
+        Ok(()) => Some(RemoveOnDrop(path)),
+        Err(e) => {
+            eprintln!(
+                "fleet: cannot write {} (fleet stop will not reach this run): {e}",
+                path.display()
+            );
+            None
+        }
     }
 }
 
@@ -188,7 +188,7 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     let name = chosen.script.meta.name.clone();
     let handle = engine.start(chosen.script, options, chosen.resume).await?;
     let run_id = handle.id();
-    let _pid = PidFile::create(&app.runs_dir(), run_id);
+    let _pid = pid_file(&app.runs_dir(), run_id);
 
     let mut view = if args.json {
         View::Json
@@ -372,7 +372,7 @@ struct Live {
     failed: u64,
     tokens: u64,
     cost: f64,
-    drawn: usize,
+    region: render::LiveRegion,
     spin: usize,
     done: bool,
 }
@@ -391,7 +391,7 @@ impl Live {
             failed: 0,
             tokens: 0,
             cost: 0.0,
-            drawn: 0,
+            region: render::LiveRegion::new(style),
             spin: 0,
             done: false,
         }
@@ -571,44 +571,18 @@ impl Live {
 
     /// Prints `lines` above the live region and redraws it (on a terminal), or just the lines.
     fn show(&mut self, lines: &[String]) -> std::io::Result<()> {
-        if !self.style.live {
-            let mut err = std::io::stderr().lock();
-            for line in lines {
-                writeln!(err, "{line}")?;
-            }
-            return Ok(());
-        }
         if self.done {
             return Ok(());
         }
-        let mut buf = String::new();
-        if self.drawn > 0 {
-            buf.push_str(&format!("\x1b[{}A\r\x1b[J", self.drawn));
-        }
-        for line in lines {
-            buf.push_str(line);
-            buf.push('\n');
-        }
-        let frame = self.frame();
-        for line in &frame {
-            buf.push_str(line);
-            buf.push('\n');
-        }
-        self.drawn = frame.len();
-        let mut err = std::io::stderr().lock();
-        err.write_all(buf.as_bytes())?;
-        err.flush()
+        let mut region = std::mem::take(&mut self.region);
+        let shown = region.show(lines, || self.frame());
+        self.region = region;
+        shown
     }
 
     /// Removes the live region.
     fn erase(&mut self) -> std::io::Result<()> {
-        if self.style.live && self.drawn > 0 {
-            let mut err = std::io::stderr().lock();
-            write!(err, "\x1b[{}A\r\x1b[J", self.drawn)?;
-            self.drawn = 0;
-            err.flush()?;
-        }
-        Ok(())
+        self.region.erase()
     }
 }
 
@@ -716,7 +690,7 @@ async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> 
     draft.agent = Some("primary".into());
     draft.model = Some(model.clone());
     let (turn, primary) = journal.start_turn(Some(task.to_owned()), draft).await?;
-    let _pid = PidFile::create(&app.runs_dir(), thread_id);
+    let _pid = pid_file(&app.runs_dir(), thread_id);
 
     let mut prompt = task.to_owned();
     if !specs.specs.is_empty() {
@@ -831,7 +805,7 @@ struct UnitWatch {
     style: Style,
     enabled: bool,
     states: HashMap<WorkUnitId, WorkUnitState>,
-    drawn: usize,
+    region: render::LiveRegion,
     spin: usize,
 }
 
@@ -841,7 +815,7 @@ impl UnitWatch {
             style,
             enabled,
             states: HashMap::new(),
-            drawn: 0,
+            region: render::LiveRegion::new(style),
             spin: 0,
         }
     }
@@ -888,54 +862,33 @@ impl UnitWatch {
                 _ => {}
             }
         }
-        let mut err = std::io::stderr().lock();
-        if !s.live {
-            for line in &lines {
-                writeln!(err, "{line}")?;
-            }
-            return Ok(());
-        }
         self.spin += 1;
         let spin = SPINNER[self.spin % SPINNER.len()];
-        let running: Vec<String> = thread
-            .work_units
-            .values()
-            .filter(|u| !u.state.is_terminal())
-            .map(|u| {
-                format!(
-                    "  {} {} [{}] {}",
-                    s.paint(Paint::Cyan, spin),
-                    render::fit(&render::unit_name(u), 60),
-                    u.agent.as_deref().unwrap_or("-"),
-                    s.paint(
-                        Paint::Dim,
-                        &format!(
-                            "{} tokens",
-                            render::tokens(thread.subtree_usage(u.id).total())
+        self.region.show(&lines, || {
+            thread
+                .work_units
+                .values()
+                .filter(|u| !u.state.is_terminal())
+                .map(|u| {
+                    format!(
+                        "  {} {} [{}] {}",
+                        s.paint(Paint::Cyan, spin),
+                        render::fit(&render::unit_name(u), 60),
+                        u.agent.as_deref().unwrap_or("-"),
+                        s.paint(
+                            Paint::Dim,
+                            &format!(
+                                "{} tokens",
+                                render::tokens(thread.subtree_usage(u.id).total())
+                            )
                         )
                     )
-                )
-            })
-            .collect();
-        let mut buf = String::new();
-        if self.drawn > 0 {
-            buf.push_str(&format!("\x1b[{}A\r\x1b[J", self.drawn));
-        }
-        for line in lines.iter().chain(&running) {
-            buf.push_str(line);
-            buf.push('\n');
-        }
-        self.drawn = running.len();
-        err.write_all(buf.as_bytes())?;
-        err.flush()
+                })
+                .collect()
+        })
     }
 
     fn erase(&mut self) -> std::io::Result<()> {
-        if self.enabled && self.style.live && self.drawn > 0 {
-            let mut err = std::io::stderr().lock();
-            write!(err, "\x1b[{}A\r\x1b[J", self.drawn)?;
-            self.drawn = 0;
-        }
-        Ok(())
+        self.region.erase()
     }
 }
