@@ -49,6 +49,7 @@
 
 pub mod agent;
 pub mod anthropic;
+pub mod claude_code;
 pub mod decode;
 mod env;
 pub mod host;
@@ -62,6 +63,7 @@ mod stream;
 pub use agent::tools::{Tool, ToolContext, ToolOutput};
 pub use agent::{ModelAgentRunner, RunnerBuilder, RunnerDefaults};
 pub use anthropic::AnthropicProvider;
+pub use claude_code::{ClaudeCodeRunner, ClaudeStream};
 pub use env::{PROVIDERS, ProviderSettings, from_env, from_settings};
 pub use host::HostCommands;
 pub use http::{ApiKey, HttpClient, HttpConfig, RetryPolicy};

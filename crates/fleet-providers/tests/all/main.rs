@@ -5,6 +5,7 @@
 
 mod adapters;
 mod agent_loop;
+mod claude_code;
 mod server;
 
 mod send_sync {
