@@ -516,6 +516,8 @@ struct Applier<'a> {
     recorded: HashMap<String, TokenUsage>,
     cost: Cost,
     usage: TokenUsage,
+    /// Tool calls the root made.
+    tool_calls: u32,
 }
 
 impl Applier<'_> {
@@ -587,6 +589,9 @@ impl Applier<'_> {
                 }
             }
             Step::Activity { target, kind } => {
+                if target == Target::Root && matches!(kind, ActivityKind::ToolCall { .. }) {
+                    self.tool_calls += 1;
+                }
                 journal.activity(self.unit(&target), kind).await?;
             }
             Step::Usage {
@@ -644,7 +649,7 @@ impl AgentRunner for ClaudeCodeRunner {
                 journal.start_work_unit(ctx.parent, draft).await?
             }
         };
-        let result = self.session(&call, &ctx, root).await;
+        let result = self.session(&call, &ctx, root, &model).await;
         let (state, error) = match &result {
             Ok(_) => (WorkUnitState::Completed, None),
             Err(AgentError::Cancelled) => (WorkUnitState::Cancelled, Some("cancelled".to_owned())),
@@ -679,6 +684,7 @@ impl ClaudeCodeRunner {
         call: &AgentCall,
         ctx: &CallContext,
         root: WorkUnitId,
+        model: &str,
     ) -> Result<AgentOutcome, AgentError> {
         let mut child = tokio::process::Command::new(&self.program)
             .args(Self::args(call))
@@ -727,6 +733,7 @@ impl ClaudeCodeRunner {
             recorded: HashMap::new(),
             cost: Cost::default(),
             usage: TokenUsage::default(),
+            tool_calls: 0,
         };
         let mut lines = BufReader::new(stdout).lines();
         let mut finished = None;
@@ -783,11 +790,11 @@ impl ClaudeCodeRunner {
             work_unit_id: root,
             text,
             output: None,
-            model: call.model.clone().unwrap_or_default(),
+            model: model.to_owned(),
             usage: applier.usage,
             cost: applier.cost,
             model_requests: u32::try_from(stream.counted.len()).unwrap_or(u32::MAX),
-            tool_calls: 0,
+            tool_calls: applier.tool_calls,
         })
     }
 }
