@@ -125,6 +125,21 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `command` in a 160×40 session named `fleet`.
+    fn start(&self, command: &str) {
+        self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "fleet",
+            "-x",
+            "160",
+            "-y",
+            "40",
+            command,
+        ]);
+    }
+
     fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-t", "fleet"])
     }
@@ -177,17 +192,7 @@ fn the_fleet_tui_shows_agents_cost_rising_a_paused_agent_and_quits_cleanly() {
         cassette.display(),
         fleet.display()
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "fleet",
-        "-x",
-        "160",
-        "-y",
-        "40",
-        &command,
-    ]);
+    tmux.start(&command);
     let screen = tmux.wait_for(&[
         "doc-bot",
         "patch-bot",
@@ -306,17 +311,7 @@ fn fleet_run_on_a_terminal_draws_the_live_tree_then_the_summary() {
         p.home().display(),
         env!("CARGO_BIN_EXE_fleet"),
     );
-    tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "fleet",
-        "-x",
-        "160",
-        "-y",
-        "40",
-        &command,
-    ]);
+    tmux.start(&command);
     // While the three calls run: one line each with a spinner, and the status line.
     let live = tmux.wait_for(&[
         "look at layout",

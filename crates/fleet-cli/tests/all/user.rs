@@ -427,6 +427,20 @@ fn wait_for(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>, needle: &str) {
     panic!("no line with {needle:?} in:\n{}", seen.join("\n"));
 }
 
+/// `fleet run hello` in the background, each model answer taking `latency_ms`, and its
+/// stderr lines.
+fn run_hello_slowly(p: &Project, latency_ms: u64) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = p
+        .fleet(["run", "hello"])
+        .env("FLEET_OFFLINE_LATENCY_MS", latency_ms.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut child);
+    (child, rx)
+}
+
 fn interrupt(child: &std::process::Child) {
     let pid = rustix::process::Pid::from_child(child);
     rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
@@ -435,14 +449,7 @@ fn interrupt(child: &std::process::Child) {
 #[test]
 fn ctrl_c_stops_cleanly_and_resume_reruns_only_the_unfinished_call() {
     let p = Project::init();
-    let mut child = p
-        .fleet(["run", "hello"])
-        .env("FLEET_OFFLINE_LATENCY_MS", "700")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines_of(&mut child);
+    let (mut child, rx) = run_hello_slowly(&p, 700);
     let mut seen = Vec::new();
     // The three parallel calls have finished and the fourth is in flight.
     wait_for(&rx, &mut seen, "▶ Sum up");
@@ -489,14 +496,7 @@ fn ctrl_c_stops_cleanly_and_resume_reruns_only_the_unfinished_call() {
 #[test]
 fn fleet_stop_stops_a_run_in_another_process() {
     let p = Project::init();
-    let mut child = p
-        .fleet(["run", "hello"])
-        .env("FLEET_OFFLINE_LATENCY_MS", "5000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines_of(&mut child);
+    let (mut child, rx) = run_hello_slowly(&p, 5000);
     let mut seen = Vec::new();
     wait_for(&rx, &mut seen, "▶ Look");
     let id = run_id(&seen.join("\n"));
