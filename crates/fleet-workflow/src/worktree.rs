@@ -6,6 +6,12 @@
 use std::path::{Path, PathBuf};
 
 use tokio::process::Command;
+use tokio::sync::Mutex;
+
+/// Git takes locks (`config.lock`, `index.lock`, ref locks) while it adds or removes a
+/// worktree and its branch; two at once in one repository make one of them fail. Calls that run
+/// in parallel take turns here for those few milliseconds.
+static GIT_CHANGES: Mutex<()> = Mutex::const_new(());
 
 /// A worktree made for one call.
 #[derive(Debug)]
@@ -58,6 +64,7 @@ impl Worktree {
         let path = common.join("fleet-worktrees").join(name);
         let branch = format!("fleet/{name}");
         let target = path.to_string_lossy().into_owned();
+        let _turn = GIT_CHANGES.lock().await;
         git(
             repo,
             &["worktree", "add", "--quiet", "-b", &branch, &target, "HEAD"],
@@ -79,6 +86,7 @@ impl Worktree {
         let head = git(&self.path, &["rev-parse", "HEAD"]).await?;
         if status.is_empty() && head == self.base {
             let target = self.path.to_string_lossy().into_owned();
+            let _turn = GIT_CHANGES.lock().await;
             git(&self.repo, &["worktree", "remove", "--force", &target]).await?;
             git(&self.repo, &["branch", "-D", &self.branch]).await?;
             return Ok(None);
