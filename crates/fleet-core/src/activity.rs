@@ -86,6 +86,12 @@ pub enum ActivityKind {
         /// The line.
         message: String,
     },
+    /// An agent in plan mode proposed a plan and was stopped there, for a person or the
+    /// workflow to approve before anything is changed.
+    ProposedPlan {
+        /// The plan, as the agent wrote it.
+        plan: String,
+    },
     /// A workflow phase began.
     Phase {
         /// Its title.

@@ -2,8 +2,10 @@
 //! its stream mapped into work units.
 //!
 //! [`ClaudeStream`] is the pure part: it reads one line of the CLI's output at a time and says
-//! what to record ([`Step`]s). [`ClaudeCodeRunner`] runs the CLI for an [`AgentCall`] and applies
-//! the steps to the journal.
+//! what to record ([`Step`]s) and which permission requests to answer. A [`ClaudeCodeSession`]
+//! is one `claude` process: each [`turn`](ClaudeCodeSession::turn) writes a user message,
+//! answers the CLI's permission requests from the agent's capabilities and records the turn as
+//! a work-unit tree. [`ClaudeCodeRunner`] runs each agent call as a session of one turn.
 //!
 //! Mapping (see `shared/specs/providers.md`, "Claude Code CLI" and "Into work units"): the call's
 //! unit is the root; an `Agent` (older: `Task`) `tool_use` pre-creates a pending
@@ -13,104 +15,86 @@
 //! ends on whichever comes first of `task_notification`, a terminal `task_updated`, or the
 //! parent's `tool_result` for the `tool_use_id`, and never runs again. Usage of each assistant
 //! message goes to the unit that sent it (once per message id); at `result`, what the CLI's
-//! `modelUsage` reports beyond that is recorded on the root, so the tree costs what the CLI says
-//! the session cost.
+//! `modelUsage` reports for the turn beyond that is recorded on the root, so the tree costs what
+//! the CLI says the turn cost.
+//!
+//! Permissions: the CLI runs with `--permission-prompt-tool stdio`, so each tool it does not
+//! trust by itself becomes a `can_use_tool` control request, answered from the spec's
+//! capabilities and `tools` (a refusal says which capability to grant). In plan mode the
+//! request to leave plan mode (`ExitPlanMode`) is refused and the plan it carries recorded as the
+//! turn's `proposed_plan` activity; the call then resolves to `{plan, text}` for a person or the
+//! workflow to approve.
+//!
+//! Background subagents: a turn ends at its `result` unless a subagent it started in the
+//! background is still running or has just been reported; then the CLI's follow-up turn (its
+//! `result` has `origin.kind = "task-notification"`) belongs to the same fleet turn.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fleet_core::activity::{ActivityKind, Role};
+use fleet_core::spec::PermissionMode;
 use fleet_core::{
-    AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, Cost, PriceTable, ProviderRefs,
-    TokenUsage, WorkUnitDraft, WorkUnitId, WorkUnitKind, WorkUnitState,
+    AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, PriceTable, ProviderRefs,
+    TokenUsage, WorkUnitId, WorkUnitState,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::cli::{Grants, Recorder, close_tree, open_root, stderr_tail, with_tail};
+pub use crate::cli::{Step, Target};
 
 /// The provider's name in work units' provider references.
 pub const NAME: &str = "claude-code";
 
-/// Where a step applies: the session's root, or the child a `tool_use_id` started.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Target {
-    /// The call's own unit.
-    Root,
-    /// The subagent started by this `Agent`/`Task` tool use.
-    Child(String),
-}
+/// How long an interrupted CLI gets to end its turn before it is killed.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 
-/// What one line of the stream asks to record.
+/// A tool the CLI asks permission to use (a `can_use_tool` control request).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Step {
-    /// A subagent appeared (pending until it starts).
-    OpenChild {
-        /// Its `tool_use_id`.
-        tool_use_id: String,
-        /// Who started it.
-        parent: Target,
-        /// Its description.
-        label: Option<String>,
-        /// Its subagent type.
-        agent: Option<String>,
-    },
-    /// A subagent started running.
-    StartChild {
-        /// Its `tool_use_id`.
-        tool_use_id: String,
-        /// Its provider references.
-        refs: ProviderRefs,
-    },
-    /// A subagent ended.
-    EndChild {
-        /// Its `tool_use_id`.
-        tool_use_id: String,
-        /// How.
-        state: WorkUnitState,
-        /// Why, when it did not complete.
-        error: Option<String>,
-    },
-    /// Something a unit said or did.
-    Activity {
-        /// Whose.
-        target: Target,
-        /// What.
-        kind: ActivityKind,
-    },
-    /// Tokens a unit spent on `model`.
-    Usage {
-        /// Whose.
-        target: Target,
-        /// The model.
-        model: String,
-        /// The tokens.
-        usage: TokenUsage,
-    },
-    /// The session's final line.
-    Finished {
-        /// The answer.
-        text: String,
-        /// Whether the CLI ended in error (it says `success` with `is_error: true` after API
-        /// errors).
-        is_error: bool,
-        /// The CLI's usage by model for the whole session, with its dollars when it says.
-        model_usage: Vec<(String, TokenUsage, Option<f64>)>,
-        /// The CLI's total cost.
-        total_cost_usd: Option<f64>,
-    },
+pub struct PermissionRequest {
+    /// The control request's id, to answer.
+    pub request_id: String,
+    /// The tool.
+    pub tool: String,
+    /// Its input.
+    pub input: Value,
+    /// The `tool_use` it is for, when the CLI says.
+    pub tool_use_id: Option<String>,
 }
 
 /// Reads the CLI's stream-json output, line by line.
 #[derive(Debug, Default)]
 pub struct ClaudeStream {
     session_id: Option<String>,
+    model: Option<String>,
     /// Children by `tool_use_id`.
     children: HashSet<String>,
     /// Children that ended.
     ended: HashSet<String>,
+    /// Children started in the background.
+    background: HashSet<String>,
+    /// A background child was reported since the last `result`: the CLI will run a follow-up
+    /// turn for it.
+    notified: bool,
+    /// Who made each tool call.
+    callers: HashMap<String, Target>,
+    /// Plans carried by `ExitPlanMode` calls.
+    plans: HashMap<String, String>,
+    last_plan: Option<String>,
     /// Assistant message ids whose usage is counted.
     counted: HashSet<String>,
+    /// The CLI's `modelUsage` at the last `result` (it counts the whole session).
+    session_usage: HashMap<String, TokenUsage>,
+    /// What the results of this turn reported beyond that.
+    turn_usage: Vec<(String, TokenUsage)>,
+    turn_error: Option<String>,
+    /// Permission requests not yet answered.
+    requests: VecDeque<PermissionRequest>,
     /// Lines that were not JSON, or not objects.
     malformed: u64,
 }
@@ -118,6 +102,10 @@ pub struct ClaudeStream {
 /// The subagent tool's names (the CLI offers `Agent`; older versions and `init` say `Task`).
 fn is_subagent_tool(name: &str) -> bool {
     matches!(name, "Agent" | "Task")
+}
+
+fn text(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(Value::as_str).map(str::to_owned)
 }
 
 impl ClaudeStream {
@@ -133,10 +121,55 @@ impl ClaudeStream {
         self.session_id.as_deref()
     }
 
+    /// The model the session runs on, once `system/init` said it.
+    #[must_use]
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
     /// Lines that were not JSON objects (they are skipped, counted and logged).
     #[must_use]
     pub fn malformed(&self) -> u64 {
         self.malformed
+    }
+
+    /// Assistant messages whose usage was counted.
+    #[must_use]
+    pub fn model_requests(&self) -> usize {
+        self.counted.len()
+    }
+
+    /// The permission requests read so far and not yet taken.
+    pub fn take_requests(&mut self) -> Vec<PermissionRequest> {
+        self.requests.drain(..).collect()
+    }
+
+    /// The plan an `ExitPlanMode` call carried (by its `tool_use_id`, else the latest).
+    #[must_use]
+    pub fn plan(&self, tool_use_id: Option<&str>) -> Option<&str> {
+        tool_use_id
+            .and_then(|id| self.plans.get(id))
+            .or(self.last_plan.as_ref())
+            .map(String::as_str)
+    }
+
+    /// Who made the tool call `tool_use_id` (the root when unknown).
+    #[must_use]
+    pub fn caller(&self, tool_use_id: Option<&str>) -> Target {
+        tool_use_id
+            .and_then(|id| self.callers.get(id).cloned())
+            .unwrap_or(Target::Root)
+    }
+
+    /// Forgets the last turn's children: a new turn starts its own tree.
+    pub fn begin_turn(&mut self) {
+        self.children.clear();
+        self.ended.clear();
+        self.background.clear();
+        self.callers.clear();
+        self.notified = false;
+        self.turn_usage.clear();
+        self.turn_error = None;
     }
 
     fn target(&self, parent_tool_use_id: Option<&str>) -> Target {
@@ -156,10 +189,11 @@ impl ClaudeStream {
     ) {
         if self.children.insert(id.to_owned()) {
             steps.push(Step::OpenChild {
-                tool_use_id: id.to_owned(),
+                key: id.to_owned(),
                 parent,
                 label,
                 agent,
+                model: None,
             });
         }
     }
@@ -173,7 +207,7 @@ impl ClaudeStream {
     ) {
         if self.children.contains(id) && self.ended.insert(id.to_owned()) {
             steps.push(Step::EndChild {
-                tool_use_id: id.to_owned(),
+                key: id.to_owned(),
                 state,
                 error,
             });
@@ -181,7 +215,8 @@ impl ClaudeStream {
     }
 
     /// What `line` asks to record. Unknown message types and fields are ignored; a line that is
-    /// not a JSON object is counted and reported as a log activity of the root.
+    /// not a JSON object is counted and reported as a log activity of the root. Permission
+    /// requests are kept for [`take_requests`](Self::take_requests).
     pub fn line(&mut self, line: &str) -> Vec<Step> {
         let line = line.trim();
         if line.is_empty() {
@@ -200,224 +235,298 @@ impl ClaudeStream {
                 },
             }];
         };
+        let msg = Value::Object(msg);
         let mut steps = Vec::new();
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         let parent = msg.get("parent_tool_use_id").and_then(Value::as_str);
         match (
             msg.get("type").and_then(Value::as_str),
             msg.get("subtype").and_then(Value::as_str),
         ) {
             (Some("system"), Some("init")) => {
-                self.session_id = text(&Value::Object(msg.clone()), "session_id");
+                self.session_id = text(&msg, "session_id").or(self.session_id.take());
+                self.model = text(&msg, "model").or(self.model.take());
             }
-            (Some("system"), Some("task_started")) => {
-                let Some(id) = msg.get("tool_use_id").and_then(Value::as_str) else {
-                    return steps;
-                };
-                let parent_target = self.target(parent);
-                self.open(
-                    &mut steps,
-                    id,
-                    parent_target,
-                    text(&Value::Object(msg.clone()), "description"),
-                    text(&Value::Object(msg.clone()), "subagent_type"),
-                );
-                if !self.ended.contains(id) {
-                    steps.push(Step::StartChild {
-                        tool_use_id: id.to_owned(),
-                        refs: ProviderRefs {
-                            provider: NAME.into(),
-                            thread: self.session_id.clone(),
-                            turn: None,
-                            item: Some(id.to_owned()),
-                            task: text(&Value::Object(msg.clone()), "task_id"),
-                        },
-                    });
-                }
-            }
+            (Some("system"), Some("task_started")) => self.task_started(&msg, parent, &mut steps),
             (Some("system"), Some(sub @ ("task_notification" | "task_updated"))) => {
-                let Some(id) = msg.get("tool_use_id").and_then(Value::as_str) else {
-                    return steps;
-                };
-                let status = msg
-                    .get("status")
-                    .or_else(|| msg.get("patch").and_then(|p| p.get("status")))
-                    .and_then(Value::as_str)
-                    .unwrap_or(if sub == "task_notification" {
-                        "completed"
-                    } else {
-                        "running"
-                    });
-                let ended = match status {
-                    "completed" | "success" => Some((WorkUnitState::Completed, None)),
-                    "failed" | "error" => Some((
-                        WorkUnitState::Failed,
-                        Some(
-                            text(&Value::Object(msg.clone()), "summary")
-                                .unwrap_or_else(|| "the subagent failed".into()),
-                        ),
-                    )),
-                    "killed" | "cancelled" | "stopped" => Some((
-                        WorkUnitState::Cancelled,
-                        Some("the subagent was stopped".into()),
-                    )),
-                    _ => None,
-                };
-                if let Some((state, error)) = ended {
-                    self.end(&mut steps, id, state, error);
-                }
+                self.task_ended(&msg, sub, &mut steps);
             }
-            (Some("assistant"), _) => {
-                let target = self.target(parent);
-                let Some(message) = msg.get("message") else {
-                    return steps;
-                };
-                let model = text(message, "model").unwrap_or_default();
-                for block in message
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    match block.get("type").and_then(Value::as_str) {
-                        Some("text") => steps.push(Step::Activity {
-                            target: target.clone(),
-                            kind: ActivityKind::Message {
-                                role: Role::Assistant,
-                                text: text(block, "text").unwrap_or_default(),
-                            },
-                        }),
-                        Some("tool_use") => {
-                            let id = text(block, "id").unwrap_or_default();
-                            let name = text(block, "name").unwrap_or_default();
-                            let input = block.get("input").cloned().unwrap_or(Value::Null);
-                            steps.push(Step::Activity {
-                                target: target.clone(),
-                                kind: ActivityKind::ToolCall {
-                                    call_id: id.clone(),
-                                    name: name.clone(),
-                                    input: input.clone(),
-                                },
-                            });
-                            if is_subagent_tool(&name) && !id.is_empty() {
-                                self.open(
-                                    &mut steps,
-                                    &id,
-                                    target.clone(),
-                                    text(&input, "description"),
-                                    text(&input, "subagent_type"),
-                                );
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                // One line per content block repeats the message's usage: count it once.
-                if let Some(usage) = message.get("usage")
-                    && let Some(id) = text(message, "id")
-                    && self.counted.insert(id)
-                {
-                    steps.push(Step::Usage {
-                        target,
-                        model,
-                        usage: anthropic_usage(usage),
+            (Some("assistant"), _) => self.assistant(&msg, parent, &mut steps),
+            (Some("user"), _) => self.user(&msg, parent, &mut steps),
+            (Some("control_request"), _) => {
+                let request = msg.get("request").cloned().unwrap_or(Value::Null);
+                let request_id = text(&msg, "request_id").unwrap_or_default();
+                if request.get("subtype").and_then(Value::as_str) == Some("can_use_tool") {
+                    self.requests.push_back(PermissionRequest {
+                        request_id,
+                        tool: text(&request, "tool_name").unwrap_or_default(),
+                        input: request.get("input").cloned().unwrap_or(Value::Null),
+                        tool_use_id: text(&request, "tool_use_id"),
+                    });
+                } else {
+                    // Hooks, MCP messages and the like: fleet registers none of them.
+                    self.requests.push_back(PermissionRequest {
+                        request_id,
+                        tool: String::new(),
+                        input: request,
+                        tool_use_id: None,
                     });
                 }
             }
-            (Some("user"), _) => {
-                let target = self.target(parent);
-                let content = msg.get("message").and_then(|m| m.get("content"));
-                for block in content.and_then(Value::as_array).into_iter().flatten() {
-                    if block.get("type").and_then(Value::as_str) != Some("tool_result") {
-                        continue;
-                    }
-                    let id = text(block, "tool_use_id").unwrap_or_default();
-                    let is_error = block
-                        .get("is_error")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false);
-                    let output = match block.get("content") {
-                        Some(Value::String(s)) => s.clone(),
-                        Some(Value::Array(parts)) => parts
-                            .iter()
-                            .filter_map(|p| text(p, "text"))
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                        _ => String::new(),
-                    };
-                    steps.push(Step::Activity {
-                        target: target.clone(),
-                        kind: ActivityKind::ToolResult {
-                            call_id: id.clone(),
-                            output: Value::String(output.clone()),
-                            is_error,
-                        },
-                    });
-                    // The parent's tool result ends a subagent that nothing else has ended.
-                    let (state, error) = if is_error {
-                        (
-                            WorkUnitState::Failed,
-                            Some(output.chars().take(500).collect()),
-                        )
-                    } else {
-                        (WorkUnitState::Completed, None)
-                    };
-                    self.end(&mut steps, &id, state, error);
-                }
-            }
-            (Some("result"), _) => {
-                let is_error = msg
-                    .get("is_error")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-                    || msg
-                        .get("subtype")
-                        .and_then(Value::as_str)
-                        .is_some_and(|s| s != "success");
-                let model_usage = msg
-                    .get("modelUsage")
-                    .and_then(Value::as_object)
-                    .map(|models| {
-                        models
-                            .iter()
-                            .map(|(model, u)| {
-                                let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-                                (
-                                    model.clone(),
-                                    TokenUsage::from_anthropic(
-                                        n("inputTokens"),
-                                        n("outputTokens"),
-                                        n("cacheCreationInputTokens"),
-                                        0,
-                                        n("cacheReadInputTokens"),
-                                    ),
-                                    u.get("costUSD").and_then(Value::as_f64),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                // Whatever is still open ended with the session.
-                let open: Vec<String> = self.children.difference(&self.ended).cloned().collect();
-                for id in open {
-                    let state = if is_error {
-                        WorkUnitState::Failed
-                    } else {
-                        WorkUnitState::Completed
-                    };
-                    let error = is_error.then(|| "the session ended in error".to_owned());
-                    self.end(&mut steps, &id, state, error);
-                }
-                steps.push(Step::Finished {
-                    text: text(&Value::Object(msg.clone()), "result").unwrap_or_default(),
-                    is_error,
-                    model_usage,
-                    total_cost_usd: msg.get("total_cost_usd").and_then(Value::as_f64),
-                });
-            }
+            (Some("result"), _) => self.result(&msg, &mut steps),
             _ => {}
         }
         steps
+    }
+
+    fn task_started(&mut self, msg: &Value, parent: Option<&str>, steps: &mut Vec<Step>) {
+        let Some(id) = msg.get("tool_use_id").and_then(Value::as_str) else {
+            return;
+        };
+        let parent_target = self.target(parent);
+        self.open(
+            steps,
+            id,
+            parent_target,
+            text(msg, "description"),
+            text(msg, "subagent_type"),
+        );
+        if msg.get("is_backgrounded").and_then(Value::as_bool) == Some(true) {
+            self.background.insert(id.to_owned());
+        }
+        if !self.ended.contains(id) {
+            steps.push(Step::StartChild {
+                key: id.to_owned(),
+                refs: ProviderRefs {
+                    provider: NAME.into(),
+                    thread: self.session_id.clone(),
+                    turn: None,
+                    item: Some(id.to_owned()),
+                    task: text(msg, "task_id"),
+                },
+            });
+        }
+    }
+
+    fn task_ended(&mut self, msg: &Value, sub: &str, steps: &mut Vec<Step>) {
+        let Some(id) = msg.get("tool_use_id").and_then(Value::as_str) else {
+            return;
+        };
+        let status = msg
+            .get("status")
+            .or_else(|| msg.get("patch").and_then(|p| p.get("status")))
+            .and_then(Value::as_str)
+            .unwrap_or(if sub == "task_notification" {
+                "completed"
+            } else {
+                "running"
+            });
+        let ended = match status {
+            "completed" | "success" => Some((WorkUnitState::Completed, None)),
+            "failed" | "error" => Some((
+                WorkUnitState::Failed,
+                Some(text(msg, "summary").unwrap_or_else(|| "the subagent failed".into())),
+            )),
+            "killed" | "cancelled" | "stopped" => Some((
+                WorkUnitState::Cancelled,
+                Some("the subagent was stopped".into()),
+            )),
+            _ => None,
+        };
+        if sub == "task_notification" && self.background.contains(id) {
+            self.notified = true;
+        }
+        if let Some((state, error)) = ended {
+            self.end(steps, id, state, error);
+        }
+    }
+
+    fn assistant(&mut self, msg: &Value, parent: Option<&str>, steps: &mut Vec<Step>) {
+        let target = self.target(parent);
+        let Some(message) = msg.get("message") else {
+            return;
+        };
+        let model = text(message, "model").unwrap_or_default();
+        for block in message
+            .get("content")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            match block.get("type").and_then(Value::as_str) {
+                Some("text") => steps.push(Step::Activity {
+                    target: target.clone(),
+                    kind: ActivityKind::Message {
+                        role: Role::Assistant,
+                        text: text(block, "text").unwrap_or_default(),
+                    },
+                }),
+                Some("tool_use") => {
+                    let id = text(block, "id").unwrap_or_default();
+                    let name = text(block, "name").unwrap_or_default();
+                    let input = block.get("input").cloned().unwrap_or(Value::Null);
+                    steps.push(Step::Activity {
+                        target: target.clone(),
+                        kind: ActivityKind::ToolCall {
+                            call_id: id.clone(),
+                            name: name.clone(),
+                            input: input.clone(),
+                        },
+                    });
+                    self.callers.insert(id.clone(), target.clone());
+                    if name == "ExitPlanMode"
+                        && let Some(plan) = text(&input, "plan")
+                    {
+                        self.plans.insert(id.clone(), plan.clone());
+                        self.last_plan = Some(plan);
+                    }
+                    if is_subagent_tool(&name) && !id.is_empty() {
+                        self.open(
+                            steps,
+                            &id,
+                            target.clone(),
+                            text(&input, "description"),
+                            text(&input, "subagent_type"),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        // One line per content block repeats the message's usage: count it once.
+        if let Some(usage) = message.get("usage")
+            && let Some(id) = text(message, "id")
+            && self.counted.insert(id)
+        {
+            steps.push(Step::Usage {
+                target,
+                model,
+                usage: anthropic_usage(usage),
+            });
+        }
+    }
+
+    fn user(&mut self, msg: &Value, parent: Option<&str>, steps: &mut Vec<Step>) {
+        let target = self.target(parent);
+        let content = msg.get("message").and_then(|m| m.get("content"));
+        for block in content.and_then(Value::as_array).into_iter().flatten() {
+            if block.get("type").and_then(Value::as_str) != Some("tool_result") {
+                continue;
+            }
+            let id = text(block, "tool_use_id").unwrap_or_default();
+            let is_error = block
+                .get("is_error")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let output = match block.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .filter_map(|p| text(p, "text"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                _ => String::new(),
+            };
+            steps.push(Step::Activity {
+                target: target.clone(),
+                kind: ActivityKind::ToolResult {
+                    call_id: id.clone(),
+                    output: Value::String(output.clone()),
+                    is_error,
+                },
+            });
+            // A background subagent's tool result only says it was launched.
+            if self.background.contains(&id) {
+                continue;
+            }
+            // The parent's tool result ends a subagent that nothing else has ended.
+            let (state, error) = if is_error {
+                (
+                    WorkUnitState::Failed,
+                    Some(output.chars().take(500).collect()),
+                )
+            } else {
+                (WorkUnitState::Completed, None)
+            };
+            self.end(steps, &id, state, error);
+        }
+    }
+
+    fn result(&mut self, msg: &Value, steps: &mut Vec<Step>) {
+        let is_error = msg
+            .get("is_error")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            || msg
+                .get("subtype")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s != "success");
+        let answer = text(msg, "result").unwrap_or_default();
+        if is_error && self.turn_error.is_none() {
+            let why = if answer.is_empty() {
+                text(msg, "subtype").unwrap_or_else(|| "error".into())
+            } else {
+                answer.clone()
+            };
+            self.turn_error = Some(format!("claude ended in error: {why}"));
+        }
+        // `modelUsage` counts the whole session: this result adds what grew since the last.
+        let models = msg.get("modelUsage").and_then(Value::as_object);
+        for (model, u) in models.into_iter().flatten() {
+            let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+            let total = TokenUsage::from_anthropic(
+                n("inputTokens"),
+                n("outputTokens"),
+                n("cacheCreationInputTokens"),
+                n("cacheCreationEphemeral1hInputTokens"),
+                n("cacheReadInputTokens"),
+            );
+            let before = self.session_usage.insert(model.clone(), total);
+            let before = before.unwrap_or_default();
+            let grew = TokenUsage {
+                input: total.input.saturating_sub(before.input),
+                output: total.output.saturating_sub(before.output),
+                cache_write: total.cache_write.saturating_sub(before.cache_write),
+                cache_write_1h: total.cache_write_1h.saturating_sub(before.cache_write_1h),
+                cache_read: total.cache_read.saturating_sub(before.cache_read),
+            };
+            match self.turn_usage.iter_mut().find(|(m, _)| m == model) {
+                Some((_, sum)) => *sum += grew,
+                None => self.turn_usage.push((model.clone(), grew)),
+            }
+        }
+        // A background subagent still running, or just reported, brings a follow-up turn.
+        let running_in_background = self
+            .background
+            .iter()
+            .any(|id| !self.ended.contains(id.as_str()));
+        // The CLI's follow-up turn answers the reports that came before it.
+        let is_follow_up = msg
+            .get("origin")
+            .and_then(|o| o.get("kind"))
+            .and_then(Value::as_str)
+            == Some("task-notification");
+        if is_follow_up {
+            self.notified = false;
+        }
+        if (running_in_background || self.notified) && !is_error {
+            return;
+        }
+        // Whatever is still open ended with the turn.
+        let open: Vec<String> = self.children.difference(&self.ended).cloned().collect();
+        for id in open {
+            let state = if is_error {
+                WorkUnitState::Failed
+            } else {
+                WorkUnitState::Completed
+            };
+            let error = is_error.then(|| "the session ended in error".to_owned());
+            self.end(steps, &id, state, error);
+        }
+        steps.push(Step::Finished {
+            text: answer,
+            error: self.turn_error.take(),
+            model_usage: std::mem::take(&mut self.turn_usage),
+        });
     }
 }
 
@@ -470,9 +579,9 @@ impl ClaudeCodeRunner {
         self
     }
 
-    /// The CLI's arguments for `call`: model, turns, budget and system prompt from the call
-    /// and its spec.
-    fn args(call: &AgentCall) -> Vec<String> {
+    /// The CLI's arguments for a session of `call`'s agent: model, allowed tools, permission
+    /// mode, turns, budget and system prompt from the call and its spec.
+    fn args(call: &AgentCall, grants: &Grants) -> Vec<String> {
         let mut args: Vec<String> = [
             "-p",
             "--output-format",
@@ -486,6 +595,20 @@ impl ClaudeCodeRunner {
         let spec = call.agent.as_deref();
         if let Some(model) = call.model.clone().or_else(|| spec.map(|s| s.model.clone())) {
             args.extend(["--model".into(), model]);
+        }
+        let mode = match grants.mode {
+            PermissionMode::Plan => "plan",
+            PermissionMode::AcceptEdits => "acceptEdits",
+            PermissionMode::Bypass => "bypassPermissions",
+            _ => "default",
+        };
+        args.extend(["--permission-mode".into(), mode.into()]);
+        if grants.mode != PermissionMode::Bypass {
+            args.extend(["--permission-prompt-tool".into(), "stdio".into()]);
+            let allowed = grants.claude_allowed();
+            if !allowed.is_empty() {
+                args.extend(["--allowedTools".into(), allowed.join(",")]);
+            }
         }
         if let Some(turns) = call
             .max_tool_calls
@@ -504,190 +627,16 @@ impl ClaudeCodeRunner {
         }
         args
     }
-}
 
-/// Applies steps to the journal: children by `tool_use_id`, usage priced per model.
-struct Applier<'a> {
-    ctx: &'a CallContext,
-    prices: &'a PriceTable,
-    root: WorkUnitId,
-    units: HashMap<String, WorkUnitId>,
-    /// What was recorded per model, to record only the rest of the CLI's totals on the root.
-    recorded: HashMap<String, TokenUsage>,
-    cost: Cost,
-    usage: TokenUsage,
-    /// Tool calls the root made.
-    tool_calls: u32,
-}
-
-impl Applier<'_> {
-    fn unit(&self, target: &Target) -> WorkUnitId {
-        match target {
-            Target::Root => self.root,
-            Target::Child(id) => self.units.get(id).copied().unwrap_or(self.root),
-        }
-    }
-
-    async fn usage(
-        &mut self,
-        unit: WorkUnitId,
-        model: &str,
-        usage: TokenUsage,
-    ) -> Result<(), AgentError> {
-        let cost = self.prices.cost(model, &usage);
-        self.ctx.journal.usage(unit, model, usage, cost).await?;
-        *self.recorded.entry(model.to_owned()).or_default() += usage;
-        self.usage += usage;
-        match cost {
-            Some(c) => self.cost.usd += c,
-            None => self.cost.unpriced += 1,
-        }
-        Ok(())
-    }
-
-    async fn apply(&mut self, step: Step) -> Result<Option<(String, bool)>, AgentError> {
-        let journal = &self.ctx.journal;
-        match step {
-            Step::OpenChild {
-                tool_use_id,
-                parent,
-                label,
-                agent,
-            } => {
-                let mut draft = WorkUnitDraft::new(WorkUnitKind::DelegatedAgent);
-                draft.state = WorkUnitState::Pending;
-                draft.label = label;
-                draft.agent = agent;
-                let parent = self.unit(&parent);
-                let unit = journal.start_work_unit(parent, draft).await?;
-                self.units.insert(tool_use_id, unit);
-            }
-            Step::StartChild { tool_use_id, refs } => {
-                if let Some(unit) = self.units.get(&tool_use_id).copied() {
-                    let record = journal
-                        .read(|t| t.work_unit(unit).map(|u| u.record.clone()))
-                        .await;
-                    if let Some(mut record) = record.filter(|r| !r.state.is_terminal()) {
-                        let now = fleet_core::Timestamp::now();
-                        record.state = WorkUnitState::Running;
-                        record.provider_refs = Some(refs);
-                        record.started_at.get_or_insert(now);
-                        record.updated_at = now;
-                        journal
-                            .execute(fleet_core::Command::UpsertWorkUnit(record))
-                            .await?;
-                    }
-                }
-            }
-            Step::EndChild {
-                tool_use_id,
-                state,
-                error,
-            } => {
-                if let Some(unit) = self.units.get(&tool_use_id).copied() {
-                    journal.set_state(unit, state, error).await?;
-                }
-            }
-            Step::Activity { target, kind } => {
-                if target == Target::Root && matches!(kind, ActivityKind::ToolCall { .. }) {
-                    self.tool_calls += 1;
-                }
-                journal.activity(self.unit(&target), kind).await?;
-            }
-            Step::Usage {
-                target,
-                model,
-                usage,
-            } => {
-                let unit = self.unit(&target);
-                self.usage(unit, &model, usage).await?;
-            }
-            Step::Finished {
-                text,
-                is_error,
-                model_usage,
-                ..
-            } => {
-                for (model, total, _) in model_usage {
-                    let seen = self.recorded.get(&model).copied().unwrap_or_default();
-                    let rest = TokenUsage {
-                        input: total.input.saturating_sub(seen.input),
-                        output: total.output.saturating_sub(seen.output),
-                        cache_write: total.cache_write.saturating_sub(seen.cache_write),
-                        cache_write_1h: total.cache_write_1h.saturating_sub(seen.cache_write_1h),
-                        cache_read: total.cache_read.saturating_sub(seen.cache_read),
-                    };
-                    if rest.total() > 0 {
-                        self.usage(self.root, &model, rest).await?;
-                    }
-                }
-                return Ok(Some((text, is_error)));
-            }
-        }
-        Ok(None)
-    }
-}
-
-impl AgentRunner for ClaudeCodeRunner {
-    async fn run(&self, call: AgentCall, ctx: CallContext) -> Result<AgentOutcome, AgentError> {
-        let journal = &ctx.journal;
-        let model = call
-            .model
-            .clone()
-            .or_else(|| call.agent.as_ref().map(|a| a.model.clone()))
-            .unwrap_or_else(|| "claude-sonnet-4-5".into());
-        let root = match ctx.work_unit {
-            Some(unit) => {
-                journal.set_running(unit, Some(model.clone())).await?;
-                unit
-            }
-            None => {
-                let mut draft = WorkUnitDraft::new(WorkUnitKind::DelegatedAgent);
-                draft.label = Some(call.display_label());
-                draft.agent = call.agent.as_ref().map(|a| a.name.clone());
-                draft.model = Some(model.clone());
-                journal.start_work_unit(ctx.parent, draft).await?
-            }
-        };
-        let result = self.session(&call, &ctx, root, &model).await;
-        let (state, error) = match &result {
-            Ok(_) => (WorkUnitState::Completed, None),
-            Err(AgentError::Cancelled) => (WorkUnitState::Cancelled, Some("cancelled".to_owned())),
-            Err(e) => (WorkUnitState::Failed, Some(e.to_string())),
-        };
-        // Children the session left open end with it.
-        let open: Vec<WorkUnitId> = journal
-            .read(|t| {
-                t.subtree(root)
-                    .into_iter()
-                    .filter(|(_, u)| u.id != root && !u.state.is_terminal())
-                    .map(|(_, u)| u.id)
-                    .collect()
-            })
-            .await;
-        for unit in open {
-            let child_state = if state == WorkUnitState::Completed {
-                WorkUnitState::Completed
-            } else {
-                state
-            };
-            journal.set_state(unit, child_state, error.clone()).await?;
-        }
-        journal.set_state(root, state, error).await?;
-        result
-    }
-}
-
-impl ClaudeCodeRunner {
-    async fn session(
-        &self,
-        call: &AgentCall,
-        ctx: &CallContext,
-        root: WorkUnitId,
-        model: &str,
-    ) -> Result<AgentOutcome, AgentError> {
+    /// Starts a `claude` process for `call`'s agent: a session whose turns share one
+    /// conversation (and one process).
+    ///
+    /// # Errors
+    /// [`AgentError::Worker`] when the CLI cannot be started.
+    pub fn open(&self, call: &AgentCall) -> Result<ClaudeCodeSession, AgentError> {
+        let grants = Grants::of(call);
         let mut child = tokio::process::Command::new(&self.program)
-            .args(Self::args(call))
+            .args(Self::args(call, &grants))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(call.workdir.as_ref().unwrap_or(&self.workdir))
             .stdin(Stdio::piped())
@@ -696,105 +645,337 @@ impl ClaudeCodeRunner {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                AgentError::Worker(format!("cannot start {}: {e}", self.program.display()))
+                AgentError::Worker(format!(
+                    "cannot start {}: {e} (is Claude Code installed? `npm install -g \
+                     @anthropic-ai/claude-code`, or set FLEET_CLAUDE_BIN)",
+                    self.program.display()
+                ))
             })?;
-        let mut stdin = child
-            .stdin
-            .take()
-            .ok_or_else(|| AgentError::Worker("no stdin".into()))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| AgentError::Worker("no stdout".into()))?;
-        let mut stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| AgentError::Worker("no stderr".into()))?;
-        let tail = tokio::spawn(async move {
-            let mut buf = Vec::new();
-            let _ = stderr.read_to_end(&mut buf).await;
-            let text = String::from_utf8_lossy(&buf).into_owned();
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(20)..].join("\n")
-        });
-        let user = json!({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": call.prompt}]}});
-        let mut line = serde_json::to_vec(&user).unwrap_or_default();
+        let missing = |what: &str| AgentError::Worker(format!("claude has no {what}"));
+        let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
+        let stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
+        Ok(ClaudeCodeSession {
+            child,
+            stdin: Some(stdin),
+            lines: BufReader::new(stdout).lines(),
+            tail: Some(stderr_tail(stderr)),
+            stream: ClaudeStream::new(),
+            prices: Arc::clone(&self.prices),
+            grants,
+            ended: None,
+            turns: 0,
+        })
+    }
+}
+
+impl AgentRunner for ClaudeCodeRunner {
+    async fn run(&self, call: AgentCall, ctx: CallContext) -> Result<AgentOutcome, AgentError> {
+        let mut session = match self.open(&call) {
+            Ok(session) => session,
+            Err(e) => {
+                let model = call
+                    .model
+                    .clone()
+                    .or_else(|| call.agent.as_ref().map(|a| a.model.clone()))
+                    .unwrap_or_else(|| "claude-sonnet-4-5".into());
+                let root = open_root(&call, &ctx, &model).await?;
+                let result = Err(e);
+                close_tree(&ctx, root, &result).await?;
+                return result;
+            }
+        };
+        let result = session.turn(call, ctx).await;
+        session.close().await;
+        result
+    }
+}
+
+/// One `claude` process: its turns share a conversation.
+#[derive(Debug)]
+pub struct ClaudeCodeSession {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Lines<BufReader<ChildStdout>>,
+    tail: Option<tokio::task::JoinHandle<String>>,
+    stream: ClaudeStream,
+    prices: Arc<PriceTable>,
+    grants: Grants,
+    /// Why the session cannot take another turn.
+    ended: Option<String>,
+    turns: u32,
+}
+
+impl ClaudeCodeSession {
+    /// The CLI's session id, once its first turn began.
+    #[must_use]
+    pub fn session_id(&self) -> Option<&str> {
+        self.stream.session_id()
+    }
+
+    /// The process id of the CLI.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Turns taken so far.
+    #[must_use]
+    pub fn turns(&self) -> u32 {
+        self.turns
+    }
+
+    /// Runs one turn: `call`'s prompt as the next user message of the conversation, recorded as
+    /// a work unit (the context's pre-recorded one, or a new child of its parent) with the
+    /// subagents it started as children.
+    ///
+    /// # Errors
+    /// [`AgentError::Cancelled`] when the context is cancelled (the CLI is interrupted, then
+    /// stopped); [`AgentError::Worker`] when the CLI exits before the turn's result (with its
+    /// exit status and stderr tail) or the session already ended; [`AgentError::NoAnswer`] when
+    /// the CLI reports an error.
+    pub async fn turn(
+        &mut self,
+        call: AgentCall,
+        ctx: CallContext,
+    ) -> Result<AgentOutcome, AgentError> {
+        let model = call
+            .model
+            .clone()
+            .or_else(|| call.agent.as_ref().map(|a| a.model.clone()))
+            .or_else(|| self.stream.model().map(str::to_owned))
+            .unwrap_or_else(|| "claude-sonnet-4-5".into());
+        let root = open_root(&call, &ctx, &model).await?;
+        let result = match self.ended.clone() {
+            Some(why) => Err(AgentError::Worker(format!(
+                "the claude session ended: {why}"
+            ))),
+            None => self.exchange(&call, &ctx, root, &model).await,
+        };
+        if result.is_err() && self.ended.is_none() {
+            self.ended = Some("a turn failed".into());
+        }
+        self.turns += 1;
+        close_tree(&ctx, root, &result).await?;
+        result
+    }
+
+    async fn write(&mut self, message: &Value) -> Result<(), AgentError> {
+        let mut line = serde_json::to_vec(message).unwrap_or_default();
         line.push(b'\n');
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| AgentError::Worker("claude's input is closed".into()))?;
         stdin
             .write_all(&line)
             .await
-            .map_err(|e| AgentError::Worker(format!("cannot write to claude: {e}")))?;
-        let mut stream = ClaudeStream::new();
-        let mut applier = Applier {
-            ctx,
-            prices: &self.prices,
-            root,
-            units: HashMap::new(),
-            recorded: HashMap::new(),
-            cost: Cost::default(),
-            usage: TokenUsage::default(),
-            tool_calls: 0,
+            .map_err(|e| AgentError::Worker(format!("cannot write to claude: {e}")))
+    }
+
+    /// The CLI died: its exit status and stderr tail.
+    async fn died(&mut self) -> AgentError {
+        self.stdin = None;
+        let status = self.child.wait().await;
+        let tail = match self.tail.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
         };
-        let mut lines = BufReader::new(stdout).lines();
-        let mut finished = None;
-        loop {
+        let status = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        };
+        let why = with_tail(format!("claude ended before its result ({status})"), &tail);
+        self.ended = Some(why.clone());
+        AgentError::Worker(why)
+    }
+
+    async fn exchange(
+        &mut self,
+        call: &AgentCall,
+        ctx: &CallContext,
+        root: WorkUnitId,
+        model: &str,
+    ) -> Result<AgentOutcome, AgentError> {
+        self.stream.begin_turn();
+        let prices = Arc::clone(&self.prices);
+        let mut recorder = Recorder::new(ctx, &prices, root);
+        self.write(&json!({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": call.prompt}]}}))
+            .await?;
+        let finished = loop {
             let next = tokio::select! {
                 biased;
                 () = ctx.cancel.cancelled() => {
-                    // The CLI's interrupt, then the process itself.
-                    let interrupt = json!({"type": "control_request", "request_id": "fleet-interrupt", "request": {"subtype": "interrupt"}});
-                    let mut bytes = serde_json::to_vec(&interrupt).unwrap_or_default();
-                    bytes.push(b'\n');
-                    let _ = stdin.write_all(&bytes).await;
-                    let _ = child.start_kill();
+                    self.interrupt(&mut recorder).await;
                     return Err(AgentError::Cancelled);
                 }
-                next = lines.next_line() => next,
+                next = self.lines.next_line() => next,
             };
-            let Some(text) =
-                next.map_err(|e| AgentError::Worker(format!("reading claude's output: {e}")))?
-            else {
-                break;
+            let line = match next {
+                Ok(Some(line)) => line,
+                Ok(None) => return Err(self.died().await),
+                Err(e) => {
+                    return Err(AgentError::Worker(format!("reading claude's output: {e}")));
+                }
             };
-            for step in stream.line(&text) {
-                if let Some(done) = applier.apply(step).await? {
+            let mut finished = None;
+            for step in self.stream.line(&line) {
+                if let Some(done) = recorder.apply(step).await? {
                     finished = Some(done);
                 }
             }
-            if finished.is_some() {
-                break;
+            for request in self.stream.take_requests() {
+                self.answer(request, &mut recorder).await?;
             }
-        }
-        drop(stdin);
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| AgentError::Worker(e.to_string()))?;
-        let tail = tail.await.unwrap_or_default();
-        let Some((text, is_error)) = finished else {
-            return Err(AgentError::Worker(format!(
-                "claude ended before its result ({status}){}",
-                if tail.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {tail}")
-                }
-            )));
+            if let Some(done) = finished {
+                break done;
+            }
         };
-        if is_error {
-            return Err(AgentError::NoAnswer(format!(
-                "claude ended in error: {text}"
-            )));
+        if let Some(session) = self.stream.session_id() {
+            let refs = ProviderRefs {
+                provider: NAME.into(),
+                thread: Some(session.to_owned()),
+                turn: Some(format!("turn-{}", self.turns + 1)),
+                item: None,
+                task: None,
+            };
+            set_refs(ctx, root, refs).await?;
         }
+        let text = finished.map_err(AgentError::NoAnswer)?;
+        let output = recorder
+            .plan
+            .clone()
+            .map(|plan| json!({"plan": plan, "text": text}));
         Ok(AgentOutcome {
             work_unit_id: root,
             text,
-            output: None,
+            output,
             model: model.to_owned(),
-            usage: applier.usage,
-            cost: applier.cost,
-            model_requests: u32::try_from(stream.counted.len()).unwrap_or(u32::MAX),
-            tool_calls: applier.tool_calls,
+            usage: recorder.usage,
+            cost: recorder.cost,
+            model_requests: recorder.requests,
+            tool_calls: recorder.tool_calls,
         })
     }
+
+    /// Answers a permission request from the agent's grants; in plan mode, the request to
+    /// leave it is refused and its plan recorded.
+    async fn answer(
+        &mut self,
+        request: PermissionRequest,
+        recorder: &mut Recorder<'_>,
+    ) -> Result<(), AgentError> {
+        if request.tool.is_empty() {
+            let what = request
+                .input
+                .get("subtype")
+                .and_then(Value::as_str)
+                .unwrap_or("this request")
+                .to_owned();
+            return self
+                .write(&json!({"type": "control_response", "response": {"subtype": "error", "request_id": request.request_id, "error": format!("fleet does not handle {what}")}}))
+                .await;
+        }
+        let who = self.stream.caller(request.tool_use_id.as_deref());
+        let verdict = if request.tool == "ExitPlanMode" && self.grants.mode == PermissionMode::Plan
+        {
+            let plan = request
+                .input
+                .get("plan")
+                .and_then(Value::as_str)
+                .or_else(|| self.stream.plan(request.tool_use_id.as_deref()))
+                .unwrap_or_default()
+                .to_owned();
+            recorder
+                .apply(Step::Activity {
+                    target: who.clone(),
+                    kind: ActivityKind::ProposedPlan { plan },
+                })
+                .await?;
+            Err(
+                "fleet recorded this plan for approval. Stay in plan mode: do not make \
+                 changes; end your turn now."
+                    .to_owned(),
+            )
+        } else {
+            self.grants.claude_tool(&request.tool)
+        };
+        let response = match &verdict {
+            Ok(()) => json!({"behavior": "allow", "updatedInput": request.input}),
+            Err(why) => {
+                recorder
+                    .apply(Step::Activity {
+                        target: who,
+                        kind: ActivityKind::Log {
+                            level: fleet_core::LogLevel::Info,
+                            message: format!("refused {}: {why}", request.tool),
+                        },
+                    })
+                    .await?;
+                json!({"behavior": "deny", "message": why})
+            }
+        };
+        self.write(&json!({"type": "control_response", "response": {"subtype": "success", "request_id": request.request_id, "response": response}}))
+            .await
+    }
+
+    /// The CLI's interrupt control request; the turn's last lines are recorded for a moment,
+    /// then the process is stopped.
+    async fn interrupt(&mut self, recorder: &mut Recorder<'_>) {
+        let interrupt = json!({"type": "control_request", "request_id": "fleet-interrupt", "request": {"subtype": "interrupt"}});
+        if self.write(&interrupt).await.is_ok() {
+            let _ = tokio::time::timeout(INTERRUPT_GRACE, async {
+                while let Ok(Some(line)) = self.lines.next_line().await {
+                    for step in self.stream.line(&line) {
+                        match step {
+                            Step::Finished { .. } => return,
+                            // What it did and spent is kept; every open unit ends cancelled.
+                            Step::Activity { .. } | Step::Usage { .. } => {
+                                let _ = recorder.apply(step).await;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            })
+            .await;
+        }
+        self.ended = Some("it was interrupted".into());
+        self.stdin = None;
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Ends the session: the CLI's input is closed and it gets a moment to exit before it is
+    /// killed.
+    pub async fn close(mut self) {
+        self.stdin = None;
+        if tokio::time::timeout(INTERRUPT_GRACE, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
+    }
+}
+
+/// Records the provider references of a unit that is still open.
+async fn set_refs(
+    ctx: &CallContext,
+    unit: WorkUnitId,
+    refs: ProviderRefs,
+) -> Result<(), AgentError> {
+    let record = ctx
+        .journal
+        .read(|t| t.work_unit(unit).map(|u| u.record.clone()))
+        .await;
+    if let Some(mut record) = record.filter(|r| !r.state.is_terminal()) {
+        record.provider_refs = Some(refs);
+        record.updated_at = fleet_core::Timestamp::now();
+        ctx.journal
+            .execute(fleet_core::Command::UpsertWorkUnit(record))
+            .await?;
+    }
+    Ok(())
 }

@@ -50,6 +50,7 @@
 pub mod agent;
 pub mod anthropic;
 pub mod claude_code;
+pub mod cli;
 pub mod decode;
 mod env;
 pub mod host;
@@ -63,7 +64,7 @@ mod stream;
 pub use agent::tools::{Tool, ToolContext, ToolOutput};
 pub use agent::{ModelAgentRunner, RunnerBuilder, RunnerDefaults};
 pub use anthropic::AnthropicProvider;
-pub use claude_code::{ClaudeCodeRunner, ClaudeStream};
+pub use claude_code::{ClaudeCodeRunner, ClaudeCodeSession, ClaudeStream};
 pub use env::{PROVIDERS, ProviderSettings, from_env, from_settings};
 pub use host::HostCommands;
 pub use http::{ApiKey, HttpClient, HttpConfig, RetryPolicy};

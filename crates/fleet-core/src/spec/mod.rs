@@ -72,6 +72,10 @@ pub struct AgentSpec {
     /// What the agent's built-in tools may do.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub capabilities: Vec<Capability>,
+    /// How a coding-agent CLI (`provider: claude-code` or `codex`) asks before acting; by
+    /// default it asks fleet, which answers from `capabilities`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<PermissionMode>,
     /// Most tool calls in one task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -122,6 +126,23 @@ pub enum Capability {
     RunCommands,
     /// Start background subagents.
     SpawnSubagents,
+}
+
+/// How a coding-agent CLI asks before it acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum PermissionMode {
+    /// Every tool the CLI does not trust by itself is asked about, and fleet answers from the
+    /// agent's capabilities.
+    Default,
+    /// The agent only plans: it may read, and its request to leave plan mode is refused and its
+    /// plan recorded as the turn's proposed plan, for a person or the workflow to approve.
+    Plan,
+    /// File edits are accepted without asking; other tools are asked about as in `default`.
+    AcceptEdits,
+    /// Nothing is asked (the CLI's own `bypassPermissions`; use only inside a sandbox).
+    Bypass,
 }
 
 /// The sandbox block of an agent spec.
