@@ -93,6 +93,8 @@ pub(crate) fn start(app: &App, headless: bool) -> anyhow::Result<u8> {
 }
 
 async fn start_async(app: &App, headless: bool) -> anyhow::Result<u8> {
+    // Listening from the start: a signal that arrives while no one listens is lost.
+    let signals = Signals::new()?;
     let specs = app.specs()?;
     let dir = app.config.agents_dir();
     for problem in &specs.errors {
@@ -168,7 +170,7 @@ async fn start_async(app: &App, headless: bool) -> anyhow::Result<u8> {
         for line in lock(&state).log.drain(..) {
             println!("{line}");
         }
-        headless_loop(&supervisor, &state).await
+        headless_loop(&supervisor, &state, signals).await
     } else {
         tui::run(supervisor.clone(), state.clone(), root.clone()).await
     };
@@ -387,13 +389,30 @@ async fn run_task(
     reply
 }
 
-async fn headless_loop(supervisor: &Supervisor, state: &Shared) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+/// SIGINT and SIGTERM, listened for.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
+async fn headless_loop(
+    supervisor: &Supervisor,
+    state: &Shared,
+    mut signals: Signals,
+) -> anyhow::Result<()> {
     tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+        _ = signals.int.recv() => {}
+        _ = signals.term.recv() => {}
     }
     let total: Usd = lock(state)
         .agents

@@ -45,7 +45,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::cli::{Grants, Recorder, close_tree, open_root, stderr_tail, with_tail};
+use crate::cli::{Grants, Recorder, close_tree, open_root, set_refs, stderr_tail, with_tail};
 pub use crate::cli::{Step, Target};
 
 /// The provider's name in work units' provider references.
@@ -958,24 +958,4 @@ impl ClaudeCodeSession {
             let _ = self.child.wait().await;
         }
     }
-}
-
-/// Records the provider references of a unit that is still open.
-async fn set_refs(
-    ctx: &CallContext,
-    unit: WorkUnitId,
-    refs: ProviderRefs,
-) -> Result<(), AgentError> {
-    let record = ctx
-        .journal
-        .read(|t| t.work_unit(unit).map(|u| u.record.clone()))
-        .await;
-    if let Some(mut record) = record.filter(|r| !r.state.is_terminal()) {
-        record.provider_refs = Some(refs);
-        record.updated_at = fleet_core::Timestamp::now();
-        ctx.journal
-            .execute(fleet_core::Command::UpsertWorkUnit(record))
-            .await?;
-    }
-    Ok(())
 }

@@ -466,3 +466,23 @@ fn capability_name(c: Capability) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// Records the provider references of a unit that is still open.
+pub(crate) async fn set_refs(
+    ctx: &CallContext,
+    unit: WorkUnitId,
+    refs: ProviderRefs,
+) -> Result<(), AgentError> {
+    let record = ctx
+        .journal
+        .read(|t| t.work_unit(unit).map(|u| u.record.clone()))
+        .await;
+    if let Some(mut record) = record.filter(|r| !r.state.is_terminal()) {
+        record.provider_refs = Some(refs);
+        record.updated_at = fleet_core::Timestamp::now();
+        ctx.journal
+            .execute(fleet_core::Command::UpsertWorkUnit(record))
+            .await?;
+    }
+    Ok(())
+}

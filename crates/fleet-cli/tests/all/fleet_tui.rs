@@ -267,13 +267,25 @@ fn headless_start_logs_the_same_as_lines() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Lines arrive through a channel so that a fleet that goes quiet fails the test (with what
+    // it said) instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let pid = rustix::process::Pid::from_child(&child);
     let mut seen = Vec::new();
     let mut until = |needle: &str| loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("ended before {needle:?}: {seen:?}"))
-            .unwrap();
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            panic!("no {needle:?} within a minute (or the fleet ended); it said: {seen:?}");
+        };
         let hit = line.contains(needle);
         seen.push(line);
         if hit {

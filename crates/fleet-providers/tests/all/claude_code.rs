@@ -365,7 +365,7 @@ async fn cancelling_interrupts_the_cli_and_cancels_the_tree() {
 }
 
 /// No unit that reached a terminal state is ever recorded as non-terminal again.
-async fn assert_finished_units_stay_finished(store: &MemoryStore, thread: &Thread) {
+pub(crate) async fn assert_finished_units_stay_finished(store: &MemoryStore, thread: &Thread) {
     let events = store.read_stream(thread.id, 0, usize::MAX).await.unwrap();
     let mut ended = std::collections::HashSet::new();
     for e in events {
@@ -383,7 +383,7 @@ async fn assert_finished_units_stay_finished(store: &MemoryStore, thread: &Threa
     }
 }
 
-fn by_label<'a>(thread: &'a Thread, label: &str) -> &'a fleet_core::WorkUnit {
+pub(crate) fn by_label<'a>(thread: &'a Thread, label: &str) -> &'a fleet_core::WorkUnit {
     thread
         .work_units
         .values()

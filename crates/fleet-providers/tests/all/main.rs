@@ -6,6 +6,7 @@
 mod adapters;
 mod agent_loop;
 mod claude_code;
+mod codex;
 mod server;
 
 mod send_sync {
