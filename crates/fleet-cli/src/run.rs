@@ -15,7 +15,9 @@ use fleet_core::{
     AgentCall, AgentRunner, CallContext, Journal, SharedStore, SqliteStore, Thread, TurnState, Usd,
     WorkUnitDraft, WorkUnitId, WorkUnitKind, WorkUnitState,
 };
-use fleet_providers::{ModelAgentRunner, RunnerDefaults};
+use fleet_providers::{
+    AgentRouter, ClaudeCodeRunner, CodexRunner, ModelAgentRunner, RunnerDefaults,
+};
 use fleet_workflow::{
     CallState, Resume, RunEvent, RunId, RunOptions, RunState, RunSummary, Script, WorkflowEngine,
 };
@@ -159,6 +161,35 @@ fn runner(
     builder.build()
 }
 
+/// The runner of a workflow's calls: an agent whose spec says `provider: claude-code`, `codex`
+/// or `codex-exec` runs on that CLI (`FLEET_CLAUDE_BIN`/`FLEET_CODEX_BIN`, else `claude`/`codex`
+/// on PATH), any other on fleet's agent loop.
+fn workflow_runner(
+    app: &App,
+    provider: Arc<dyn fleet_core::DynProvider>,
+    specs: Arc<SpecSet>,
+) -> anyhow::Result<Arc<dyn fleet_core::DynAgentRunner>> {
+    let prices = Arc::new(
+        fleet_core::PriceTable::builtin()
+            .map_err(|d| anyhow::anyhow!("the built-in price table: {d}"))?,
+    );
+    let root = app.config.root();
+    let claude = app
+        .env("FLEET_CLAUDE_BIN")
+        .unwrap_or_else(|| "claude".into());
+    let codex = app.env("FLEET_CODEX_BIN").unwrap_or_else(|| "codex".into());
+    let codex_runner = CodexRunner::new(codex, root, Arc::clone(&prices));
+    Ok(Arc::new(
+        AgentRouter::new(Arc::new(runner(app, provider, specs)))
+            .route(
+                fleet_providers::claude_code::NAME,
+                Arc::new(ClaudeCodeRunner::new(claude, root, prices)),
+            )
+            .route("codex-exec", Arc::new(codex_runner.clone().exec()))
+            .route(fleet_providers::codex::NAME, Arc::new(codex_runner)),
+    ))
+}
+
 async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     // Listening from the start: a signal that arrives while no one listens is lost.
     let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
@@ -171,7 +202,7 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     }
     let engine = WorkflowEngine::new(
         Arc::clone(&store) as SharedStore,
-        Arc::new(runner(app, provider, Arc::clone(&specs))),
+        workflow_runner(app, provider, Arc::clone(&specs))?,
     )
     .with_specs(specs.specs.iter().cloned())
     .with_catalog(app.catalog());

@@ -88,6 +88,8 @@ pub struct ClaudeStream {
     last_plan: Option<String>,
     /// Assistant message ids whose usage is counted.
     counted: HashSet<String>,
+    /// Tokens counted per child, and the model it last spoke with.
+    child_tokens: HashMap<String, (u64, String)>,
     /// The CLI's `modelUsage` at the last `result` (it counts the whole session).
     session_usage: HashMap<String, TokenUsage>,
     /// What the results of this turn reported beyond that.
@@ -248,8 +250,10 @@ impl ClaudeStream {
             }
             (Some("system"), Some("task_started")) => self.task_started(&msg, parent, &mut steps),
             (Some("system"), Some(sub @ ("task_notification" | "task_updated"))) => {
+                self.task_usage(&msg, &mut steps);
                 self.task_ended(&msg, sub, &mut steps);
             }
+            (Some("system"), Some("task_progress")) => self.task_usage(&msg, &mut steps),
             (Some("assistant"), _) => self.assistant(&msg, parent, &mut steps),
             (Some("user"), _) => self.user(&msg, parent, &mut steps),
             (Some("control_request"), _) => {
@@ -303,6 +307,39 @@ impl ClaudeStream {
                     item: Some(id.to_owned()),
                     task: text(msg, "task_id"),
                 },
+            });
+        }
+    }
+
+    /// A subagent's message lines carry the usage of their start (one output token); its
+    /// task messages say how many tokens it used in all. The difference is output it wrote.
+    fn task_usage(&mut self, msg: &Value, steps: &mut Vec<Step>) {
+        let Some(id) = msg.get("tool_use_id").and_then(Value::as_str) else {
+            return;
+        };
+        let Some(total) = msg
+            .get("usage")
+            .and_then(|u| u.get("total_tokens"))
+            .and_then(Value::as_u64)
+        else {
+            return;
+        };
+        if self.ended.contains(id) || !self.children.contains(id) {
+            return;
+        }
+        let Some((counted, model)) = self.child_tokens.get_mut(id) else {
+            return;
+        };
+        if total > *counted {
+            let usage = TokenUsage {
+                output: total - *counted,
+                ..TokenUsage::default()
+            };
+            *counted = total;
+            steps.push(Step::Usage {
+                target: Target::Child(id.to_owned()),
+                model: model.clone(),
+                usage,
             });
         }
     }
@@ -397,10 +434,19 @@ impl ClaudeStream {
             && let Some(id) = text(message, "id")
             && self.counted.insert(id)
         {
+            let usage = anthropic_usage(usage);
+            if let Target::Child(id) = &target {
+                let entry = self
+                    .child_tokens
+                    .entry(id.clone())
+                    .or_insert((0, String::new()));
+                entry.0 += usage.total();
+                entry.1.clone_from(&model);
+            }
             steps.push(Step::Usage {
                 target,
                 model,
-                usage: anthropic_usage(usage),
+                usage,
             });
         }
     }

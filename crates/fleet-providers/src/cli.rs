@@ -99,6 +99,8 @@ pub(crate) struct Recorder<'a> {
     pub(crate) requests: u32,
     /// The plan the turn proposed, if any.
     pub(crate) plan: Option<String>,
+    /// Units whose model is known.
+    modeled: std::collections::HashSet<WorkUnitId>,
 }
 
 impl<'a> Recorder<'a> {
@@ -114,6 +116,7 @@ impl<'a> Recorder<'a> {
             tool_calls: 0,
             requests: 0,
             plan: None,
+            modeled: std::collections::HashSet::new(),
         }
     }
 
@@ -138,6 +141,23 @@ impl<'a> Recorder<'a> {
         match cost {
             Some(c) => self.cost.usd += c,
             None => self.cost.unpriced += 1,
+        }
+        Ok(())
+    }
+
+    /// A subagent whose model the stream did not name runs on the model of its first usage.
+    async fn name_model(&self, unit: WorkUnitId, model: &str) -> Result<(), AgentError> {
+        let record = self
+            .ctx
+            .journal
+            .read(|t| t.work_unit(unit).map(|u| u.record.clone()))
+            .await;
+        if let Some(mut record) = record.filter(|r| r.model.is_none() && !r.state.is_terminal()) {
+            record.model = Some(model.to_owned());
+            self.ctx
+                .journal
+                .execute(fleet_core::Command::UpsertWorkUnit(record))
+                .await?;
         }
         Ok(())
     }
@@ -211,6 +231,9 @@ impl<'a> Recorder<'a> {
             } => {
                 let unit = self.unit(&target);
                 self.requests += 1;
+                if unit != self.root && !model.is_empty() && self.modeled.insert(unit) {
+                    self.name_model(unit, &model).await?;
+                }
                 self.usage(unit, &model, usage).await?;
             }
             Step::Finished {

@@ -537,5 +537,6 @@ mod patch_bot {
     }
 }
 
+mod coding_agents;
 mod fleet_tui;
 mod user;

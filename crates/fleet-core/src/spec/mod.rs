@@ -45,8 +45,10 @@ pub struct AgentSpec {
     /// The model id, e.g. `claude-haiku-4-5` or `gpt-5-mini`.
     #[schemars(length(min = 1))]
     pub model: String,
-    /// The provider that runs the model (`anthropic`, `openai`, `offline`, …); by default the
-    /// one configured for the project.
+    /// Who runs the agent: `claude-code` (the `claude` CLI), `codex` (`codex app-server`) or
+    /// `codex-exec` (`codex exec --json`) run it as a coding-agent CLI whose subagents join the
+    /// tree; any other value (or none) runs it on fleet's own agent loop with the provider
+    /// configured for the project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     /// A longer description; defaults to `role`.

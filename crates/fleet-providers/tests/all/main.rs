@@ -1,12 +1,18 @@
 //! Integration tests of fleet-providers: adapters against a local server replaying wire-exact
 //! fixtures, and the agent loop against the scripted provider.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
 
 mod adapters;
 mod agent_loop;
 mod claude_code;
 mod codex;
+mod e2e;
 mod server;
 
 mod send_sync {
