@@ -31,9 +31,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use fleet_core::activity::{ActivityKind, Role};
 use fleet_core::spec::PermissionMode;
@@ -42,17 +40,12 @@ use fleet_core::{
     TokenUsage, WorkUnitId, WorkUnitState,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::cli::{Grants, Recorder, close_tree, open_root, set_refs, stderr_tail, with_tail};
+use crate::cli::{CliProcess, GRACE, Grants, Recorder, close_tree, open_root, set_refs};
 pub use crate::cli::{Step, Target};
 
 /// The provider's name in work units' provider references.
 pub const NAME: &str = "claude-code";
-
-/// How long an interrupted CLI gets to end its turn before it is killed.
-const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 
 /// A tool the CLI asks permission to use (a `can_use_tool` control request).
 #[derive(Debug, Clone, PartialEq)]
@@ -681,35 +674,23 @@ impl ClaudeCodeRunner {
     /// [`AgentError::Worker`] when the CLI cannot be started.
     pub fn open(&self, call: &AgentCall) -> Result<ClaudeCodeSession, AgentError> {
         let grants = Grants::of(call);
-        let mut child = tokio::process::Command::new(&self.program)
+        let mut command = tokio::process::Command::new(&self.program);
+        command
             .args(Self::args(call, &grants))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(call.workdir.as_ref().unwrap_or(&self.workdir))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                AgentError::Worker(format!(
-                    "cannot start {}: {e} (is Claude Code installed? `npm install -g \
-                     @anthropic-ai/claude-code`, or set FLEET_CLAUDE_BIN)",
-                    self.program.display()
-                ))
-            })?;
-        let missing = |what: &str| AgentError::Worker(format!("claude has no {what}"));
-        let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
-        let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
-        let stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
+            .current_dir(call.workdir.as_ref().unwrap_or(&self.workdir));
+        let process = CliProcess::spawn("claude", &mut command, |e| {
+            AgentError::Worker(format!(
+                "cannot start {}: {e} (is Claude Code installed? `npm install -g \
+                 @anthropic-ai/claude-code`, or set FLEET_CLAUDE_BIN)",
+                self.program.display()
+            ))
+        })?;
         Ok(ClaudeCodeSession {
-            child,
-            stdin: Some(stdin),
-            lines: BufReader::new(stdout).lines(),
-            tail: Some(stderr_tail(stderr)),
+            process,
             stream: ClaudeStream::new(),
             prices: Arc::clone(&self.prices),
             grants,
-            ended: None,
             turns: 0,
         })
     }
@@ -740,15 +721,10 @@ impl AgentRunner for ClaudeCodeRunner {
 /// One `claude` process: its turns share a conversation.
 #[derive(Debug)]
 pub struct ClaudeCodeSession {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Lines<BufReader<ChildStdout>>,
-    tail: Option<tokio::task::JoinHandle<String>>,
+    process: CliProcess,
     stream: ClaudeStream,
     prices: Arc<PriceTable>,
     grants: Grants,
-    /// Why the session cannot take another turn.
-    ended: Option<String>,
     turns: u32,
 }
 
@@ -762,7 +738,7 @@ impl ClaudeCodeSession {
     /// The process id of the CLI.
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Turns taken so far.
@@ -792,48 +768,18 @@ impl ClaudeCodeSession {
             .or_else(|| self.stream.model().map(str::to_owned))
             .unwrap_or_else(|| "claude-sonnet-4-5".into());
         let root = open_root(&call, &ctx, &model).await?;
-        let result = match self.ended.clone() {
+        let result = match self.process.ended.clone() {
             Some(why) => Err(AgentError::Worker(format!(
                 "the claude session ended: {why}"
             ))),
             None => self.exchange(&call, &ctx, root, &model).await,
         };
-        if result.is_err() && self.ended.is_none() {
-            self.ended = Some("a turn failed".into());
+        if result.is_err() && self.process.ended.is_none() {
+            self.process.ended = Some("a turn failed".into());
         }
         self.turns += 1;
         close_tree(&ctx, root, &result).await?;
         result
-    }
-
-    async fn write(&mut self, message: &Value) -> Result<(), AgentError> {
-        let mut line = serde_json::to_vec(message).unwrap_or_default();
-        line.push(b'\n');
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| AgentError::Worker("claude's input is closed".into()))?;
-        stdin
-            .write_all(&line)
-            .await
-            .map_err(|e| AgentError::Worker(format!("cannot write to claude: {e}")))
-    }
-
-    /// The CLI died: its exit status and stderr tail.
-    async fn died(&mut self) -> AgentError {
-        self.stdin = None;
-        let status = self.child.wait().await;
-        let tail = match self.tail.take() {
-            Some(task) => task.await.unwrap_or_default(),
-            None => String::new(),
-        };
-        let status = match status {
-            Ok(s) => s.to_string(),
-            Err(e) => e.to_string(),
-        };
-        let why = with_tail(format!("claude ended before its result ({status})"), &tail);
-        self.ended = Some(why.clone());
-        AgentError::Worker(why)
     }
 
     async fn exchange(
@@ -846,7 +792,7 @@ impl ClaudeCodeSession {
         self.stream.begin_turn();
         let prices = Arc::clone(&self.prices);
         let mut recorder = Recorder::new(ctx, &prices, root);
-        self.write(&json!({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": call.prompt}]}}))
+        self.process.write(&json!({"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": call.prompt}]}}))
             .await?;
         let finished = loop {
             let next = tokio::select! {
@@ -855,14 +801,10 @@ impl ClaudeCodeSession {
                     self.interrupt(&mut recorder).await;
                     return Err(AgentError::Cancelled);
                 }
-                next = self.lines.next_line() => next,
+                next = self.process.next_line() => next?,
             };
-            let line = match next {
-                Ok(Some(line)) => line,
-                Ok(None) => return Err(self.died().await),
-                Err(e) => {
-                    return Err(AgentError::Worker(format!("reading claude's output: {e}")));
-                }
+            let Some(line) = next else {
+                return Err(self.process.died().await);
             };
             let mut finished = None;
             for step in self.stream.line(&line) {
@@ -918,8 +860,7 @@ impl ClaudeCodeSession {
                 .and_then(Value::as_str)
                 .unwrap_or("this request")
                 .to_owned();
-            return self
-                .write(&json!({"type": "control_response", "response": {"subtype": "error", "request_id": request.request_id, "error": format!("fleet does not handle {what}")}}))
+            return self.process.write(&json!({"type": "control_response", "response": {"subtype": "error", "request_id": request.request_id, "error": format!("fleet does not handle {what}")}}))
                 .await;
         }
         let who = self.stream.caller(request.tool_use_id.as_deref());
@@ -961,7 +902,7 @@ impl ClaudeCodeSession {
                 json!({"behavior": "deny", "message": why})
             }
         };
-        self.write(&json!({"type": "control_response", "response": {"subtype": "success", "request_id": request.request_id, "response": response}}))
+        self.process.write(&json!({"type": "control_response", "response": {"subtype": "success", "request_id": request.request_id, "response": response}}))
             .await
     }
 
@@ -969,9 +910,9 @@ impl ClaudeCodeSession {
     /// then the process is stopped.
     async fn interrupt(&mut self, recorder: &mut Recorder<'_>) {
         let interrupt = json!({"type": "control_request", "request_id": "fleet-interrupt", "request": {"subtype": "interrupt"}});
-        if self.write(&interrupt).await.is_ok() {
-            let _ = tokio::time::timeout(INTERRUPT_GRACE, async {
-                while let Ok(Some(line)) = self.lines.next_line().await {
+        if self.process.write(&interrupt).await.is_ok() {
+            let _ = tokio::time::timeout(GRACE, async {
+                while let Ok(Some(line)) = self.process.next_line().await {
                     for step in self.stream.line(&line) {
                         match step {
                             Step::Finished { .. } => return,
@@ -986,22 +927,12 @@ impl ClaudeCodeSession {
             })
             .await;
         }
-        self.ended = Some("it was interrupted".into());
-        self.stdin = None;
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        self.process.kill("it was interrupted").await;
     }
 
     /// Ends the session: the CLI's input is closed and it gets a moment to exit before it is
     /// killed.
-    pub async fn close(mut self) {
-        self.stdin = None;
-        if tokio::time::timeout(INTERRUPT_GRACE, self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
-        }
+    pub async fn close(self) {
+        self.process.close().await;
     }
 }

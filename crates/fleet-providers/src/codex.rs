@@ -21,7 +21,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,19 +31,15 @@ use fleet_core::{
     TokenUsage, WorkUnitId, WorkUnitState,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 
 use crate::cli::{
-    Grants, Recorder, Step, Target, close_tree, open_root, set_refs, stderr_tail, with_tail,
+    CliProcess, GRACE, Grants, Recorder, Step, Target, close_tree, open_root, set_refs,
 };
 
 /// The provider's name in work units' provider references.
 pub const NAME: &str = "codex";
 
-/// How long an interrupted turn gets to end before the process is killed; also how long the
-/// app-server gets to answer `initialize` and `thread/start`.
-const GRACE: Duration = Duration::from_secs(2);
+/// How long the app-server gets to answer `initialize` and `thread/start`.
 const STARTUP: Duration = Duration::from_secs(60);
 
 fn text(v: &Value, k: &str) -> Option<String> {
@@ -719,10 +714,7 @@ impl CodexRunner {
         let mut command = tokio::process::Command::new(&self.program);
         command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(call.workdir.as_ref().unwrap_or(&self.workdir))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .current_dir(call.workdir.as_ref().unwrap_or(&self.workdir));
         command
     }
 
@@ -745,28 +737,19 @@ impl CodexRunner {
         thread: Option<&str>,
     ) -> Result<CodexSession, AgentError> {
         let grants = Grants::of(call);
-        let mut child = self
-            .command(call)
-            .arg("app-server")
-            .stdin(Stdio::piped())
-            .spawn()
-            .map_err(|e| self.cannot_start(&e))?;
-        let missing = |what: &str| AgentError::Worker(format!("codex has no {what}"));
-        let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
-        let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
-        let stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
+        let process = CliProcess::spawn(
+            "codex app-server",
+            self.command(call).arg("app-server"),
+            |e| self.cannot_start(e),
+        )?;
         let model = model_of(call);
         let mut session = CodexSession {
-            child,
-            stdin: Some(stdin),
-            lines: BufReader::new(stdout).lines(),
-            tail: Some(stderr_tail(stderr)),
+            process,
             prices: Arc::clone(&self.prices),
             grants,
             next_id: 0,
             thread: String::new(),
             model: model.clone(),
-            ended: None,
             turns: 0,
         };
         let started = tokio::time::timeout(STARTUP, async {
@@ -822,17 +805,15 @@ impl CodexRunner {
         let grants = Grants::of(call);
         let model = model_of(call);
         let mut command = self.command(call);
-        command
-            .args([
-                "exec",
-                "--json",
-                "--skip-git-repo-check",
-                "--model",
-                &model,
-                "--sandbox",
-                sandbox(&grants),
-            ])
-            .stdin(Stdio::null());
+        command.args([
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "--model",
+            &model,
+            "--sandbox",
+            sandbox(&grants),
+        ]);
         if let Some(system) = call.agent.as_ref().and_then(|a| a.system.clone()) {
             command.args([
                 "-c",
@@ -840,13 +821,9 @@ impl CodexRunner {
             ]);
         }
         command.arg(&call.prompt);
-        let mut child = command.spawn().map_err(|e| self.cannot_start(&e))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| AgentError::Worker("codex has no stdout".into()))?;
-        let tail = child.stderr.take().map(stderr_tail);
-        let mut lines = BufReader::new(stdout).lines();
+        let mut process = CliProcess::spawn("codex exec", &mut command, |e| self.cannot_start(e))?;
+        // `codex exec` reads more input from an open stdin: it gets none.
+        process.close_input();
         let mut stream = CodexExecStream::new(&model);
         let mut recorder = Recorder::new(ctx, &self.prices, root);
         let mut finished = None;
@@ -854,37 +831,22 @@ impl CodexRunner {
             let next = tokio::select! {
                 biased;
                 () = ctx.cancel.cancelled() => {
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
+                    process.kill("cancelled").await;
                     return Err(AgentError::Cancelled);
                 }
-                next = lines.next_line() => next,
+                next = process.next_line() => next?,
             };
-            let Some(line) =
-                next.map_err(|e| AgentError::Worker(format!("reading codex's output: {e}")))?
-            else {
-                break;
-            };
+            let Some(line) = next else { break };
             for step in stream.line(&line) {
                 if let Some(done) = recorder.apply(step).await? {
                     finished = Some(done);
                 }
             }
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| AgentError::Worker(e.to_string()))?;
-        let tail = match tail {
-            Some(t) => t.await.unwrap_or_default(),
-            None => String::new(),
-        };
         let Some(finished) = finished else {
-            return Err(AgentError::Worker(with_tail(
-                format!("codex exec ended before its turn did ({status})"),
-                &tail,
-            )));
+            return Err(process.died().await);
         };
+        process.close().await;
         if let Some(thread) = stream.thread() {
             set_refs(
                 ctx,
@@ -939,16 +901,12 @@ impl AgentRunner for CodexRunner {
 /// One `codex app-server` process and one Codex thread: its turns share the conversation.
 #[derive(Debug)]
 pub struct CodexSession {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Lines<BufReader<ChildStdout>>,
-    tail: Option<tokio::task::JoinHandle<String>>,
+    process: CliProcess,
     prices: Arc<PriceTable>,
     grants: Grants,
     next_id: u64,
     thread: String,
     model: String,
-    ended: Option<String>,
     turns: u32,
 }
 
@@ -962,20 +920,7 @@ impl CodexSession {
     /// The process id of the app-server.
     #[must_use]
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    async fn write(&mut self, message: &Value) -> Result<(), AgentError> {
-        let mut line = serde_json::to_vec(message).unwrap_or_default();
-        line.push(b'\n');
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| AgentError::Worker("codex's input is closed".into()))?;
-        stdin
-            .write_all(&line)
-            .await
-            .map_err(|e| AgentError::Worker(format!("cannot write to codex: {e}")))
+        self.process.pid()
     }
 
     async fn notify(&mut self, method: &str, params: Value) -> Result<(), AgentError> {
@@ -983,14 +928,15 @@ impl CodexSession {
         if !params.is_null() {
             message["params"] = params;
         }
-        self.write(&message).await
+        self.process.write(&message).await
     }
 
     /// Sends a request and returns its id.
     async fn send(&mut self, method: &str, params: Value) -> Result<u64, AgentError> {
         self.next_id += 1;
         let id = self.next_id;
-        self.write(&json!({"id": id, "method": method, "params": params}))
+        self.process
+            .write(&json!({"id": id, "method": method, "params": params}))
             .await?;
         Ok(id)
     }
@@ -1015,43 +961,20 @@ impl CodexSession {
 
     async fn next_message(&mut self) -> Result<Value, AgentError> {
         loop {
-            match self.lines.next_line().await {
-                Ok(Some(line)) => {
-                    if let Ok(msg @ Value::Object(_)) = serde_json::from_str::<Value>(&line) {
-                        return Ok(msg);
-                    }
-                    // Not JSON: skipped (the app-server writes its logs to stderr).
-                }
-                Ok(None) => return Err(self.died().await),
-                Err(e) => {
-                    return Err(AgentError::Worker(format!("reading codex's output: {e}")));
-                }
+            let Some(line) = self.process.next_line().await? else {
+                return Err(self.process.died().await);
+            };
+            if let Ok(msg @ Value::Object(_)) = serde_json::from_str::<Value>(&line) {
+                return Ok(msg);
             }
+            // Not JSON: skipped (the app-server writes its logs to stderr).
         }
-    }
-
-    async fn died(&mut self) -> AgentError {
-        self.stdin = None;
-        let status = self.child.wait().await;
-        let tail = match self.tail.take() {
-            Some(task) => task.await.unwrap_or_default(),
-            None => String::new(),
-        };
-        let status = match status {
-            Ok(s) => s.to_string(),
-            Err(e) => e.to_string(),
-        };
-        let why = with_tail(
-            format!("codex app-server ended unexpectedly ({status})"),
-            &tail,
-        );
-        self.ended = Some(why.clone());
-        AgentError::Worker(why)
     }
 
     async fn refuse(&mut self, msg: &Value, why: &str) -> Result<(), AgentError> {
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
-        self.write(&json!({"id": id, "error": {"code": -32601, "message": why}}))
+        self.process
+            .write(&json!({"id": id, "error": {"code": -32601, "message": why}}))
             .await
     }
 
@@ -1070,14 +993,14 @@ impl CodexSession {
     ) -> Result<AgentOutcome, AgentError> {
         let model = call.model.clone().unwrap_or_else(|| self.model.clone());
         let root = open_root(&call, &ctx, &model).await?;
-        let result = match self.ended.clone() {
+        let result = match self.process.ended.clone() {
             Some(why) => Err(AgentError::Worker(format!(
                 "the codex session ended: {why}"
             ))),
             None => self.exchange(&call, &ctx, root, &model).await,
         };
-        if result.is_err() && self.ended.is_none() {
-            self.ended = Some("a turn failed".into());
+        if result.is_err() && self.process.ended.is_none() {
+            self.process.ended = Some("a turn failed".into());
         }
         self.turns += 1;
         close_tree(&ctx, root, &result).await?;
@@ -1210,7 +1133,8 @@ impl CodexSession {
                 .await?;
         }
         let id = msg.get("id").cloned().unwrap_or(Value::Null);
-        self.write(&json!({"id": id, "result": {"decision": decision}}))
+        self.process
+            .write(&json!({"id": id, "result": {"decision": decision}}))
             .await
     }
 
@@ -1246,23 +1170,13 @@ impl CodexSession {
                 .await;
             }
         }
-        self.ended = Some("it was interrupted".into());
-        self.stdin = None;
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        self.process.kill("it was interrupted").await;
     }
 
     /// Ends the session: the app-server's input is closed and it gets a moment to exit before it
     /// is killed.
-    pub async fn close(mut self) {
-        self.stdin = None;
-        if tokio::time::timeout(GRACE, self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
-        }
+    pub async fn close(self) {
+        self.process.close().await;
     }
 }
 

@@ -9,9 +9,11 @@ use std::sync::Arc;
 use fleet_core::event::Event;
 use fleet_core::{
     AgentCall, AgentError, AgentRunner, CallContext, EventStore, Journal, MemoryStore, PriceTable,
-    SharedStore, Thread, WorkUnitDraft, WorkUnitKind, WorkUnitState,
+    Thread, WorkUnitState,
 };
 use fleet_providers::ClaudeCodeRunner;
+
+use super::spec;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/claude_code")
@@ -35,14 +37,7 @@ struct Setup {
 impl Setup {
     async fn new(session: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(MemoryStore::new());
-        let journal = Journal::create(store.clone() as SharedStore, None)
-            .await
-            .unwrap();
-        let (_, root) = journal
-            .start_turn(None, WorkUnitDraft::new(WorkUnitKind::PrimaryAgent))
-            .await
-            .unwrap();
+        let (store, journal, root) = super::journal().await;
         let runner = ClaudeCodeRunner::new(
             fixtures().join("fake_claude.py"),
             dir.path(),
@@ -81,17 +76,6 @@ impl Setup {
             .unwrap()
             .unwrap()
     }
-}
-
-fn spec(yaml: &str) -> Arc<fleet_core::spec::AgentSpec> {
-    let name = yaml
-        .lines()
-        .find_map(|l| l.strip_prefix("name: "))
-        .unwrap()
-        .to_owned();
-    Arc::new(
-        fleet_core::spec::AgentSpec::from_yaml(Path::new(&format!("{name}.yaml")), yaml).unwrap(),
-    )
 }
 
 async fn run(session: &str, call: AgentCall) -> Ran {
@@ -509,7 +493,7 @@ async fn subagents_become_a_tree_with_states_refs_and_costs() {
 async fn a_cli_that_dies_fails_the_unit_with_its_stderr_tail() {
     let ran = run("crash.jsonl", AgentCall::new("look deeper")).await;
     let err = ran.result.unwrap_err().to_string();
-    assert!(err.contains("claude ended before its result"), "{err}");
+    assert!(err.contains("claude ended before its turn did"), "{err}");
     assert!(err.contains("exit status: 3"), "{err}");
     assert!(err.contains("API Error: Connection refused"), "{err}");
     let t = &ran.thread;

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet_core::{
-    ActivityKind, AgentCall, AgentRunner, CallContext, EventStore, Journal, MemoryStore,
-    PriceTable, SharedStore, Thread, WorkUnitDraft, WorkUnitKind, WorkUnitState,
+    ActivityKind, AgentCall, AgentRunner, CallContext, EventStore, MemoryStore, PriceTable, Thread,
+    WorkUnitKind, WorkUnitState,
 };
 use fleet_providers::{ClaudeCodeRunner, CodexRunner};
 
 use super::claude_code::{assert_finished_units_stay_finished, by_label};
+use super::spec;
 
 /// The directory holding `claude` and `codex`, or why there is none (to skip).
 pub(crate) fn clis() -> Result<PathBuf, String> {
@@ -115,17 +116,6 @@ struct Ran {
     workdir: tempfile::TempDir,
 }
 
-fn agent(yaml: &str) -> Arc<fleet_core::spec::AgentSpec> {
-    let name = yaml
-        .lines()
-        .find_map(|l| l.strip_prefix("name: "))
-        .unwrap()
-        .to_owned();
-    Arc::new(
-        fleet_core::spec::AgentSpec::from_yaml(Path::new(&format!("{name}.yaml")), yaml).unwrap(),
-    )
-}
-
 /// Runs `call` on the real `cli` (`claude`, `codex` or `codex-exec`) against a fresh mock.
 async fn run(cli: &str, call: AgentCall) -> Option<Ran> {
     let dir = match clis() {
@@ -140,14 +130,7 @@ async fn run(cli: &str, call: AgentCall) -> Option<Ran> {
     let workdir = tempfile::tempdir().unwrap();
     let env = offline_env(&mock, home.path());
     let prices = Arc::new(PriceTable::builtin().unwrap());
-    let store = Arc::new(MemoryStore::new());
-    let journal = Journal::create(store.clone() as SharedStore, None)
-        .await
-        .unwrap();
-    let (_, root) = journal
-        .start_turn(None, WorkUnitDraft::new(WorkUnitKind::PrimaryAgent))
-        .await
-        .unwrap();
+    let (store, journal, root) = super::journal().await;
     let ctx = CallContext::new(journal.clone(), root);
     let result = if cli == "claude" {
         let mut runner = ClaudeCodeRunner::new(dir.join("claude"), workdir.path(), prices);
@@ -188,7 +171,7 @@ fn messages(t: &Thread, unit: fleet_core::WorkUnitId) -> Vec<String> {
 #[tokio::test]
 async fn real_claude_code_spawns_a_subagent_into_the_tree() {
     let call = AgentCall {
-        agent: Some(agent(
+        agent: Some(spec(
             "name: lead\nrole: leads\nmodel: claude-sonnet-4-5\ncapabilities: [read_files, spawn_subagents]\n",
         )),
         ..AgentCall::new("[spawn] find out")
@@ -234,7 +217,7 @@ async fn real_claude_code_spawns_a_subagent_into_the_tree() {
 #[tokio::test]
 async fn real_claude_code_in_plan_mode_records_the_proposed_plan() {
     let call = AgentCall {
-        agent: Some(agent(
+        agent: Some(spec(
             "name: planner\nrole: plans\nmodel: claude-sonnet-4-5\npermission_mode: plan\ncapabilities: [read_files]\n",
         )),
         ..AgentCall::new("[plan] fix the bug")
@@ -259,7 +242,7 @@ async fn real_claude_code_in_plan_mode_records_the_proposed_plan() {
 #[tokio::test]
 async fn real_claude_code_asks_fleet_before_running_a_command() {
     let bash = |caps: &str| AgentCall {
-        agent: Some(agent(&format!(
+        agent: Some(spec(&format!(
             "name: runner\nrole: runs\nmodel: claude-haiku-4-5\ncapabilities: [{caps}]\n"
         ))),
         ..AgentCall::new("[bash] leave a mark")
@@ -289,7 +272,7 @@ async fn real_claude_code_asks_fleet_before_running_a_command() {
 #[tokio::test]
 async fn real_codex_app_server_spawns_a_subagent_into_the_tree() {
     let call = AgentCall {
-        agent: Some(agent(
+        agent: Some(spec(
             "name: lead\nrole: leads\nmodel: gpt-5-mini\ncapabilities: [read_files]\n",
         )),
         ..AgentCall::new("[spawn] find out")
@@ -331,7 +314,7 @@ async fn real_codex_app_server_spawns_a_subagent_into_the_tree() {
 #[tokio::test]
 async fn real_codex_exec_records_the_spawn() {
     let call = AgentCall {
-        agent: Some(agent("name: quick\nrole: answers\nmodel: gpt-5-mini\n")),
+        agent: Some(spec("name: quick\nrole: answers\nmodel: gpt-5-mini\n")),
         ..AgentCall::new("[spawn] find out")
     };
     let Some(ran) = run("codex-exec", call).await else {

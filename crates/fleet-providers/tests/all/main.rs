@@ -15,6 +15,39 @@ mod codex;
 mod e2e;
 mod server;
 
+/// An agent spec from YAML (its file named after its `name:`).
+pub(crate) fn spec(yaml: &str) -> std::sync::Arc<fleet_core::spec::AgentSpec> {
+    let name = yaml
+        .lines()
+        .find_map(|l| l.strip_prefix("name: "))
+        .unwrap()
+        .to_owned();
+    std::sync::Arc::new(
+        fleet_core::spec::AgentSpec::from_yaml(std::path::Path::new(&format!("{name}.yaml")), yaml)
+            .unwrap(),
+    )
+}
+
+/// A memory store with a thread whose turn's root is a primary agent.
+pub(crate) async fn journal() -> (
+    std::sync::Arc<fleet_core::MemoryStore>,
+    fleet_core::Journal,
+    fleet_core::WorkUnitId,
+) {
+    let store = std::sync::Arc::new(fleet_core::MemoryStore::new());
+    let journal = fleet_core::Journal::create(store.clone() as fleet_core::SharedStore, None)
+        .await
+        .unwrap();
+    let (_, root) = journal
+        .start_turn(
+            None,
+            fleet_core::WorkUnitDraft::new(fleet_core::WorkUnitKind::PrimaryAgent),
+        )
+        .await
+        .unwrap();
+    (store, journal, root)
+}
+
 mod send_sync {
     use fleet_core::{AgentCall, AgentRunner, CallContext, Journal};
     use fleet_providers::{
