@@ -281,30 +281,34 @@ fn headless_start_logs_the_same_as_lines() {
     });
     let pid = rustix::process::Pid::from_child(&child);
     let mut seen = Vec::new();
-    let mut until = |needle: &str| loop {
-        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            panic!("no {needle:?} within a minute (or the fleet ended); it said: {seen:?}");
-        };
-        let hit = line.contains(needle);
-        seen.push(line);
-        if hit {
-            return;
+    // Waits until every needle has been said, in any order (a pause and the reply to the task
+    // that caused it come from two sources and may come either way round).
+    let mut until_all = |needles: &[&str]| {
+        let mut missing: Vec<&str> = needles.to_vec();
+        while !missing.is_empty() {
+            let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                panic!("no {missing:?} within a minute (or the fleet ended); it said: {seen:?}");
+            };
+            missing.retain(|needle| !line.contains(needle));
+            seen.push(line);
         }
     };
-    until("3 agents supervised");
+    until_all(&["3 agents supervised"]);
     for _ in 0..2 {
         let (code, _, err) = send(&p, &fleet, "doc-bot", "document it");
         assert_eq!(code, 0, "{err}");
     }
-    until("doc-bot: PAUSED: agent doc-bot used up (doc-bot has spent $0.50 of $0.50)");
-    until("doc-bot: task 2 done; spent $0.50 of $0.50");
+    until_all(&[
+        "doc-bot: PAUSED: agent doc-bot used up (doc-bot has spent $0.50 of $0.50)",
+        "doc-bot: task 2 done; spent $0.50 of $0.50",
+    ]);
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
         rustix::process::Signal::TERM,
     )
     .unwrap();
-    until("fleet stopped; spent $0.50 in all");
+    until_all(&["fleet stopped; spent $0.50 in all"]);
     assert!(child.wait().unwrap().success());
     assert!(seen.iter().all(|l| !l.contains('\x1b')), "{seen:?}");
 }
