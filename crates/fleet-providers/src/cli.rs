@@ -386,6 +386,25 @@ impl CliProcess {
             .map_err(|e| AgentError::Worker(format!("cannot write to {name}: {e}")))
     }
 
+    /// Whether it can take a turn; if not, why (as the turn's error).
+    pub(crate) fn usable(&self) -> Result<(), AgentError> {
+        match &self.ended {
+            Some(why) => Err(AgentError::Worker(format!(
+                "the {} session ended: {why}",
+                self.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// After a turn: one that failed leaves the session unusable (its conversation is in an
+    /// unknown state).
+    pub(crate) fn settle<T>(&mut self, result: &Result<T, AgentError>) {
+        if result.is_err() && self.ended.is_none() {
+            self.ended = Some("a turn failed".into());
+        }
+    }
+
     /// Closes its input (a CLI that reads more from an open stdin then goes on without).
     pub(crate) fn close_input(&mut self) {
         self.stdin = None;

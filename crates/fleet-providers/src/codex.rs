@@ -993,15 +993,11 @@ impl CodexSession {
     ) -> Result<AgentOutcome, AgentError> {
         let model = call.model.clone().unwrap_or_else(|| self.model.clone());
         let root = open_root(&call, &ctx, &model).await?;
-        let result = match self.process.ended.clone() {
-            Some(why) => Err(AgentError::Worker(format!(
-                "the codex session ended: {why}"
-            ))),
-            None => self.exchange(&call, &ctx, root, &model).await,
+        let result = match self.process.usable() {
+            Ok(()) => self.exchange(&call, &ctx, root, &model).await,
+            Err(e) => Err(e),
         };
-        if result.is_err() && self.process.ended.is_none() {
-            self.process.ended = Some("a turn failed".into());
-        }
+        self.process.settle(&result);
         self.turns += 1;
         close_tree(&ctx, root, &result).await?;
         result
