@@ -103,6 +103,11 @@ impl App {
 
     /// The configured provider and the line that says which.
     pub(crate) fn provider(&self) -> anyhow::Result<(Arc<dyn DynProvider>, String)> {
+        if self.config.fake_model() {
+            anyhow::bail!(
+                "the fake model is a stand-in for benchmarks and runs workflows only: use it with `fleet run`, or pick another provider"
+            );
+        }
         Ok(fleet_providers::from_settings(
             &self.config.provider_settings(),
         )?)

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use fleet_providers::{ApiKey, ProviderSettings};
 
+/// The provider name of the benchmarks' fake model (`fleet run` only).
+pub(crate) const FAKE: &str = "fake";
 /// The project file's name.
 pub(crate) const PROJECT_FILE: &str = "fleet.toml";
 
@@ -93,6 +95,12 @@ const KEYS: &[Key] = &[
         help: "agent calls in flight per run",
     },
     Key {
+        name: "run.max_calls",
+        kind: Kind::Count,
+        env: Some("FLEET_MAX_CALLS"),
+        help: "most agent() calls in one run (Claude Code's cap: 1000)",
+    },
+    Key {
         name: "run.budget_usd",
         kind: Kind::Dollars,
         env: Some("FLEET_BUDGET_USD"),
@@ -156,6 +164,7 @@ pub(crate) struct Overrides {
     pub(crate) model: Option<String>,
     pub(crate) ask_model: Option<String>,
     pub(crate) concurrency: Option<u64>,
+    pub(crate) max_calls: Option<u64>,
     pub(crate) budget_usd: Option<f64>,
     pub(crate) budget_tokens: Option<u64>,
 }
@@ -227,16 +236,22 @@ impl Config {
             flags.budget_usd.map(|n| n.to_string()),
         );
         flag(
+            "run.max_calls",
+            "--max-calls",
+            flags.max_calls.map(|n| n.to_string()),
+        );
+        flag(
             "run.budget_tokens",
             "--budget-tokens",
             flags.budget_tokens.map(|n| n.to_string()),
         );
         if let Some(name) = config.get("provider.name")
             && !fleet_providers::PROVIDERS.contains(&name)
+            && name != FAKE
         {
             let (_, from) = &config.values["provider.name"];
             return Err(ConfigError(format!(
-                "{from}: provider {name:?} is not one fleet has: use {}",
+                "{from}: provider {name:?} is not one fleet has: use {} (or {FAKE}, the benchmarks' model, with `fleet run`)",
                 fleet_providers::PROVIDERS.join(", ")
             )));
         }
@@ -321,6 +336,11 @@ impl Config {
         self.get(key).and_then(|v| v.parse().ok())
     }
 
+    /// Whether `fleet run` uses the benchmarks' fake model.
+    pub(crate) fn fake_model(&self) -> bool {
+        self.get("provider.name") == Some(FAKE)
+    }
+
     /// What picks and builds the provider.
     pub(crate) fn provider_settings(&self) -> ProviderSettings {
         ProviderSettings {
@@ -349,6 +369,11 @@ impl Config {
     pub(crate) fn concurrency(&self) -> Option<usize> {
         self.count("run.concurrency")
             .and_then(|n| usize::try_from(n).ok())
+    }
+
+    pub(crate) fn max_calls(&self) -> Option<u32> {
+        self.count("run.max_calls")
+            .and_then(|n| u32::try_from(n).ok())
     }
 
     pub(crate) fn budget_usd(&self) -> Option<f64> {

@@ -178,7 +178,9 @@ Examples:
 /// Which provider and model.
 #[derive(Args, Clone, Default)]
 pub(crate) struct ProviderArgs {
-    /// The provider: anthropic, openai, openai-responses, offline or scripted.
+    /// The provider: anthropic, openai, openai-responses, offline or scripted; `fleet run`
+    /// also takes `fake`, the benchmarks' model (answers `ok:` and the prompt's last 8
+    /// characters after one scheduler hop, or FLEET_FAKE_LATENCY_MS; reports what it saw).
     #[arg(long)]
     pub(crate) provider: Option<String>,
 }
@@ -212,6 +214,9 @@ pub(crate) struct RunArgs {
     /// Agent calls in flight at once.
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub(crate) concurrency: Option<u64>,
+    /// Most agent() calls in the run (default 1000, as Claude Code).
+    #[arg(long, value_name = "N", value_parser = parse_positive)]
+    pub(crate) max_calls: Option<u64>,
     /// Write the event stream as JSON lines and the result last.
     #[arg(long)]
     pub(crate) json: bool,
@@ -332,6 +337,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             provider: a.provider.provider.clone(),
             model: a.model.clone(),
             concurrency: a.concurrency,
+            max_calls: a.max_calls,
             budget_usd: a.budget_usd,
             budget_tokens: a.budget_tokens,
             ..Overrides::default()

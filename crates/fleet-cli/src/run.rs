@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -18,12 +19,14 @@ use fleet_core::{
 use fleet_providers::{
     AgentRouter, ClaudeCodeRunner, CodexRunner, ModelAgentRunner, RunnerDefaults,
 };
+use fleet_workflow::testkit::FakeModel;
 use fleet_workflow::{
     CallState, Resume, RunEvent, RunId, RunOptions, RunState, RunSummary, Script, WorkflowEngine,
 };
 use serde_json::{Value, json};
 
 use crate::app::{App, RemoveOnDrop, UsageError};
+use crate::config::ConfigError;
 use crate::render::{self, Paint, Style};
 use crate::{RunArgs, exit};
 
@@ -195,17 +198,29 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
     let store = app.open_store()?;
     let chosen = choose(app, &store, &args).await?;
-    let (provider, said) = app.provider()?;
     let specs = Arc::new(app.specs()?);
     for problem in &specs.errors {
         eprintln!("fleet: agent spec not loaded: {problem}");
     }
-    let engine = WorkflowEngine::new(
-        Arc::clone(&store) as SharedStore,
-        workflow_runner(app, provider, Arc::clone(&specs))?,
-    )
-    .with_specs(specs.specs.iter().cloned())
-    .with_catalog(app.catalog());
+    let fake = if app.config.fake_model() {
+        Some(fake_model(app)?)
+    } else {
+        None
+    };
+    let (runner, said) = match &fake {
+        Some(fake) => (
+            Arc::new(fake.clone()) as Arc<dyn fleet_core::DynAgentRunner>,
+            "provider: fake (the benchmarks' model: no model is called, nothing is billed)"
+                .to_owned(),
+        ),
+        None => {
+            let (provider, said) = app.provider()?;
+            (workflow_runner(app, provider, Arc::clone(&specs))?, said)
+        }
+    };
+    let engine = WorkflowEngine::new(Arc::clone(&store) as SharedStore, runner)
+        .with_specs(specs.specs.iter().cloned())
+        .with_catalog(app.catalog());
     let mut options = RunOptions {
         args: chosen.args,
         budget_tokens: app.config.budget_tokens(),
@@ -216,6 +231,10 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     if let Some(n) = app.config.concurrency() {
         options.concurrency = n;
     }
+    if let Some(n) = app.config.max_calls() {
+        options.max_agent_calls = n;
+    }
+    let cap = options.concurrency;
     let name = chosen.script.meta.name.clone();
     let handle = engine.start(chosen.script, options, chosen.resume).await?;
     let run_id = handle.id();
@@ -268,6 +287,16 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
         }
     };
     view.finish(&summary)?;
+    if let Some(fake) = &fake {
+        // What the benchmarks read: what the model saw, and what this process took.
+        eprintln!(
+            "fake model: {} calls answered, at most {} in flight (cap {cap}); workload {} ms; peak RSS {:.1} MiB",
+            fake.stats.calls.load(Ordering::SeqCst),
+            fake.stats.peak.load(Ordering::SeqCst),
+            summary.wall_ms,
+            peak_rss_mib().unwrap_or(f64::NAN),
+        );
+    }
     Ok(match summary.state {
         RunState::Completed => exit::OK,
         RunState::Stopped | RunState::Running => {
@@ -282,6 +311,42 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
         RunState::Failed if summary.budget_exhausted => exit::BUDGET,
         RunState::Failed => exit::FAILED,
     })
+}
+
+/// The benchmarks' fake model, with `FLEET_FAKE_LATENCY_MS` (a latency per call instead of
+/// one scheduler hop) and `FLEET_FAKE_STALL_AFTER` (calls after that many never answer).
+fn fake_model(app: &App) -> anyhow::Result<FakeModel> {
+    let number = |name: &str| -> anyhow::Result<Option<u64>> {
+        app.env(name)
+            .map(|v| {
+                v.trim().parse::<u64>().map_err(|_| {
+                    ConfigError(format!(
+                        "{name}={v:?} is not a whole number; set it to one, or unset it"
+                    ))
+                })
+            })
+            .transpose()
+            .map_err(Into::into)
+    };
+    Ok(FakeModel {
+        latency: number("FLEET_FAKE_LATENCY_MS")?.map(Duration::from_millis),
+        stall_after: number("FLEET_FAKE_STALL_AFTER")?,
+        ..FakeModel::new()
+    })
+}
+
+/// This process's peak resident set (`VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {

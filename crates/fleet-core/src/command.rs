@@ -169,7 +169,7 @@ pub enum CommandError {
 }
 
 /// Turns a command into the event that records it, against the thread as it is.
-fn decide(
+pub(crate) fn decide(
     thread: &Thread,
     command: Command,
     now: Timestamp,
@@ -338,6 +338,12 @@ impl<S: EventStore> Recorder<S> {
     #[must_use]
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// The store, the thread and the price table, for a recorder of another shape (the
+    /// shared [`crate::journal::Journal`]).
+    pub(crate) fn into_parts(self) -> (S, Thread, Arc<PriceTable>) {
+        (self.store, self.thread, self.prices)
     }
 
     /// Validates `command` into an event and appends it.

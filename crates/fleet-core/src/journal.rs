@@ -1,20 +1,35 @@
-//! A shared handle on one thread's [`Recorder`], for the many tasks of a run that record into
+//! A shared handle on one thread's read model, for the many tasks of a run that record into
 //! the same thread concurrently (agent calls, subagents, the workflow itself).
 //!
-//! Concurrent commands are group-committed: each caller queues its command, and whoever holds
-//! the recorder executes everything queued so far as one store append (one transaction, one
-//! fsync). Every caller still gets its own outcome, and only once its event is durable.
+//! Each command is validated against the thread and applied to the in-memory read model at
+//! once, in the order the commands arrive, and queued for the store. One background appender
+//! per journal hands everything queued so far to the store as one append (one transaction, one
+//! fsync) while the previous append is being synced, so concurrent writers share commits and
+//! the store never waits for a caller.
+//!
+//! A journal has two faces over the same thread. The default one resolves each write once its
+//! event is durable. [`Journal::write_behind`] returns one whose writes resolve as soon as they
+//! are validated and queued; whoever acknowledges work to the outside world calls
+//! [`Journal::flush`] first, which resolves once everything recorded so far is durable. That
+//! is how a workflow records the several events of an agent call without waiting for the disk
+//! between them, yet never reports the call finished before they are on disk.
+//!
+//! A journal is its thread's only writer. When the store refuses or fails an append, the
+//! journal stops: every later write and flush reports that failure (the read model may hold
+//! events the store does not).
 
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError};
 
-use tokio::sync::{Mutex, oneshot};
+use jiff::Timestamp;
+use tokio::sync::watch;
 
 use crate::activity::ActivityKind;
-use crate::command::{Command, CommandError, Recorder, WorkUnitDraft};
-use crate::event::{Event, RecordedEvent};
+use crate::command::{Command, CommandError, Recorder, WorkUnitDraft, decide};
+use crate::event::Event;
 use crate::id::{ThreadId, TurnId, WorkUnitId};
 use crate::money::Usd;
-use crate::store::DynEventStore;
+use crate::pricing::PriceTable;
+use crate::store::{DynEventStore, ExpectedVersion, StoreError};
 use crate::thread::Thread;
 use crate::usage::TokenUsage;
 use crate::work_unit::WorkUnitState;
@@ -22,36 +37,66 @@ use crate::work_unit::WorkUnitState;
 /// The store type a [`Journal`] records into.
 pub type SharedStore = Arc<dyn DynEventStore>;
 
-type Queued = (
-    Command,
-    oneshot::Sender<Result<RecordedEvent, CommandError>>,
-);
-
 /// A cloneable, concurrent recorder of one thread. All clones record into the same thread.
 #[derive(Clone)]
 pub struct Journal {
-    recorder: Arc<Mutex<Recorder<SharedStore>>>,
-    queue: Arc<std::sync::Mutex<Vec<Queued>>>,
+    inner: Arc<Inner>,
+    write_behind: bool,
+}
+
+struct Inner {
+    store: SharedStore,
+    prices: Arc<PriceTable>,
     thread_id: ThreadId,
+    state: std::sync::Mutex<State>,
+    /// Bumped whenever `state.durable` grows or `state.failed` is set.
+    progress: watch::Sender<()>,
+}
+
+struct State {
+    /// The read model, with every accepted event applied (durable or not).
+    thread: Thread,
+    /// Accepted events not yet handed to the store, in order.
+    queued: Vec<Event>,
+    /// Whether the appender task is running.
+    appending: bool,
+    /// The thread's version the store has made durable.
+    durable: u64,
+    /// Why the store stopped taking this thread's events.
+    failed: Option<String>,
 }
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal")
-            .field("thread_id", &self.thread_id)
+            .field("thread_id", &self.inner.thread_id)
+            .field("write_behind", &self.write_behind)
             .finish_non_exhaustive()
     }
 }
 
 impl Journal {
-    /// Shares `recorder`.
+    /// Shares `recorder`'s thread, store and price table.
     #[must_use]
     pub fn new(recorder: Recorder<SharedStore>) -> Self {
-        let thread_id = recorder.thread().id;
+        let (store, thread, prices) = recorder.into_parts();
+        let thread_id = thread.id;
+        let durable = thread.version;
         Self {
-            recorder: Arc::new(Mutex::new(recorder)),
-            queue: Arc::default(),
-            thread_id,
+            inner: Arc::new(Inner {
+                store,
+                prices,
+                thread_id,
+                state: std::sync::Mutex::new(State {
+                    thread,
+                    queued: Vec::new(),
+                    appending: false,
+                    durable,
+                    failed: None,
+                }),
+                progress: watch::Sender::new(()),
+            }),
+            write_behind: false,
         }
     }
 
@@ -66,7 +111,7 @@ impl Journal {
     /// The thread recorded into.
     #[must_use]
     pub fn thread_id(&self) -> ThreadId {
-        self.thread_id
+        self.inner.thread_id
     }
 
     /// Opens an existing thread of `store` and shares its recorder.
@@ -77,37 +122,98 @@ impl Journal {
         Ok(Self::new(Recorder::open(store, id).await?))
     }
 
-    /// Validates `command` and appends it, together with whatever other clones queued
-    /// meanwhile. Resolves once the event is durable.
-    ///
-    /// # Errors
-    /// As [`Recorder::execute`]; [`CommandError::Interrupted`] when the task recording the
-    /// batch was dropped before it could report.
-    pub async fn execute(&self, command: Command) -> Result<RecordedEvent, CommandError> {
-        let (tx, rx) = oneshot::channel();
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((command, tx));
-        {
-            let mut recorder = self.recorder.lock().await;
-            let batch =
-                std::mem::take(&mut *self.queue.lock().unwrap_or_else(PoisonError::into_inner));
-            if !batch.is_empty() {
-                let (commands, senders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-                let results = recorder.execute_batch(commands).await;
-                for (sender, result) in senders.into_iter().zip(results) {
-                    // The caller may have given up waiting; its event is recorded regardless.
-                    let _ = sender.send(result);
-                }
-            }
+    /// The same journal, whose writes resolve once validated and queued instead of once
+    /// durable. Call [`Journal::flush`] before telling anyone the work is done.
+    #[must_use]
+    pub fn write_behind(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            write_behind: true,
         }
-        rx.await.unwrap_or(Err(CommandError::Interrupted))
     }
 
-    /// Reads the thread as recorded so far.
+    /// Whether this face's writes resolve before they are durable.
+    #[must_use]
+    pub fn is_write_behind(&self) -> bool {
+        self.write_behind
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Validates `command` into an event, applies it to the read model and queues it for the
+    /// store; returns the event and the thread's version with it.
+    fn record(&self, command: Command) -> Result<(Event, u64), CommandError> {
+        let mut state = self.state();
+        if let Some(reason) = &state.failed {
+            return Err(stopped(reason));
+        }
+        let event = decide(&state.thread, command, Timestamp::now(), &self.inner.prices)?;
+        state.thread.apply_event(&event)?;
+        let version = state.thread.version;
+        state.queued.push(event.clone());
+        if !state.appending {
+            let runtime =
+                tokio::runtime::Handle::try_current().map_err(|_| StoreError::CommitFailed {
+                    reason: "a journal records from within a tokio runtime".into(),
+                })?;
+            state.appending = true;
+            runtime.spawn(append_queued(self.inner.clone()));
+        }
+        Ok((event, version))
+    }
+
+    /// Waits until the thread is durable up to `version`.
+    async fn durable(&self, version: u64) -> Result<(), CommandError> {
+        let mut progress = self.inner.progress.subscribe();
+        loop {
+            {
+                let state = self.state();
+                if state.durable >= version {
+                    return Ok(());
+                }
+                if let Some(reason) = &state.failed {
+                    return Err(stopped(reason));
+                }
+            }
+            // The sender lives in `inner`, which this journal holds.
+            if progress.changed().await.is_err() {
+                return Err(CommandError::Interrupted);
+            }
+        }
+    }
+
+    /// Validates `command` and records it, together with whatever other clones record
+    /// meanwhile. Resolves once the event is durable (at once for a
+    /// [`write_behind`](Journal::write_behind) journal).
+    ///
+    /// # Errors
+    /// [`CommandError::Violation`] when the command cannot happen to the thread as it is
+    /// (nothing is recorded); the store's failure, for this event or an earlier one.
+    pub async fn execute(&self, command: Command) -> Result<Event, CommandError> {
+        let (event, version) = self.record(command)?;
+        if !self.write_behind {
+            self.durable(version).await?;
+        }
+        Ok(event)
+    }
+
+    /// Resolves once everything recorded so far, by any clone, is durable.
+    ///
+    /// # Errors
+    /// The store's failure.
+    pub async fn flush(&self) -> Result<(), CommandError> {
+        let version = self.state().thread.version;
+        self.durable(version).await
+    }
+
+    /// Reads the thread as recorded so far (including events not yet durable).
     pub async fn read<R>(&self, f: impl FnOnce(&Thread) -> R) -> R {
-        f(self.recorder.lock().await.thread())
+        f(&self.state().thread)
     }
 
     /// Starts a turn whose running root is `root`; returns the turn and the root.
@@ -119,10 +225,9 @@ impl Journal {
         input: Option<String>,
         root: WorkUnitDraft,
     ) -> Result<(TurnId, WorkUnitId), CommandError> {
-        let recorded = self.execute(Command::StartTurn { input, root }).await?;
-        match recorded.event {
+        match self.execute(Command::StartTurn { input, root }).await? {
             Event::TurnStarted { turn_id, root, .. } => Ok((turn_id, root.id)),
-            _ => Err(CommandError::NoThread(self.thread_id)),
+            _ => Err(CommandError::NoThread(self.inner.thread_id)),
         }
     }
 
@@ -135,15 +240,15 @@ impl Journal {
         parent: WorkUnitId,
         draft: WorkUnitDraft,
     ) -> Result<WorkUnitId, CommandError> {
-        let recorded = self
+        let event = self
             .execute(Command::StartWorkUnit {
                 parent_id: parent,
                 draft,
             })
             .await?;
-        match recorded.event {
+        match event {
             Event::WorkUnitUpserted { work_unit } => Ok(work_unit.id),
-            _ => Err(CommandError::NoThread(self.thread_id)),
+            _ => Err(CommandError::NoThread(self.inner.thread_id)),
         }
     }
 
@@ -240,16 +345,51 @@ impl Journal {
                 usage,
             },
         };
-        let recorded = self.execute(command).await?;
-        Ok(match recorded.event {
+        Ok(match self.execute(command).await? {
             Event::UsageRecorded { cost, .. } => cost,
             _ => None,
         })
     }
 }
 
+fn stopped(reason: &str) -> CommandError {
+    CommandError::Store(StoreError::CommitFailed {
+        reason: format!("the journal stopped recording: {reason}"),
+    })
+}
+
+/// Hands whatever is queued to the store, one append at a time, until nothing is left.
+async fn append_queued(inner: Arc<Inner>) {
+    loop {
+        let (base, events) = {
+            let mut state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.queued.is_empty() || state.failed.is_some() {
+                state.appending = false;
+                return;
+            }
+            let events = std::mem::take(&mut state.queued);
+            (state.thread.version - events.len() as u64, events)
+        };
+        let count = events.len() as u64;
+        let appended = inner
+            .store
+            .append_dyn(inner.thread_id, ExpectedVersion::Exact(base), events)
+            .await;
+        {
+            let mut state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match appended {
+                Ok(_) => state.durable = base + count,
+                Err(e) => state.failed = Some(e.to_string()),
+            }
+        }
+        inner.progress.send_replace(());
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::store::memory::MemoryStore;
 
@@ -298,5 +438,147 @@ mod tests {
         assert_eq!(stored.activities.len(), 63);
         assert_eq!(stored.activities, in_memory.activities);
         assert_eq!(stored.version, in_memory.version);
+    }
+
+    /// A memory store whose appends wait for a gate, to see what resolves before the disk.
+    struct Gated {
+        inner: MemoryStore,
+        open: watch::Receiver<bool>,
+    }
+
+    impl crate::store::EventStore for Gated {
+        async fn append(
+            &self,
+            thread: ThreadId,
+            expected: ExpectedVersion,
+            events: Vec<Event>,
+        ) -> Result<crate::store::Appended, StoreError> {
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|o| *o).await;
+            self.inner.append(thread, expected, events).await
+        }
+        async fn read_stream(
+            &self,
+            thread: ThreadId,
+            after_version: u64,
+            limit: usize,
+        ) -> Result<Vec<crate::event::RecordedEvent>, StoreError> {
+            self.inner.read_stream(thread, after_version, limit).await
+        }
+        async fn read_all(
+            &self,
+            after: u64,
+            limit: usize,
+        ) -> Result<Vec<crate::event::RecordedEvent>, StoreError> {
+            self.inner.read_all(after, limit).await
+        }
+        fn head(&self) -> watch::Receiver<u64> {
+            self.inner.head()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_resolves_when_durable_a_write_behind_one_at_once_and_flush_waits_for_both() {
+        let (gate, open) = watch::channel(true);
+        let store: SharedStore = Arc::new(Gated {
+            inner: MemoryStore::new(),
+            open,
+        });
+        let journal = Journal::create(store.clone(), None).await.unwrap();
+        let (_, root) = journal
+            .start_turn(
+                None,
+                WorkUnitDraft::new(crate::work_unit::WorkUnitKind::Workflow),
+            )
+            .await
+            .unwrap();
+        gate.send_replace(false);
+        let fast = journal.write_behind();
+        let phase = |title: &str| ActivityKind::Phase {
+            title: title.into(),
+        };
+        // Resolves although nothing can reach the store, and is visible in the read model.
+        tokio::time::timeout(Duration::from_secs(5), fast.activity(root, phase("queued")))
+            .await
+            .expect("a write-behind write does not wait for the store")
+            .unwrap();
+        assert_eq!(journal.read(|t| t.activities.len()).await, 1);
+        // A durable write, and a flush, wait for the gate.
+        let durable = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.activity(root, phase("durable")).await }
+        });
+        let flushed = tokio::spawn({
+            let fast = fast.clone();
+            async move { fast.flush().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!durable.is_finished() && !flushed.is_finished());
+        let stored = |store: SharedStore, id| async move {
+            store
+                .snapshot_dyn(id)
+                .await
+                .unwrap()
+                .unwrap()
+                .activities
+                .len()
+        };
+        assert_eq!(stored(store.clone(), journal.thread_id()).await, 0);
+        gate.send_replace(true);
+        durable.await.unwrap().unwrap();
+        flushed.await.unwrap().unwrap();
+        assert_eq!(stored(store.clone(), journal.thread_id()).await, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_writer_stops_the_journal_and_every_later_write_says_so() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let journal = Journal::create(store.clone(), None).await.unwrap();
+        let (_, root) = journal
+            .start_turn(
+                None,
+                WorkUnitDraft::new(crate::work_unit::WorkUnitKind::Workflow),
+            )
+            .await
+            .unwrap();
+        // Someone else appends to the thread behind the journal's back.
+        let mut other = Recorder::open(store.clone(), journal.thread_id())
+            .await
+            .unwrap();
+        other
+            .execute(Command::AppendActivity {
+                turn_id: None,
+                work_unit_id: Some(root),
+                kind: ActivityKind::Phase {
+                    title: "elsewhere".into(),
+                },
+            })
+            .await
+            .unwrap();
+        let phase = ActivityKind::Phase {
+            title: "mine".into(),
+        };
+        let refused = journal.activity(root, phase.clone()).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("but the stream is at version"),
+            "{refused}"
+        );
+        let later = journal
+            .write_behind()
+            .activity(root, phase)
+            .await
+            .unwrap_err();
+        assert!(
+            later.to_string().contains("the journal stopped recording"),
+            "{later}"
+        );
+        assert!(journal.flush().await.is_err());
+        // What the store holds is untouched by the refused writes.
+        let stored = store
+            .snapshot_dyn(journal.thread_id())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.activities.len(), 1);
     }
 }

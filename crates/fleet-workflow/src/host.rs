@@ -661,6 +661,10 @@ impl CallSite {
             )
             .await
             .map_err(|e| format!("cannot record the call: {e}"))?;
+        host.journal
+            .flush()
+            .await
+            .map_err(|e| format!("cannot record the call: {e}"))?;
         lock(&host.tally).counts.cached += 1;
         host.shared.emit(RunEvent::AgentStarted {
             work_unit_id: unit,
@@ -718,12 +722,14 @@ impl CallSite {
                         Some("the run was stopped".into()),
                     )
                     .await;
-                return self.finish(
-                    &host,
-                    unit,
-                    Ending::Failed("the run was stopped".into()),
-                    None,
-                );
+                return self
+                    .settle(
+                        &host,
+                        unit,
+                        Ending::Failed("the run was stopped".into()),
+                        None,
+                    )
+                    .await;
             }
             lock(&host.in_flight).insert(unit, Instant::now());
             let ctx = CallContext {
@@ -751,7 +757,7 @@ impl CallSite {
                             .journal
                             .set_state(unit, WorkUnitState::Failed, Some(reason.clone()))
                             .await;
-                        return self.finish(&host, unit, Ending::Failed(reason), None);
+                        return self.settle(&host, unit, Ending::Failed(reason), None).await;
                     }
                 }
             } else {
@@ -786,16 +792,19 @@ impl CallSite {
                     if let Err(e) = journaled {
                         host.shared.record_failed(e.to_string());
                     }
-                    let mut tally = lock(&host.tally);
-                    tally.usage += outcome.usage;
-                    tally.cost += outcome.cost;
-                    drop(tally);
-                    return self.finish(
-                        &host,
-                        unit,
-                        Ending::Answer(value),
-                        Some((outcome.usage, outcome.cost)),
-                    );
+                    {
+                        let mut tally = lock(&host.tally);
+                        tally.usage += outcome.usage;
+                        tally.cost += outcome.cost;
+                    }
+                    return self
+                        .settle(
+                            &host,
+                            unit,
+                            Ending::Answer(value),
+                            Some((outcome.usage, outcome.cost)),
+                        )
+                        .await;
                 }
                 Err(AgentError::Provider(ProviderError::Api {
                     kind: ErrorKind::RateLimited | ErrorKind::Overloaded,
@@ -827,7 +836,7 @@ impl CallSite {
                 }
                 Err(e) => Ending::Failed(e.to_string()),
             };
-            return self.finish(&host, unit, ending, None);
+            return self.settle(&host, unit, ending, None).await;
         }
     }
 
@@ -852,6 +861,24 @@ impl CallSite {
         {
             host.shared.record_failed(e.to_string());
         }
+    }
+
+    /// Waits until everything the call recorded is durable, then reports how it ended: no
+    /// call is acknowledged (its promise settled, its end reported) before its events are on
+    /// disk.
+    async fn settle(
+        &self,
+        host: &RunHost,
+        unit: WorkUnitId,
+        ending: Ending,
+        spent: Option<(TokenUsage, Cost)>,
+    ) -> HostResult {
+        if let Err(e) = host.journal.flush().await {
+            let reason = format!("cannot record the call: {e}");
+            host.shared.record_failed(e.to_string());
+            return self.finish(host, unit, Ending::Failed(reason), spent);
+        }
+        self.finish(host, unit, ending, spent)
     }
 
     fn finish(

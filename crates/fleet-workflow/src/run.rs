@@ -424,7 +424,9 @@ impl WorkflowEngine {
         }
         let host = Arc::new(RunHost::new(
             shared.clone(),
-            journal.clone(),
+            // The calls record without waiting for the disk between their events; each call
+            // flushes before it is acknowledged.
+            journal.write_behind(),
             self.runner.clone(),
             self.specs.clone(),
             self.catalog.clone(),

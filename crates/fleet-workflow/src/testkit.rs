@@ -20,6 +20,8 @@ use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 pub struct FakeStats {
     /// Calls answered.
     pub calls: AtomicU64,
+    /// Calls begun.
+    pub started: AtomicU64,
     /// Calls in flight now.
     pub in_flight: AtomicUsize,
     /// The most calls ever in flight at once.
@@ -35,6 +37,9 @@ pub struct FakeModel {
     pub latency: Option<Duration>,
     /// When set, a call whose prompt contains this fails with a provider error (resolves null).
     pub fail_on: Option<String>,
+    /// When set, calls after this many never answer (they wait until cancelled): a process
+    /// killed while they wait has exactly this many calls finished.
+    pub stall_after: Option<u64>,
 }
 
 impl FakeModel {
@@ -81,6 +86,8 @@ impl AgentRunner for FakeModel {
         };
         let now = self.stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.stats.peak.fetch_max(now, Ordering::SeqCst);
+        let ticket = self.stats.started.fetch_add(1, Ordering::SeqCst);
+        let stall = self.stall_after.is_some_and(|after| ticket >= after);
         let usage = TokenUsage {
             input: 20,
             output: 5,
@@ -96,6 +103,7 @@ impl AgentRunner for FakeModel {
         let waited = tokio::select! {
             () = async {
                 match self.latency {
+                    _ if stall => std::future::pending().await,
                     Some(latency) => tokio::time::sleep(latency).await,
                     None => tokio::task::yield_now().await,
                 }
