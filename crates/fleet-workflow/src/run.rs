@@ -373,7 +373,7 @@ impl WorkflowEngine {
                     Err(CommandError::NoThread(id)) => return Err(StartError::UnknownRun(id)),
                     Err(e) => return Err(e.into()),
                 };
-                close_interrupted(&journal).await?;
+                close_interrupted(&journal.write_behind()).await?;
                 let journaled = journal
                     .read(|thread| ResumeJournal::from_thread(thread, resume.strict))
                     .await;
@@ -383,19 +383,20 @@ impl WorkflowEngine {
         let mut root = WorkUnitDraft::new(WorkUnitKind::Workflow);
         root.label = Some(script.meta.name.clone());
         let input = options.args.as_ref().map(Value::to_string);
-        let (turn, root_id) = journal.start_turn(input, root).await?;
-        journal
-            .activity(
-                root_id,
-                ActivityKind::RunStarted {
-                    name: script.meta.name.clone(),
-                    description: script.meta.description.clone(),
-                    phases: script.meta.phases.iter().map(|p| p.title.clone()).collect(),
-                    source: script.origin.clone(),
-                    args: options.args.clone(),
-                },
-            )
-            .await?;
+        // The start needs no fsync of its own: the first call's flush (or the end's) covers it.
+        let fast = journal.write_behind();
+        let (turn, root_id) = fast.start_turn(input, root).await?;
+        fast.activity(
+            root_id,
+            ActivityKind::RunStarted {
+                name: script.meta.name.clone(),
+                description: script.meta.description.clone(),
+                phases: script.meta.phases.iter().map(|p| p.title.clone()).collect(),
+                source: script.origin.clone(),
+                args: options.args.clone(),
+            },
+        )
+        .await?;
         let cancel = CancelToken::new();
         let shared = Arc::new(RunShared {
             id: journal.thread_id(),
@@ -570,24 +571,24 @@ async fn drive(
     };
     let summary_json = serde_json::to_value(&summary).unwrap_or(Value::Null);
     let mut summary = summary;
+    // Three events, one fsync.
+    let fast = journal.write_behind();
     let recorded = async {
-        journal
-            .activity(
-                root,
-                ActivityKind::RunEnded {
-                    state: state.as_str().into(),
-                    summary: summary_json,
-                },
-            )
-            .await?;
-        journal.set_state(root, unit_state, error).await?;
-        journal
-            .execute(Command::CompleteTurn {
-                turn_id: turn,
-                state: turn_state,
-            })
-            .await
-            .map(drop)
+        fast.activity(
+            root,
+            ActivityKind::RunEnded {
+                state: state.as_str().into(),
+                summary: summary_json,
+            },
+        )
+        .await?;
+        fast.set_state(root, unit_state, error).await?;
+        fast.execute(Command::CompleteTurn {
+            turn_id: turn,
+            state: turn_state,
+        })
+        .await?;
+        journal.flush().await
     }
     .await;
     if let Err(e) = recorded {

@@ -4,9 +4,10 @@
 //! prompt>` with 20 input / 5 output tokens after one scheduler hop (or after a fixed latency),
 //! records the call as a real runner does, and counts calls and the peak number in flight.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
 use fleet_core::budget::Amount;
@@ -104,7 +105,7 @@ impl AgentRunner for FakeModel {
             () = async {
                 match self.latency {
                     _ if stall => std::future::pending().await,
-                    Some(latency) => tokio::time::sleep(latency).await,
+                    Some(latency) => precise_sleep(latency).await,
                     None => tokio::task::yield_now().await,
                 }
             } => true,
@@ -170,5 +171,75 @@ impl AgentRunner for FakeModel {
             model_requests: 1,
             tool_calls: 0,
         })
+    }
+}
+
+/// Sleeps for `duration` to within tens of microseconds. tokio's timer rounds every deadline up
+/// to the next whole millisecond and fires on a millisecond tick, which over the 63 waves of the
+/// 50 ms `fanout-lat50` workload adds more delay than the overhead being measured; one thread
+/// parked with a precise timeout wakes the sleepers instead.
+pub async fn precise_sleep(duration: Duration) {
+    let deadline = Instant::now() + duration;
+    let Some(alarm) = alarm_thread() else {
+        return tokio::time::sleep(duration).await;
+    };
+    std::future::poll_fn(|cx| {
+        if Instant::now() >= deadline {
+            return Poll::Ready(());
+        }
+        let mut sleepers = SLEEPERS.lock().unwrap_or_else(PoisonError::into_inner);
+        match sleepers.iter_mut().find(|(_, w)| w.will_wake(cx.waker())) {
+            Some(entry) => entry.0 = deadline,
+            None => sleepers.push((deadline, cx.waker().clone())),
+        }
+        drop(sleepers);
+        alarm.unpark();
+        Poll::Pending
+    })
+    .await;
+}
+
+/// The sleepers' deadlines.
+static SLEEPERS: Mutex<Vec<(Instant, Waker)>> = Mutex::new(Vec::new());
+
+/// The thread that wakes the sleepers (`None`: it could not be started).
+fn alarm_thread() -> Option<&'static std::thread::Thread> {
+    static THREAD: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
+    THREAD
+        .get_or_init(|| {
+            std::thread::Builder::new()
+                .name("fleet-fake-alarm".into())
+                .spawn(ring)
+                .ok()
+                .map(|handle| handle.thread().clone())
+        })
+        .as_ref()
+}
+
+fn ring() {
+    loop {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let next = {
+            let mut sleepers = SLEEPERS.lock().unwrap_or_else(PoisonError::into_inner);
+            sleepers.retain(|(deadline, waker)| {
+                if *deadline <= now {
+                    due.push(waker.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            sleepers.iter().map(|(deadline, _)| *deadline).min()
+        };
+        for waker in due {
+            waker.wake();
+        }
+        match next {
+            Some(deadline) => {
+                std::thread::park_timeout(deadline.saturating_duration_since(Instant::now()));
+            }
+            None => std::thread::park(),
+        }
     }
 }

@@ -112,7 +112,12 @@ impl SqliteStore {
                 r.get(0)
             })?;
         let (head_tx, head) = watch::channel(u64::try_from(last).unwrap_or(0));
-        let writer = Writer::new(conn, head_tx)?;
+        // The writer checkpoints when it is idle or the log has grown large, not every 1000
+        // pages in the middle of a burst of appends.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let writer = Writer::new(conn, head_tx, PathBuf::from(wal))?;
         let reader = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,

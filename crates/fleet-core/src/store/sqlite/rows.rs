@@ -73,7 +73,7 @@ fn write_turn(
 }
 
 fn write_work_unit(conn: &Connection, unit: &WorkUnit) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT OR REPLACE INTO work_units (id, thread_id, turn_id, parent_id, kind, state, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+    conn.prepare_cached("INSERT INTO work_units (id, thread_id, turn_id, parent_id, kind, state, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET parent_id = excluded.parent_id, state = excluded.state, data = excluded.data")?
         .execute(params![
             unit.id.to_string(),
             unit.thread_id.to_string(),

@@ -5,8 +5,9 @@
 //! others). Every append is durable before its caller hears back, and the fsync is shared.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rusqlite::{Connection, params};
@@ -23,6 +24,10 @@ use crate::thread::apply;
 const CACHED_THREADS: usize = 256;
 /// Most appends committed together.
 const GROUP: usize = 512;
+/// The writer checkpoints the log into the database after this long without appends...
+const IDLE: Duration = Duration::from_millis(25);
+/// ...or at once after a commit that leaves the log larger than this.
+const LARGE_LOG: u64 = 32 << 20;
 
 /// One queued append and where to send its outcome.
 pub(super) struct PendingAppend {
@@ -57,15 +62,25 @@ pub(super) struct Writer {
     cache: HashMap<ThreadId, StreamState>,
     next_position: i64,
     head: watch::Sender<u64>,
+    /// The log file, whose size says when to checkpoint.
+    wal: PathBuf,
+    /// Whether the log holds commits not yet checkpointed.
+    dirty: bool,
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, head: watch::Sender<u64>) -> Result<Self, StoreError> {
+    pub(super) fn new(
+        conn: Connection,
+        head: watch::Sender<u64>,
+        wal: PathBuf,
+    ) -> Result<Self, StoreError> {
         let mut writer = Self {
             conn,
             cache: HashMap::new(),
             next_position: 0,
             head,
+            wal,
+            dirty: false,
         };
         writer.reset_position()?;
         Ok(writer)
@@ -81,8 +96,30 @@ impl Writer {
         Ok(())
     }
 
+    /// Copies the log into the database without waiting for readers (`PASSIVE`). A failed
+    /// checkpoint loses nothing: the log still holds every commit, and the next one retries.
+    fn checkpoint(&mut self) {
+        if self.dirty {
+            self.dirty = self
+                .conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                .is_err();
+        }
+    }
+
+    fn next(&mut self, requests: &mpsc::Receiver<Request>) -> Option<Request> {
+        if self.dirty {
+            match requests.recv_timeout(IDLE) {
+                Ok(request) => return Some(request),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => self.checkpoint(),
+            }
+        }
+        requests.recv().ok()
+    }
+
     pub(super) fn run(mut self, requests: &mpsc::Receiver<Request>) {
-        while let Ok(first) = requests.recv() {
+        while let Some(first) = self.next(requests) {
             let mut group = Vec::new();
             match first {
                 Request::Rebuild { reply } => {
@@ -103,6 +140,10 @@ impl Writer {
                 }
             }
             self.commit_group(group);
+            self.dirty = true;
+            if std::fs::metadata(&self.wal).is_ok_and(|m| m.len() > LARGE_LOG) {
+                self.checkpoint();
+            }
             if let Some(reply) = rebuild {
                 let _ = reply.send(self.rebuild());
             }
