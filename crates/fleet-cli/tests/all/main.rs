@@ -537,6 +537,7 @@ mod patch_bot {
     }
 }
 
+mod bench_workloads;
 mod coding_agents;
 mod fleet_tui;
 mod user;
