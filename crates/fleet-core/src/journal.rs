@@ -393,9 +393,8 @@ mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_commands_are_batched_and_a_refused_one_stops_no_other() {
-        let store: SharedStore = Arc::new(MemoryStore::new());
+    /// A new thread in `store` with a running workflow root.
+    async fn with_root(store: &SharedStore) -> (Journal, WorkUnitId) {
         let journal = Journal::create(store.clone(), None).await.unwrap();
         let (_, root) = journal
             .start_turn(
@@ -404,6 +403,13 @@ mod tests {
             )
             .await
             .unwrap();
+        (journal, root)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commands_are_batched_and_a_refused_one_stops_no_other() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let (journal, root) = with_root(&store).await;
         let missing = WorkUnitId::new();
         let tasks: Vec<_> = (0..64)
             .map(|i| {
@@ -484,14 +490,7 @@ mod tests {
             inner: MemoryStore::new(),
             open,
         });
-        let journal = Journal::create(store.clone(), None).await.unwrap();
-        let (_, root) = journal
-            .start_turn(
-                None,
-                WorkUnitDraft::new(crate::work_unit::WorkUnitKind::Workflow),
-            )
-            .await
-            .unwrap();
+        let (journal, root) = with_root(&store).await;
         gate.send_replace(false);
         let fast = journal.write_behind();
         let phase = |title: &str| ActivityKind::Phase {
@@ -533,14 +532,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn another_writer_stops_the_journal_and_every_later_write_says_so() {
         let store: SharedStore = Arc::new(MemoryStore::new());
-        let journal = Journal::create(store.clone(), None).await.unwrap();
-        let (_, root) = journal
-            .start_turn(
-                None,
-                WorkUnitDraft::new(crate::work_unit::WorkUnitKind::Workflow),
-            )
-            .await
-            .unwrap();
+        let (journal, root) = with_root(&store).await;
         // Someone else appends to the thread behind the journal's back.
         let mut other = Recorder::open(store.clone(), journal.thread_id())
             .await
