@@ -307,7 +307,14 @@ impl EventStore for SqliteStore {
         &self,
         thread: ThreadId,
     ) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
-        let result = rows::load_thread(&self.reader(), thread);
+        let result = (|| {
+            let conn = self.reader();
+            // One read transaction: the rows and the events after them are of one moment.
+            let tx = conn.unchecked_transaction()?;
+            let loaded = rows::load_thread(&tx, thread)?;
+            tx.finish()?;
+            Ok(loaded.thread)
+        })();
         async move { result }
     }
 }

@@ -136,12 +136,13 @@ pub(crate) fn write_changes(
         }
     }
     if !changes.activities.is_empty() {
-        // New activities are the last ones of the thread.
+        // New activities are the last ones of the thread, unless a revert since removed some.
         let new: HashSet<_> = changes.activities.iter().collect();
-        let start = thread
-            .activities
-            .len()
-            .saturating_sub(changes.activities.len());
+        let start = if changes.removed_activities.is_empty() {
+            thread.activities.len().saturating_sub(new.len())
+        } else {
+            0
+        };
         for activity in &thread.activities[start..] {
             if new.contains(&activity.id) {
                 write_activity(conn, thread, activity)?;
@@ -170,45 +171,82 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &str, id: &str, data: &str) -> Res
     serde_json::from_str(data).map_err(|e| corrupt(format!("{what} {id}"), &e))
 }
 
-/// Reads a thread back from the projection tables.
-pub(crate) fn load_thread(conn: &Connection, id: ThreadId) -> Result<Option<Thread>, StoreError> {
+/// A thread as the rows and the log give it.
+pub(crate) struct Loaded {
+    /// The thread (`None` when it has neither rows nor events).
+    pub(crate) thread: Option<Thread>,
+    /// What the log's events after the rows' version changed: the rows still to write.
+    pub(crate) behind: Changes,
+    /// How many events that is.
+    pub(crate) behind_events: usize,
+}
+
+/// Reads a thread back: its projection rows, then the events recorded after the version they
+/// hold (the writer projects in batches, so the rows may lag the log; see the writer).
+///
+/// The caller reads inside one transaction, so that rows and log are of the same moment.
+pub(crate) fn load_thread(conn: &Connection, id: ThreadId) -> Result<Loaded, StoreError> {
     let key = id.to_string();
+    let mut thread = load_rows(conn, &key)?;
+    let after = thread.as_ref().map_or(0, |t| t.version);
+    let mut stmt = conn.prepare_cached(
+        "SELECT position, thread_id, version, data, recorded_at FROM events WHERE thread_id = ?1 AND version > ?2 ORDER BY version",
+    )?;
+    let mut rows = stmt.query(params![key, i64::try_from(after).unwrap_or(i64::MAX)])?;
+    let mut behind = Changes::default();
+    let mut behind_events = 0;
+    while let Some(row) = rows.next()? {
+        let recorded = event_row(row)?;
+        behind_events += 1;
+        // An event that cannot apply was never accepted by a store; skipping it is what the
+        // projector does (`thread::project`).
+        if let Ok(changes) = crate::thread::apply(&mut thread, id, &recorded.event) {
+            behind.merge(changes);
+        }
+    }
+    Ok(Loaded {
+        thread,
+        behind,
+        behind_events,
+    })
+}
+
+/// Reads a thread's projection rows.
+fn load_rows(conn: &Connection, key: &str) -> Result<Option<Thread>, StoreError> {
     let Some((version, data)) = conn
         .prepare_cached("SELECT version, data FROM threads WHERE id = ?1")?
-        .query_row([&key], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })
+        .query_row([key], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
         .optional()?
     else {
         return Ok(None);
     };
-    let header: Header = decode("thread", &key, &data)?;
+    let header: Header = decode("thread", key, &data)?;
     let mut turns = Vec::new();
     let mut stmt =
         conn.prepare_cached("SELECT data FROM turns WHERE thread_id = ?1 ORDER BY seq")?;
-    let mut rows = stmt.query([&key])?;
+    let mut rows = stmt.query([key])?;
     while let Some(row) = rows.next()? {
         turns.push(decode::<Turn>(
             "turn of thread",
-            &key,
+            key,
             &row.get::<_, String>(0)?,
         )?);
     }
     let mut work_units = BTreeMap::new();
     let mut stmt = conn.prepare_cached("SELECT data FROM work_units WHERE thread_id = ?1")?;
-    let mut rows = stmt.query([&key])?;
+    let mut rows = stmt.query([key])?;
     while let Some(row) = rows.next()? {
-        let unit: WorkUnit = decode("work unit of thread", &key, &row.get::<_, String>(0)?)?;
+        let unit: WorkUnit = decode("work unit of thread", key, &row.get::<_, String>(0)?)?;
         work_units.insert(unit.id, unit);
     }
     let mut activities = Vec::new();
     let mut stmt =
         conn.prepare_cached("SELECT data FROM activities WHERE thread_id = ?1 ORDER BY seq")?;
-    let mut rows = stmt.query([&key])?;
+    let mut rows = stmt.query([key])?;
     while let Some(row) = rows.next()? {
         activities.push(decode::<Activity>(
             "activity of thread",
-            &key,
+            key,
             &row.get::<_, String>(0)?,
         )?);
     }

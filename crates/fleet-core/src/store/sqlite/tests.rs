@@ -187,6 +187,73 @@ fn appends_survive_reopening_and_rows_match_the_projector() {
 }
 
 #[test]
+fn rows_behind_the_log_are_read_through_and_caught_up() {
+    // The writer writes projection rows in batches, and a killed process leaves events whose
+    // rows were never written. Readers apply the events after the rows' version; the next
+    // writer writes the rows it finds behind.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.db");
+    let rt = runtime();
+    let (id, events) = rt.block_on(async {
+        let store = SqliteStore::open(&path).unwrap();
+        let mut rec = Recorder::create(&store, Some("behind".into()))
+            .await
+            .unwrap();
+        let (turn, root) = rec.start_turn(WorkUnitKind::Workflow, None).await.unwrap();
+        for _ in 0..3 {
+            let unit = rec
+                .start_work_unit(root, WorkUnitKind::DelegatedAgent, |_| {})
+                .await
+                .unwrap();
+            rec.finish_work_unit(unit, WorkUnitState::Completed, None)
+                .await
+                .unwrap();
+        }
+        rec.complete_turn(turn, TurnState::Completed).await.unwrap();
+        let id = rec.thread().id;
+        (id, store.read_stream(id, 0, 100).await.unwrap())
+    });
+    let all: Vec<Event> = events.iter().map(|e| e.event.clone()).collect();
+    assert_eq!(all.len(), 9);
+    // Put the rows back to the thread's first three events.
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(
+            "DELETE FROM threads; DELETE FROM turns; DELETE FROM work_units; DELETE FROM activities;",
+        )
+        .unwrap();
+        rows::write_all(&tx, &project(id, &all[..3]).unwrap()).unwrap();
+        tx.commit().unwrap();
+        let lagging = rows::load_thread(&conn, id).unwrap();
+        assert_eq!(lagging.behind_events, 6, "the rows are 6 events behind");
+    }
+    rt.block_on(async {
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.snapshot(id).await.unwrap(), project(id, &all));
+        assert_eq!(store.thread_ids().unwrap(), vec![id]);
+        // The next append brings the rows up to date when the writer next projects (here,
+        // when the store closes).
+        let (next, _, _) = crate::testkit::turn_started(id);
+        store
+            .append(id, ExpectedVersion::Exact(9), vec![next.clone()])
+            .await
+            .unwrap();
+        drop(store);
+        let mut with_next = all.clone();
+        with_next.push(next);
+        let conn = Connection::open(&path).unwrap();
+        let caught_up = rows::load_thread(&conn, id).unwrap();
+        assert_eq!(caught_up.behind_events, 0, "every row is written");
+        assert_eq!(caught_up.thread, project(id, &with_next));
+        let units: i64 = conn
+            .query_row("SELECT COUNT(*) FROM work_units", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(units, 5, "two roots and three calls, each a row");
+    });
+}
+
+#[test]
 fn concurrent_appends_share_commits_and_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(SqliteStore::open(dir.path().join("fleet.db")).unwrap());

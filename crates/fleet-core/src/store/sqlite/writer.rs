@@ -3,6 +3,13 @@
 //! Appends from many tasks queue up while a commit is being synced; the next commit takes all of
 //! them in one transaction (each in its own savepoint, so one refused append does not affect the
 //! others). Every append is durable before its caller hears back, and the fsync is shared.
+//!
+//! The log is the truth; the projection rows (threads, turns, work units, activities) are a
+//! snapshot of it at the version the thread row holds. The writer keeps each busy thread's
+//! model in memory and writes the rows that changed when it is idle, when a thread is
+//! `PROJECT_EVERY` events behind, or when it closes: a burst of appends writes each event
+//! once, not every work unit it touches at every step. A reader takes the rows and applies
+//! the events after their version, in one read transaction, so it always sees the log.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,10 +25,13 @@ use super::schema::insert_ledger_row;
 use crate::event::Event;
 use crate::id::ThreadId;
 use crate::store::{Appended, ExpectedVersion, StoreError, StreamState};
-use crate::thread::apply;
+use crate::thread::{Changes, apply};
 
 /// How many threads' read models the writer keeps (others are loaded from their rows).
 const CACHED_THREADS: usize = 256;
+/// A thread's rows are written once it is this many events ahead of them, so that a reader
+/// never has more than this many events to apply on top of the rows.
+const PROJECT_EVERY: usize = 8192;
 /// Most appends committed together.
 const GROUP: usize = 512;
 /// The writer checkpoints the log into the database after this long without appends...
@@ -57,9 +67,19 @@ pub struct RebuildStats {
     pub micros: u64,
 }
 
+/// A thread the writer holds in memory.
+struct Cached {
+    /// The model, for checking appends.
+    state: StreamState,
+    /// What changed since the thread's rows were written.
+    behind: Changes,
+    /// How many events that is.
+    behind_events: usize,
+}
+
 pub(super) struct Writer {
     conn: Connection,
-    cache: HashMap<ThreadId, StreamState>,
+    cache: HashMap<ThreadId, Cached>,
     next_position: i64,
     head: watch::Sender<u64>,
     /// The log file, whose size says when to checkpoint.
@@ -112,10 +132,37 @@ impl Writer {
             match requests.recv_timeout(IDLE) {
                 Ok(request) => return Some(request),
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-                Err(mpsc::RecvTimeoutError::Timeout) => self.checkpoint(),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.project_all();
+                    self.checkpoint();
+                }
             }
         }
         requests.recv().ok()
+    }
+
+    /// Writes the rows of every thread whose rows lag its events, in one transaction. On
+    /// failure nothing is lost: the events are committed, and the rows are written later
+    /// from them (the cache is dropped, and reloading gives what is behind).
+    fn project_all(&mut self) {
+        if self.cache.values().all(|c| c.behind_events == 0) {
+            return;
+        }
+        let result = (|| -> Result<(), StoreError> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for cached in self.cache.values_mut() {
+                project(&tx, cached)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        if result.is_err() {
+            self.cache.clear();
+        } else {
+            self.dirty = true;
+        }
     }
 
     pub(super) fn run(mut self, requests: &mpsc::Receiver<Request>) {
@@ -148,6 +195,8 @@ impl Writer {
                 let _ = reply.send(self.rebuild());
             }
         }
+        // Closing: leave the rows up to date (closing the connection then checkpoints).
+        self.project_all();
     }
 
     fn commit_group(&mut self, group: Vec<PendingAppend>) {
@@ -264,9 +313,22 @@ impl Writer {
     }
 }
 
+/// Writes the rows `cached` is behind on.
+fn project(conn: &Connection, cached: &mut Cached) -> Result<(), StoreError> {
+    if cached.behind_events == 0 {
+        return Ok(());
+    }
+    if let Some(thread) = cached.state.thread.as_ref() {
+        rows::write_changes(conn, thread, &cached.behind)?;
+    }
+    cached.behind = Changes::default();
+    cached.behind_events = 0;
+    Ok(())
+}
+
 fn append_one(
     conn: &Connection,
-    cache: &mut HashMap<ThreadId, StreamState>,
+    cache: &mut HashMap<ThreadId, Cached>,
     next_position: &mut i64,
     thread: ThreadId,
     expected: ExpectedVersion,
@@ -275,23 +337,34 @@ fn append_one(
 ) -> Result<Appended, StoreError> {
     if !cache.contains_key(&thread) {
         if cache.len() >= CACHED_THREADS {
-            // Evict one: its rows are the truth and it reloads on next use.
-            if let Some(victim) = cache.keys().next().copied() {
-                cache.remove(&victim);
+            // Evict one, with its rows brought up to date (were this append to roll back,
+            // they roll back too, and reloading gives what is behind again).
+            if let Some(victim) = cache.keys().next().copied()
+                && let Some(mut evicted) = cache.remove(&victim)
+            {
+                project(conn, &mut evicted)?;
             }
         }
+        let loaded = rows::load_thread(conn, thread)?;
         cache.insert(
             thread,
-            StreamState {
-                thread: rows::load_thread(conn, thread)?,
+            Cached {
+                state: StreamState {
+                    thread: loaded.thread,
+                },
+                behind: loaded.behind,
+                behind_events: loaded.behind_events,
             },
         );
     }
-    let Some(state) = cache.get_mut(&thread) else {
+    let Some(cached) = cache.get_mut(&thread) else {
         return Err(StoreError::Closed);
     };
-    let changes = state.append(thread, expected, events)?;
-    let Some(projected) = state.thread.as_ref() else {
+    let new_thread = cached.state.thread.is_none();
+    let changes = cached.state.append(thread, expected, events)?;
+    cached.behind.merge(changes);
+    cached.behind_events += events.len();
+    let Some(projected) = cached.state.thread.as_ref() else {
         return Err(StoreError::Closed);
     };
     let first_version = projected.version + 1 - events.len() as u64;
@@ -308,13 +381,17 @@ fn append_one(
             .execute(params![position, key, (first_version + i as u64) as i64, event.type_name(), data, recorded])?;
         insert_ledger_row(conn, position, &key, event)?;
     }
-    rows::write_changes(conn, projected, &changes)?;
+    let version = projected.version;
+    // A new thread gets its rows at once, so that lists show it; others in batches.
+    if new_thread || cached.behind_events >= PROJECT_EVERY {
+        project(conn, cached)?;
+    }
     *next_position += events.len() as i64;
     let last_position = *next_position - 1;
     Ok(Appended {
         first_position: first_position as u64,
         last_position: last_position as u64,
-        version: projected.version,
+        version,
         recorded_at,
     })
 }
