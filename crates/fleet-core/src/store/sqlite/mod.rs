@@ -1,8 +1,10 @@
 //! The durable embedded event store: SQLite (bundled) in WAL mode.
 //!
-//! Events and the projection tables (threads, turns, work units, activities, and a usage ledger)
-//! are written in the same transaction, by one writer thread that commits concurrent appends
-//! together. `synchronous = FULL`: an append is on disk before its future resolves.
+//! One writer thread commits concurrent appends together. `synchronous = FULL`: an append is on
+//! disk before its future resolves. The usage ledger is written in the same transaction as its
+//! events; the other projection tables (threads, turns, work units, activities) are a snapshot of
+//! the log at the thread row's version, written in batches, and reads apply the events after it
+//! (see the writer).
 //!
 //! ```
 //! use fleet_core::{EventStore, Recorder, SqliteStore, WorkUnitKind};
