@@ -9,9 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// How long the live view lets events gather before it takes them.
-const BATCH: Duration = Duration::from_millis(5);
-
 use anyhow::Context;
 use fleet_core::activity::{ActivityKind, LogLevel};
 use fleet_core::spec::{Capability, SpecSet};
@@ -271,13 +268,6 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
                 if events.is_empty() {
                     // The run is over without a RunEnded (it cannot be, but do not spin).
                     break Box::new((*handle.wait().await).clone());
-                }
-                // Take what a burst brings in batches: waking this task for each of a
-                // thousand calls' events cost the run a third of its time. The end of the
-                // run cuts the pause short.
-                tokio::select! {
-                    () = tokio::time::sleep(BATCH) => {}
-                    _ = handle.wait() => {}
                 }
             }
             _ = tick.tick() => view.tick()?,
