@@ -203,20 +203,15 @@ pub(crate) fn decide(
             state,
             error,
         } => {
-            let unit = thread
+            thread
                 .work_unit(work_unit_id)
                 .ok_or(Violation::WorkUnitMissing(work_unit_id))?;
-            let mut record = unit.record.clone();
-            if record.started_at.is_none() && state != WorkUnitState::Pending {
-                record.started_at = Some(now);
+            Event::WorkUnitStateChanged {
+                work_unit_id,
+                state,
+                error,
+                at: now,
             }
-            if state.is_terminal() && record.ended_at.is_none() {
-                record.ended_at = Some(now);
-            }
-            record.state = state;
-            record.updated_at = now;
-            record.error = error.or(record.error);
-            Event::WorkUnitUpserted { work_unit: record }
         }
         Command::UpsertWorkUnit(record) => Event::WorkUnitUpserted { work_unit: record },
         Command::RecordUsage {

@@ -7,7 +7,7 @@ use crate::activity::Activity;
 use crate::id::{ThreadId, TurnId, WorkUnitId};
 use crate::money::Usd;
 use crate::usage::TokenUsage;
-use crate::work_unit::WorkUnitRecord;
+use crate::work_unit::{WorkUnitRecord, WorkUnitState};
 
 /// How a turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -100,6 +100,19 @@ pub enum Event {
         /// What is now true of it.
         work_unit: WorkUnitRecord,
     },
+    /// A work unit moved to another state: the change alone, not the whole unit (a call makes
+    /// two or three of these, and they are most of a fan-out's log).
+    WorkUnitStateChanged {
+        /// The unit.
+        work_unit_id: WorkUnitId,
+        /// Its new state.
+        state: WorkUnitState,
+        /// Why it failed or stopped, when it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// When.
+        at: Timestamp,
+    },
     /// An activity happened.
     ActivityAppended {
         /// It.
@@ -145,6 +158,7 @@ impl Event {
             Self::TurnStarted { .. } => "turn_started",
             Self::TurnCompleted { .. } => "turn_completed",
             Self::WorkUnitUpserted { .. } => "work_unit_upserted",
+            Self::WorkUnitStateChanged { .. } => "work_unit_state_changed",
             Self::ActivityAppended { .. } => "activity_appended",
             Self::UsageRecorded { .. } => "usage_recorded",
             Self::BudgetExceeded { .. } => "budget_exceeded",

@@ -365,6 +365,27 @@ impl Thread {
                 changes.work_units.push(work_unit.id);
                 work_unit.updated_at
             }
+            Event::WorkUnitStateChanged {
+                work_unit_id,
+                state,
+                error,
+                at,
+            } => {
+                let unit = self
+                    .work_units
+                    .get_mut(work_unit_id)
+                    .ok_or(Violation::WorkUnitMissing(*work_unit_id))?;
+                if !unit.state.can_become(*state) {
+                    return Err(Violation::IllegalTransition {
+                        unit: *work_unit_id,
+                        from: unit.state,
+                        to: *state,
+                    });
+                }
+                unit.record.change_state(*state, error.clone(), *at);
+                changes.work_units.push(*work_unit_id);
+                *at
+            }
             Event::ActivityAppended { activity } => {
                 if let Some(turn) = activity.turn_id
                     && !self.turns.iter().any(|t| t.id == turn)

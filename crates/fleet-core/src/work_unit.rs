@@ -159,6 +159,27 @@ pub struct WorkUnitRecord {
 }
 
 impl WorkUnitRecord {
+    /// Moves the record to `state` at `at`: it starts when it first leaves `pending`, ends when
+    /// it first reaches a terminal state, and keeps an earlier error unless given a new one.
+    pub(crate) fn change_state(
+        &mut self,
+        state: WorkUnitState,
+        error: Option<String>,
+        at: Timestamp,
+    ) {
+        if self.started_at.is_none() && state != WorkUnitState::Pending {
+            self.started_at = Some(at);
+        }
+        if state.is_terminal() && self.ended_at.is_none() {
+            self.ended_at = Some(at);
+        }
+        self.state = state;
+        self.updated_at = at;
+        if error.is_some() {
+            self.error = error;
+        }
+    }
+
     /// A new unit in `state`, with nothing else said about it yet.
     #[must_use]
     pub fn new(

@@ -77,6 +77,84 @@ fn child(
 }
 
 #[test]
+fn a_state_change_carries_only_the_change_and_keeps_the_unit_finished() {
+    let (id, mut thread) = new_thread();
+    let (turn, root) = start_turn(&mut thread, id);
+    let mut pending = unit(
+        id,
+        turn,
+        Some(root),
+        WorkUnitKind::DelegatedAgent,
+        WorkUnitState::Pending,
+    );
+    pending.label = Some("digger".into());
+    let call = pending.id;
+    apply(
+        &mut thread,
+        id,
+        &Event::WorkUnitUpserted { work_unit: pending },
+    )
+    .unwrap();
+    let change = |state, error: Option<&str>, s| Event::WorkUnitStateChanged {
+        work_unit_id: call,
+        state,
+        error: error.map(str::to_owned),
+        at: at(s),
+    };
+    apply(&mut thread, id, &change(WorkUnitState::Running, None, 5)).unwrap();
+    apply(
+        &mut thread,
+        id,
+        &change(WorkUnitState::Failed, Some("boom"), 9),
+    )
+    .unwrap();
+    let t = thread.as_ref().unwrap();
+    let u = t.work_unit(call).unwrap();
+    assert_eq!(u.state, WorkUnitState::Failed);
+    assert_eq!((u.started_at, u.ended_at), (Some(at(5)), Some(at(9))));
+    assert_eq!((u.updated_at, u.error.as_deref()), (at(9), Some("boom")));
+    assert_eq!(
+        u.label.as_deref(),
+        Some("digger"),
+        "the rest of the unit is kept"
+    );
+    let before = t.clone();
+    assert_eq!(
+        apply(&mut thread, id, &change(WorkUnitState::Running, None, 10)),
+        Err(Violation::IllegalTransition {
+            unit: call,
+            from: WorkUnitState::Failed,
+            to: WorkUnitState::Running
+        })
+    );
+    let ghost = WorkUnitId::new();
+    let lost = Event::WorkUnitStateChanged {
+        work_unit_id: ghost,
+        state: WorkUnitState::Running,
+        error: None,
+        at: at(11),
+    };
+    assert_eq!(
+        apply(&mut thread, id, &lost),
+        Err(Violation::WorkUnitMissing(ghost))
+    );
+    assert_eq!(
+        thread.as_ref(),
+        Some(&before),
+        "a refused change changes nothing"
+    );
+    // On the wire: the type, the unit, the state, the time; no error when there is none.
+    let json = serde_json::to_value(change(WorkUnitState::Running, None, 5)).unwrap();
+    assert_eq!(json["type"], "work_unit_state_changed");
+    assert_eq!(json["state"], "running");
+    assert!(json.get("error").is_none());
+    assert_eq!(
+        serde_json::from_value::<Event>(json).unwrap(),
+        change(WorkUnitState::Running, None, 5)
+    );
+}
+
+#[test]
 fn revert_drops_descendants_transitively_even_across_turns() {
     let (id, mut thread) = new_thread();
     let (t1, r1) = start_turn(&mut thread, id);
@@ -407,6 +485,10 @@ enum Step {
         unit: usize,
         state: u8,
     },
+    ChangeState {
+        unit: usize,
+        state: u8,
+    },
     Usage {
         unit: usize,
         output: u16,
@@ -425,7 +507,8 @@ fn step() -> impl Strategy<Value = Step> {
         2 => any::<bool>().prop_map(|workflow| Step::StartTurn { workflow }),
         2 => (any::<usize>(), 0..5u8).prop_map(|(turn, state)| Step::CompleteTurn { turn, state }),
         6 => (any::<usize>(), any::<usize>()).prop_map(|(parent, turn)| Step::NewUnit { parent, turn }),
-        6 => (any::<usize>(), 0..7u8).prop_map(|(unit, state)| Step::SetState { unit, state }),
+        3 => (any::<usize>(), 0..7u8).prop_map(|(unit, state)| Step::SetState { unit, state }),
+        3 => (any::<usize>(), 0..7u8).prop_map(|(unit, state)| Step::ChangeState { unit, state }),
         2 => (any::<usize>(), any::<u16>()).prop_map(|(unit, output)| Step::Usage { unit, output }),
         2 => (proptest::option::of(any::<usize>()), proptest::option::of(any::<usize>())).prop_map(|(unit, turn)| Step::Activity { unit, turn }),
         1 => proptest::option::of(any::<usize>()).prop_map(|turn| Step::Revert { turn }),
@@ -521,6 +604,20 @@ fn events_for(steps: &[Step]) -> (ThreadId, Vec<Event>) {
                 units[k].updated_at = now;
                 Event::WorkUnitUpserted {
                     work_unit: units[k].clone(),
+                }
+            }
+            Step::ChangeState { unit, state } => {
+                // Sometimes a unit that does not exist.
+                let id = if units.is_empty() || unit % 11 == 0 {
+                    ghost
+                } else {
+                    units[unit % units.len()].id
+                };
+                Event::WorkUnitStateChanged {
+                    work_unit_id: id,
+                    state: STATES[*state as usize],
+                    error: (unit % 3 == 0).then(|| "boom".to_owned()),
+                    at: now,
                 }
             }
             Step::Usage { unit, output } => {

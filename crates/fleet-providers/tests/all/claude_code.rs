@@ -353,16 +353,20 @@ pub(crate) async fn assert_finished_units_stay_finished(store: &MemoryStore, thr
     let events = store.read_stream(thread.id, 0, usize::MAX).await.unwrap();
     let mut ended = std::collections::HashSet::new();
     for e in events {
-        if let Event::WorkUnitUpserted { work_unit } = e.event {
-            if work_unit.state.is_terminal() {
-                ended.insert(work_unit.id);
-            } else {
-                assert!(
-                    !ended.contains(&work_unit.id),
-                    "{:?} ran again after it ended",
-                    work_unit.label
-                );
-            }
+        let (id, state) = match e.event {
+            Event::WorkUnitUpserted { work_unit } => (work_unit.id, work_unit.state),
+            Event::WorkUnitStateChanged {
+                work_unit_id,
+                state,
+                ..
+            } => (work_unit_id, state),
+            _ => continue,
+        };
+        if state.is_terminal() {
+            ended.insert(id);
+        } else {
+            let label = thread.work_unit(id).and_then(|u| u.label.clone());
+            assert!(!ended.contains(&id), "{label:?} ran again after it ended");
         }
     }
 }

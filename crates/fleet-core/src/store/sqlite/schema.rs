@@ -8,7 +8,7 @@ use crate::store::StoreError;
 /// Each migration takes the database from the version before it to its own (index + 1).
 type Migration = fn(&Connection) -> Result<(), StoreError>;
 
-const MIGRATIONS: &[Migration] = &[v1_initial, v2_usage_ledger];
+const MIGRATIONS: &[Migration] = &[v1_initial, v2_usage_ledger, v3_state_change_events];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -78,6 +78,13 @@ CREATE INDEX activities_by_thread ON activities (thread_id, seq);
 
 fn v1_initial(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch(V1_SQL)?;
+    Ok(())
+}
+
+/// Version 3: the log may hold `work_unit_state_changed` events, which an older fleet cannot
+/// read; the version tells it so ("upgrade fleet") instead of a decoding error. No table
+/// changes.
+fn v3_state_change_events(_conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 

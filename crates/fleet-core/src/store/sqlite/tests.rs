@@ -28,7 +28,7 @@ fn a_version_1_database_migrates_and_reads() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
     runtime().block_on(async {
         let id = ThreadId::parse("0190b0e4-6f1c-7d2a-9b3e-5c4d3e2f1a0b").unwrap();
         let events = store.read_stream(id, 0, 100).await.unwrap();
