@@ -254,6 +254,81 @@ fn rows_behind_the_log_are_read_through_and_caught_up() {
 }
 
 #[test]
+fn snapshots_taken_while_the_writer_projects_are_the_log_at_their_version() {
+    // Readers race the writer, which writes rows whenever it goes idle: every snapshot must be
+    // the fold of the log up to its own version, never rows of one moment and events of another.
+    // A race, so a reader without its read transaction fails this only now and then (one run
+    // in four when tried), never a correct one.
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(dir.path().join("fleet.db")).unwrap());
+    let rt = runtime();
+    rt.block_on(async {
+        let mut rec = Recorder::create(store.clone(), Some("race".into()))
+            .await
+            .unwrap();
+        let (_, root) = rec.start_turn(WorkUnitKind::Workflow, None).await.unwrap();
+        let id = rec.thread().id;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (store, done) = (store.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut versions = std::collections::BTreeSet::new();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let snap = store.snapshot(id).await.unwrap().unwrap();
+                    let n = usize::try_from(snap.version).unwrap();
+                    let log = store.read_stream(id, 0, n).await.unwrap();
+                    assert_eq!(
+                        Some(&snap),
+                        project(id, log.iter().map(|e| &e.event)).as_ref()
+                    );
+                    versions.insert(snap.version);
+                    tokio::task::yield_now().await;
+                }
+                versions
+            })
+        };
+        for i in 0..120 {
+            let unit = rec
+                .start_work_unit(root, WorkUnitKind::DelegatedAgent, |_| {})
+                .await
+                .unwrap();
+            // Usage adds up: a reader that applied an event twice would count it twice.
+            rec.execute(Command::RecordUsage {
+                work_unit_id: unit,
+                model: None,
+                usage: crate::usage::TokenUsage {
+                    output: 5,
+                    ..Default::default()
+                },
+            })
+            .await
+            .unwrap();
+            rec.finish_work_unit(unit, WorkUnitState::Completed, None)
+                .await
+                .unwrap();
+            if i % 4 == 3 {
+                // Long enough for the writer to go idle and write the rows.
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let versions = reader.await.unwrap();
+        assert!(
+            versions.len() > 10,
+            "the reader saw the thread grow: {versions:?}"
+        );
+        let rows: i64 = store
+            .reader()
+            .query_row("SELECT version FROM threads", [], |r| r.get(0))
+            .unwrap();
+        assert!(
+            rows > 2,
+            "the writer wrote rows between bursts (at version {rows})"
+        );
+    });
+}
+
+#[test]
 fn concurrent_appends_share_commits_and_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(SqliteStore::open(dir.path().join("fleet.db")).unwrap());
