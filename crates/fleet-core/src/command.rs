@@ -14,7 +14,7 @@ use crate::event::{BudgetAlert, Event, RecordedEvent, TurnState};
 use crate::id::{ActivityId, ThreadId, TurnId, WorkUnitId};
 use crate::money::Usd;
 use crate::pricing::PriceTable;
-use crate::store::{EventStore, ExpectedVersion, StoreError};
+use crate::store::{CheckedEvents, EventStore, StoreError};
 use crate::thread::{Thread, Violation, apply};
 use crate::usage::TokenUsage;
 use crate::work_unit::{ProviderRefs, WorkUnitKind, WorkUnitRecord, WorkUnitState};
@@ -290,7 +290,7 @@ impl<S: EventStore> Recorder<S> {
         let mut thread = None;
         apply(&mut thread, id, &event)?;
         store
-            .append(id, ExpectedVersion::NoStream, vec![event])
+            .append_checked(id, CheckedEvents::new(0, vec![event]))
             .await?;
         let thread = thread.ok_or(CommandError::NoThread(id))?;
         Ok(Self {
@@ -354,13 +354,13 @@ impl<S: EventStore> Recorder<S> {
                 Timestamp::now(),
                 &self.prices,
             )?;
-            let expected = ExpectedVersion::Exact(self.thread.version);
+            let base = self.thread.version;
             // Checked and applied in memory first (a refused event changes nothing); if the
             // store then does not take it, the thread is reloaded from the store, the truth.
             self.thread.apply_event(&event)?;
             match self
                 .store
-                .append(self.thread.id, expected, vec![event.clone()])
+                .append_checked(self.thread.id, CheckedEvents::new(base, vec![event.clone()]))
                 .await
             {
                 Ok(appended) => {
@@ -421,7 +421,7 @@ impl<S: EventStore> Recorder<S> {
         }
         let appended = self
             .store
-            .append(self.thread.id, ExpectedVersion::Exact(base), events.clone())
+            .append_checked(self.thread.id, CheckedEvents::new(base, events.clone()))
             .await;
         match appended {
             Ok(appended) => {

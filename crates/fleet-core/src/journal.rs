@@ -29,7 +29,7 @@ use crate::event::Event;
 use crate::id::{ThreadId, TurnId, WorkUnitId};
 use crate::money::Usd;
 use crate::pricing::PriceTable;
-use crate::store::{DynEventStore, ExpectedVersion, StoreError};
+use crate::store::{CheckedEvents, DynEventStore, StoreError};
 use crate::thread::Thread;
 use crate::usage::TokenUsage;
 use crate::work_unit::WorkUnitState;
@@ -373,7 +373,7 @@ async fn append_queued(inner: Arc<Inner>) {
         let count = events.len() as u64;
         let appended = inner
             .store
-            .append_dyn(inner.thread_id, ExpectedVersion::Exact(base), events)
+            .append_checked_dyn(inner.thread_id, CheckedEvents::new(base, events))
             .await;
         {
             let mut state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -391,6 +391,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::store::ExpectedVersion;
     use crate::store::memory::MemoryStore;
 
     /// A new thread in `store` with a running workflow root.

@@ -100,7 +100,9 @@ pub use sandbox::SandboxPolicy;
 pub use store::memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteStore;
-pub use store::{Appended, DynEventStore, EventStore, ExpectedVersion, StoreError, Subscription};
+pub use store::{
+    Appended, CheckedEvents, DynEventStore, EventStore, ExpectedVersion, StoreError, Subscription,
+};
 pub use thread::{Changes, Thread, Turn, Violation, apply, project};
 pub use usage::TokenUsage;
 pub use work_unit::{ProviderRefs, WorkUnit, WorkUnitKind, WorkUnitRecord, WorkUnitState};

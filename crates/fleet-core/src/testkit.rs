@@ -16,7 +16,7 @@ use crate::activity::{ActivityKind, LogLevel};
 use crate::command::{Command, Recorder};
 use crate::event::{Event, TurnState};
 use crate::id::{ThreadId, TurnId};
-use crate::store::{EventStore, ExpectedVersion, StoreError};
+use crate::store::{CheckedEvents, EventStore, ExpectedVersion, StoreError};
 use crate::thread::{Violation, project};
 use crate::usage::TokenUsage;
 use crate::work_unit::{WorkUnitKind, WorkUnitRecord, WorkUnitState};
@@ -68,6 +68,92 @@ where
     snapshot_matches_projection(&make().await).await;
     subscriptions_see_every_event(&make().await).await;
     concurrent_writers_one_wins(&make().await).await;
+    checked_appends_are_versioned_and_fold_in(&make().await).await;
+}
+
+/// Checked appends (what recorders and journals send) need only the version to match, and the
+/// store's model holds them afterwards: reads, snapshots and plain appends checked against
+/// the model all see them.
+async fn checked_appends_are_versioned_and_fold_in<S: EventStore>(store: &S) {
+    let id = ThreadId::new();
+    let (turn, turn_id, root) = turn_started(id);
+    store
+        .append_checked(id, CheckedEvents::new(0, vec![created(id), turn.clone()]))
+        .await
+        .expect("a checked append to a new stream");
+    match store
+        .append_checked(id, CheckedEvents::new(1, vec![turn]))
+        .await
+    {
+        Err(e @ StoreError::Conflict { actual: 2, .. }) => assert!(e.is_retryable()),
+        other => panic!("a checked append at the wrong version must conflict, got {other:?}"),
+    }
+    let running = |unit, state| Event::WorkUnitStateChanged {
+        work_unit_id: unit,
+        state,
+        error: None,
+        at: Timestamp::now(),
+    };
+    let child = WorkUnitRecord::new(
+        id,
+        turn_id,
+        Some(root.id),
+        WorkUnitKind::DelegatedAgent,
+        WorkUnitState::Pending,
+        Timestamp::now(),
+    );
+    let added = store
+        .append_checked(
+            id,
+            CheckedEvents::new(
+                2,
+                vec![
+                    Event::WorkUnitUpserted {
+                        work_unit: child.clone(),
+                    },
+                    running(child.id, WorkUnitState::Running),
+                ],
+            ),
+        )
+        .await
+        .expect("checked events at the stream's version");
+    assert_eq!(added.version, 4);
+    // A plain append is checked against a model that holds the checked events.
+    store
+        .append(
+            id,
+            ExpectedVersion::Exact(4),
+            vec![running(child.id, WorkUnitState::Completed)],
+        )
+        .await
+        .expect("the unit the checked events made exists");
+    match store
+        .append(
+            id,
+            ExpectedVersion::Exact(5),
+            vec![running(child.id, WorkUnitState::Running)],
+        )
+        .await
+    {
+        Err(StoreError::Rejected { index: 0, .. }) => {}
+        other => panic!("a finished unit cannot run again, got {other:?}"),
+    }
+    let events = store.read_stream(id, 0, 100).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(
+        store.read_stream(id, 3, 1).await.unwrap()[0].version,
+        4,
+        "reads start mid-append"
+    );
+    let snapshot = store.snapshot(id).await.unwrap().expect("the thread");
+    assert_eq!(Some(snapshot.clone()), project(id, events.iter().map(|e| &e.event)));
+    assert_eq!(
+        snapshot.work_unit(child.id).map(|u| u.state),
+        Some(WorkUnitState::Completed)
+    );
 }
 
 async fn versions_and_conflicts<S: EventStore>(store: &S) {

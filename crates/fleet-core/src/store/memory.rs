@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use super::{Appended, EventStore, ExpectedVersion, StoreError, StreamState};
+use super::{Appended, CheckedEvents, EventStore, ExpectedVersion, StoreError, StreamState};
 use crate::event::{Event, RecordedEvent};
 use crate::id::ThreadId;
 use crate::thread::Thread;
@@ -15,7 +15,31 @@ use crate::thread::Thread;
 #[derive(Default)]
 struct Inner {
     events: Vec<RecordedEvent>,
-    streams: HashMap<ThreadId, (StreamState, Vec<usize>)>,
+    streams: HashMap<ThreadId, Stream>,
+}
+
+/// One thread's events and read model.
+#[derive(Default)]
+struct Stream {
+    /// The model, with the first `applied` events of `positions` folded in.
+    state: StreamState,
+    /// Where its events are in `Inner::events`, in order.
+    positions: Vec<usize>,
+    /// How many of them the model holds: checked appends are folded in when the model is
+    /// next needed.
+    applied: usize,
+}
+
+impl Stream {
+    /// Folds the events the model does not hold yet into it.
+    fn catch_up(&mut self, id: ThreadId, events: &[RecordedEvent]) {
+        for &i in &self.positions[self.applied..] {
+            // Checked against this model at their version, so they apply; one that did not
+            // would be skipped, as the projector skips it.
+            let _ = crate::thread::apply(&mut self.state.thread, id, &events[i].event);
+        }
+        self.applied = self.positions.len();
+    }
 }
 
 /// An [`EventStore`] that keeps everything in memory. Cheap to clone; clones share the events.
@@ -58,30 +82,55 @@ impl MemoryStore {
     fn append_now(
         &self,
         thread: ThreadId,
-        expected: ExpectedVersion,
+        expect: Result<ExpectedVersion, u64>,
         events: Vec<Event>,
     ) -> Result<Appended, StoreError> {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        let (state, positions) = inner.streams.entry(thread).or_default();
-        if let Err(e) = state.append(thread, expected, &events) {
-            if matches!(e, StoreError::Rejected { index, .. } if index > 0) {
-                // Undo the batch's first events: fold the stream again from what is stored.
-                state.thread = crate::thread::project(
-                    thread,
-                    positions.iter().map(|&i| &inner.events[i].event),
-                );
+        let stream = inner.streams.entry(thread).or_default();
+        match expect {
+            Ok(expected) => {
+                stream.catch_up(thread, &inner.events);
+                if let Err(e) = stream.state.append(thread, expected, &events) {
+                    if matches!(e, StoreError::Rejected { index, .. } if index > 0) {
+                        // Undo the batch's first events: fold the stream again from what is
+                        // stored.
+                        stream.state.thread = crate::thread::project(
+                            thread,
+                            stream.positions.iter().map(|&i| &inner.events[i].event),
+                        );
+                    }
+                    if stream.positions.is_empty() {
+                        inner.streams.remove(&thread);
+                    }
+                    return Err(e);
+                }
+                stream.applied += events.len();
             }
-            if state.thread.is_none() {
-                inner.streams.remove(&thread);
+            // Checked events: the version is all there is to check.
+            Err(base) => {
+                let actual = stream.positions.len() as u64;
+                if events.is_empty() || base != actual {
+                    if stream.positions.is_empty() {
+                        inner.streams.remove(&thread);
+                    }
+                    return Err(if events.is_empty() {
+                        StoreError::Empty(thread)
+                    } else {
+                        StoreError::Conflict {
+                            thread,
+                            expected: ExpectedVersion::Exact(base),
+                            actual,
+                        }
+                    });
+                }
             }
-            return Err(e);
         }
-        let first_version = state.version() + 1 - events.len() as u64;
+        let first_version = stream.positions.len() as u64 + 1;
         let recorded_at = Timestamp::now();
         let first_position = inner.events.len() as u64 + 1;
         for (i, event) in events.into_iter().enumerate() {
-            positions.push(inner.events.len());
+            stream.positions.push(inner.events.len());
             inner.events.push(RecordedEvent {
                 position: inner.events.len() as u64 + 1,
                 thread_id: thread,
@@ -93,7 +142,7 @@ impl MemoryStore {
         let appended = Appended {
             first_position,
             last_position: inner.events.len() as u64,
-            version: state.version(),
+            version: stream.positions.len() as u64,
             recorded_at,
         };
         super::publish_head(&self.head, appended.last_position);
@@ -109,7 +158,17 @@ impl EventStore for MemoryStore {
         events: Vec<Event>,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
         // Ordered at call time, like a durable store's queue.
-        let result = self.append_now(thread, expected, events);
+        let result = self.append_now(thread, Ok(expected), events);
+        async move { result }
+    }
+
+    fn append_checked(
+        &self,
+        thread: ThreadId,
+        events: CheckedEvents,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+        let base = events.base();
+        let result = self.append_now(thread, Err(base), events.into_events());
         async move { result }
     }
 
@@ -123,7 +182,7 @@ impl EventStore for MemoryStore {
         let events = inner
             .streams
             .get(&thread)
-            .map(|(_, positions)| {
+            .map(|Stream { positions, .. }| {
                 let start = usize::try_from(after_version)
                     .unwrap_or(usize::MAX)
                     .min(positions.len());
@@ -159,11 +218,12 @@ impl EventStore for MemoryStore {
         &self,
         thread: ThreadId,
     ) -> impl Future<Output = Result<Option<Thread>, StoreError>> + Send {
-        let snapshot = self
-            .lock()
-            .streams
-            .get(&thread)
-            .and_then(|(state, _)| state.thread.clone());
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let snapshot = inner.streams.get_mut(&thread).and_then(|stream| {
+            stream.catch_up(thread, &inner.events);
+            stream.state.thread.clone()
+        });
         async move { Ok(snapshot) }
     }
 }

@@ -158,6 +158,42 @@ impl StoreError {
     }
 }
 
+/// Events already checked against a thread's read model at version [`CheckedEvents::base`],
+/// as [`Recorder`](crate::command::Recorder) and [`Journal`](crate::journal::Journal) check
+/// every event before appending it. A stream still at `base` has the model they were checked
+/// against, so a store may take them with a version check alone (see
+/// [`EventStore::append_checked`]). Only fleet-core makes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedEvents {
+    base: u64,
+    events: Vec<Event>,
+}
+
+impl CheckedEvents {
+    /// Events that applied, in order, to the thread at version `base`.
+    pub(crate) fn new(base: u64, events: Vec<Event>) -> Self {
+        Self { base, events }
+    }
+
+    /// The version they were checked at: the append expects the stream there.
+    #[must_use]
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The events.
+    #[must_use]
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// The events, owned.
+    #[must_use]
+    pub fn into_events(self) -> Vec<Event> {
+        self.events
+    }
+}
+
 /// A boxed future, for [`DynEventStore`].
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -178,6 +214,22 @@ pub trait EventStore: Send + Sync {
         expected: ExpectedVersion,
         events: Vec<Event>,
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send;
+
+    /// Appends events checked against the thread at version `events.base()`: the same as
+    /// `append(thread, ExpectedVersion::Exact(base), events)`, except that the store may skip
+    /// checking the events against its own model, or check them later. The default does the
+    /// plain append.
+    ///
+    /// # Errors
+    /// As [`EventStore::append`].
+    fn append_checked(
+        &self,
+        thread: ThreadId,
+        events: CheckedEvents,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+        let base = events.base();
+        self.append(thread, ExpectedVersion::Exact(base), events.into_events())
+    }
 
     /// Up to `limit` events of `thread` with version greater than `after_version`, in order.
     ///
@@ -298,6 +350,12 @@ pub trait DynEventStore: Send + Sync {
         expected: ExpectedVersion,
         events: Vec<Event>,
     ) -> BoxFuture<'_, Result<Appended, StoreError>>;
+    /// See [`EventStore::append_checked`].
+    fn append_checked_dyn(
+        &self,
+        thread: ThreadId,
+        events: CheckedEvents,
+    ) -> BoxFuture<'_, Result<Appended, StoreError>>;
     /// See [`EventStore::read_stream`].
     fn read_stream_dyn(
         &self,
@@ -325,6 +383,13 @@ impl<T: EventStore> DynEventStore for T {
         events: Vec<Event>,
     ) -> BoxFuture<'_, Result<Appended, StoreError>> {
         Box::pin(self.append(thread, expected, events))
+    }
+    fn append_checked_dyn(
+        &self,
+        thread: ThreadId,
+        events: CheckedEvents,
+    ) -> BoxFuture<'_, Result<Appended, StoreError>> {
+        Box::pin(self.append_checked(thread, events))
     }
     fn read_stream_dyn(
         &self,
@@ -358,6 +423,13 @@ impl EventStore for dyn DynEventStore + '_ {
     ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
         self.append_dyn(thread, expected, events)
     }
+    fn append_checked(
+        &self,
+        thread: ThreadId,
+        events: CheckedEvents,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+        self.append_checked_dyn(thread, events)
+    }
     fn read_stream(
         &self,
         thread: ThreadId,
@@ -389,6 +461,9 @@ macro_rules! forward_event_store {
         impl<T: EventStore + ?Sized> EventStore for $ty {
             fn append(&self, thread: ThreadId, expected: ExpectedVersion, events: Vec<Event>) -> impl Future<Output = Result<Appended, StoreError>> + Send {
                 (**self).append(thread, expected, events)
+            }
+            fn append_checked(&self, thread: ThreadId, events: CheckedEvents) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+                (**self).append_checked(thread, events)
             }
             fn read_stream(&self, thread: ThreadId, after_version: u64, limit: usize) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
                 (**self).read_stream(thread, after_version, limit)

@@ -42,8 +42,8 @@ use tokio::sync::{oneshot, watch};
 
 pub use self::schema::SCHEMA_VERSION;
 pub use self::writer::RebuildStats;
-use self::writer::{PendingAppend, Request, Writer};
-use super::{Appended, EventStore, ExpectedVersion, StoreError};
+use self::writer::{Expect, PendingAppend, Request, Writer};
+use super::{Appended, CheckedEvents, EventStore, ExpectedVersion, StoreError};
 use crate::event::{Event, RecordedEvent};
 use crate::id::ThreadId;
 use crate::money::{Cost, Usd};
@@ -109,10 +109,11 @@ impl SqliteStore {
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         schema::migrate(&mut conn)?;
-        let last: i64 =
-            conn.query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-                r.get(0)
-            })?;
+        let last: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(last_position), 0) FROM event_batches",
+            [],
+            |r| r.get(0),
+        )?;
         let (head_tx, head) = watch::channel(u64::try_from(last).unwrap_or(0));
         // The writer checkpoints when it is idle or the log has grown large, not every 1000
         // pages in the middle of a burst of appends.
@@ -180,7 +181,7 @@ impl SqliteStore {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
             "SELECT model, SUM(input), SUM(output), SUM(cache_write), SUM(cache_write_1h), SUM(cache_read),
-                    SUM(COALESCE(cost_nanos, 0)), SUM(cost_nanos IS NULL), COUNT(*)
+                    SUM(cost_nanos), SUM(unpriced), SUM(records)
              FROM usage_ledger WHERE at_us >= ?1 GROUP BY model ORDER BY model",
         )?;
         let since = since.map_or(i64::MIN, |t| t.as_microsecond());
@@ -225,17 +226,24 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn query_events(
+    /// The events of the batches `sql` selects (as `first_position, thread_id, first_version,
+    /// recorded_at, events`, in order), after those `skip` refuses, up to `limit`.
+    fn query_batches(
         &self,
         sql: &str,
         params: impl rusqlite::Params,
+        skip: impl Fn(&RecordedEvent) -> bool,
+        limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params)?;
         let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(rows::event_row(row)?);
+        while out.len() < limit
+            && let Some(row) = rows.next()?
+        {
+            let wanted = rows::batch_rows(row)?.into_iter().filter(|e| !skip(e));
+            out.extend(wanted.take(limit - out.len()));
         }
         Ok(out)
     }
@@ -251,10 +259,6 @@ impl Drop for SqliteStore {
     }
 }
 
-fn limit(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
 impl EventStore for SqliteStore {
     fn append(
         &self,
@@ -266,8 +270,26 @@ impl EventStore for SqliteStore {
         let (reply, done) = oneshot::channel();
         let sent = self.send(Request::Append(PendingAppend {
             thread,
-            expected,
+            expect: Expect::Unchecked(expected),
             events,
+            reply,
+        }));
+        async move {
+            sent?;
+            done.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
+    fn append_checked(
+        &self,
+        thread: ThreadId,
+        events: CheckedEvents,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send {
+        let (reply, done) = oneshot::channel();
+        let sent = self.send(Request::Append(PendingAppend {
+            thread,
+            expect: Expect::Checked(events.base()),
+            events: events.into_events(),
             reply,
         }));
         async move {
@@ -282,9 +304,11 @@ impl EventStore for SqliteStore {
         after_version: u64,
         limit_: usize,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
-        let result = self.query_events(
-            "SELECT position, thread_id, version, data, recorded_at FROM events WHERE thread_id = ?1 AND version > ?2 ORDER BY version LIMIT ?3",
-            rusqlite::params![thread.to_string(), i64::try_from(after_version).unwrap_or(i64::MAX), limit(limit_)],
+        let result = self.query_batches(
+            "SELECT first_position, thread_id, first_version, recorded_at, events FROM event_batches WHERE thread_id = ?1 AND last_version > ?2 ORDER BY last_version",
+            rusqlite::params![thread.to_string(), i64::try_from(after_version).unwrap_or(i64::MAX)],
+            |e| e.version <= after_version,
+            limit_,
         );
         async move { result }
     }
@@ -294,9 +318,14 @@ impl EventStore for SqliteStore {
         after: u64,
         limit_: usize,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
-        let result = self.query_events(
-            "SELECT position, thread_id, version, data, recorded_at FROM events WHERE position > ?1 ORDER BY position LIMIT ?2",
-            rusqlite::params![i64::try_from(after).unwrap_or(i64::MAX), limit(limit_)],
+        // The batch holding position `after + 1` starts at or before it: from there on.
+        let result = self.query_batches(
+            "SELECT first_position, thread_id, first_version, recorded_at, events FROM event_batches
+             WHERE first_position >= (SELECT COALESCE(MAX(first_position), 0) FROM event_batches WHERE first_position <= ?1)
+             ORDER BY first_position",
+            [i64::try_from(after).unwrap_or(i64::MAX)],
+            |e| e.position <= after,
+            limit_,
         );
         async move { result }
     }

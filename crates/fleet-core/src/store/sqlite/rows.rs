@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::activity::Activity;
-use crate::event::{BudgetAlert, RecordedEvent};
+use crate::event::{BudgetAlert, Event, RecordedEvent};
 use crate::id::ThreadId;
 use crate::store::StoreError;
 use crate::thread::{Changes, Thread, Turn};
@@ -189,26 +189,57 @@ pub(crate) fn load_thread(conn: &Connection, id: ThreadId) -> Result<Loaded, Sto
     let key = id.to_string();
     let mut thread = load_rows(conn, &key)?;
     let after = thread.as_ref().map_or(0, |t| t.version);
-    let mut stmt = conn.prepare_cached(
-        "SELECT position, thread_id, version, data, recorded_at FROM events WHERE thread_id = ?1 AND version > ?2 ORDER BY version",
-    )?;
-    let mut rows = stmt.query(params![key, i64::try_from(after).unwrap_or(i64::MAX)])?;
     let mut behind = Changes::default();
     let mut behind_events = 0;
-    while let Some(row) = rows.next()? {
-        let recorded = event_row(row)?;
+    for_each_event_after(conn, &key, after, |event| {
         behind_events += 1;
         // An event that cannot apply was never accepted by a store; skipping it is what the
         // projector does (`thread::project`).
-        if let Ok(changes) = crate::thread::apply(&mut thread, id, &recorded.event) {
+        if let Ok(changes) = crate::thread::apply(&mut thread, id, event) {
             behind.merge(changes);
         }
-    }
+    })?;
     Ok(Loaded {
         thread,
         behind,
         behind_events,
     })
+}
+
+/// Calls `f` with each event of thread `key` after version `after`, in order.
+fn for_each_event_after(
+    conn: &Connection,
+    key: &str,
+    after: u64,
+    mut f: impl FnMut(&Event),
+) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT first_position, first_version, events FROM event_batches WHERE thread_id = ?1 AND last_version > ?2 ORDER BY last_version",
+    )?;
+    let mut rows = stmt.query(params![key, i64::try_from(after).unwrap_or(i64::MAX)])?;
+    while let Some(row) = rows.next()? {
+        let first_version = u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0);
+        let events = decode_batch(row.get(0)?, row.get_ref(2)?)?;
+        for (i, event) in events.iter().enumerate() {
+            if first_version + i as u64 > after {
+                f(event);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a batch's `events` column.
+fn decode_batch(
+    first_position: i64,
+    data: rusqlite::types::ValueRef<'_>,
+) -> Result<Vec<Event>, StoreError> {
+    let what = || format!("event batch at position {first_position}");
+    let text = data.as_str().map_err(|e| StoreError::Corrupt {
+        what: what(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(text).map_err(|e| corrupt(what(), &e))
 }
 
 /// Reads a thread's projection rows.
@@ -263,30 +294,35 @@ fn load_rows(conn: &Connection, key: &str) -> Result<Option<Thread>, StoreError>
     )))
 }
 
-/// Decodes an `events` row selected as `position, thread_id, version, data, recorded_at`.
-pub(crate) fn event_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
-    let position: i64 = row.get(0)?;
-    let what = || format!("event at position {position}");
+/// Decodes a batch row selected as `first_position, thread_id, first_version, recorded_at,
+/// events` into its events, each with its position and version.
+pub(crate) fn batch_rows(row: &rusqlite::Row<'_>) -> Result<Vec<RecordedEvent>, StoreError> {
+    let first_position: i64 = row.get(0)?;
+    let what = || format!("event batch at position {first_position}");
     let thread: String = row.get(1)?;
     let thread_id = ThreadId::parse(&thread).map_err(|e| StoreError::Corrupt {
         what: what(),
         reason: e.to_string(),
     })?;
-    let version: i64 = row.get(2)?;
-    let data: String = row.get(3)?;
-    let event = serde_json::from_str(&data).map_err(|e| corrupt(what(), &e))?;
-    let recorded: String = row.get(4)?;
+    let first_version = u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0);
+    let recorded: String = row.get(3)?;
     let recorded_at = recorded
         .parse()
         .map_err(|e: jiff::Error| StoreError::Corrupt {
             what: what(),
             reason: e.to_string(),
         })?;
-    Ok(RecordedEvent {
-        position: u64::try_from(position).unwrap_or(0),
-        thread_id,
-        version: u64::try_from(version).unwrap_or(0),
-        recorded_at,
-        event,
-    })
+    let events = decode_batch(first_position, row.get_ref(4)?)?;
+    let first_position = u64::try_from(first_position).unwrap_or(0);
+    Ok(events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| RecordedEvent {
+            position: first_position + i as u64,
+            thread_id,
+            version: first_version + i as u64,
+            recorded_at,
+            event,
+        })
+        .collect())
 }

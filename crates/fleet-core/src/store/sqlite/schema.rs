@@ -8,7 +8,12 @@ use crate::store::StoreError;
 /// Each migration takes the database from the version before it to its own (index + 1).
 type Migration = fn(&Connection) -> Result<(), StoreError>;
 
-const MIGRATIONS: &[Migration] = &[v1_initial, v2_usage_ledger, v3_state_change_events];
+const MIGRATIONS: &[Migration] = &[
+    v1_initial,
+    v2_usage_ledger,
+    v3_state_change_events,
+    v4_event_batches,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -122,13 +127,14 @@ fn v2_usage_ledger(conn: &Connection) -> Result<(), StoreError> {
             what: format!("event at position {position}"),
             reason: e.to_string(),
         })?;
-        insert_ledger_row(conn, position, &thread_id, &event)?;
+        insert_v2_ledger_row(conn, position, &thread_id, &event)?;
     }
     Ok(())
 }
 
-/// Writes the ledger row of a `usage_recorded` event (other events write nothing).
-pub(crate) fn insert_ledger_row(
+/// Writes the ledger row of a `usage_recorded` event in the version-2 layout (other events
+/// write nothing); only the version-2 migration writes this layout.
+fn insert_v2_ledger_row(
     conn: &Connection,
     position: i64,
     thread_id: &str,
@@ -162,5 +168,126 @@ pub(crate) fn insert_ledger_row(
         n(usage.cache_read),
         cost.map(|c| c.nanos()),
     ])?;
+    Ok(())
+}
+
+/// Version 4: the log is stored as batches, one row per append holding its events as a JSON
+/// array (a fan-out appends thousands of events in a few hundred appends, and a row per event
+/// made the inserts most of the writer's work), and the usage ledger has one row per batch
+/// and model, summed, instead of one per `usage_recorded` event. Each old event becomes a
+/// batch of one; each old ledger row a sum of one.
+fn v4_event_batches(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "
+        CREATE TABLE event_batches (
+            first_position INTEGER PRIMARY KEY,
+            last_position INTEGER NOT NULL,
+            thread_id TEXT NOT NULL,
+            first_version INTEGER NOT NULL,
+            last_version INTEGER NOT NULL,
+            recorded_at TEXT NOT NULL,
+            events TEXT NOT NULL,
+            UNIQUE (thread_id, last_version)
+        );
+        INSERT INTO event_batches
+            SELECT position, position, thread_id, version, version, recorded_at, '[' || data || ']'
+            FROM events;
+        DROP TABLE events;
+        CREATE TABLE usage_by_batch (
+            position INTEGER NOT NULL,
+            thread_id TEXT NOT NULL,
+            model TEXT,
+            at_us INTEGER NOT NULL,
+            input INTEGER NOT NULL,
+            output INTEGER NOT NULL,
+            cache_write INTEGER NOT NULL,
+            cache_write_1h INTEGER NOT NULL,
+            cache_read INTEGER NOT NULL,
+            cost_nanos INTEGER NOT NULL,
+            unpriced INTEGER NOT NULL,
+            records INTEGER NOT NULL
+        );
+        INSERT INTO usage_by_batch
+            SELECT position, thread_id, model, at_us, input, output, cache_write, cache_write_1h,
+                   cache_read, COALESCE(cost_nanos, 0), cost_nanos IS NULL, 1
+            FROM usage_ledger;
+        DROP TABLE usage_ledger;
+        ALTER TABLE usage_by_batch RENAME TO usage_ledger;
+        CREATE INDEX usage_ledger_by_time ON usage_ledger (at_us);
+        ",
+    )?;
+    Ok(())
+}
+
+/// The usage of one batch and model, as the ledger sums it.
+#[derive(Debug, Default)]
+struct LedgerSum {
+    usage: crate::usage::TokenUsage,
+    cost_nanos: i64,
+    unpriced: i64,
+    records: i64,
+    /// The latest `at` of the batch's usage events.
+    at_us: i64,
+}
+
+/// Writes the ledger rows of a batch that starts at `position`: one per model, summing its
+/// `usage_recorded` events (a batch without any writes none).
+pub(crate) fn insert_ledger_rows(
+    conn: &Connection,
+    position: i64,
+    thread_id: &str,
+    events: &[Event],
+) -> Result<(), StoreError> {
+    // Batches hold one model or a few: a list beats a map.
+    let mut sums: Vec<(Option<&str>, LedgerSum)> = Vec::new();
+    for event in events {
+        let Event::UsageRecorded {
+            model,
+            usage,
+            cost,
+            at,
+            ..
+        } = event
+        else {
+            continue;
+        };
+        let model = model.as_deref();
+        let index = match sums.iter().position(|(m, _)| *m == model) {
+            Some(index) => index,
+            None => {
+                sums.push((model, LedgerSum::default()));
+                sums.len() - 1
+            }
+        };
+        let sum = &mut sums[index].1;
+        sum.usage += *usage;
+        match cost {
+            Some(cost) => sum.cost_nanos = sum.cost_nanos.saturating_add(cost.nanos()),
+            None => sum.unpriced += 1,
+        }
+        sum.records += 1;
+        sum.at_us = sum.at_us.max(at.as_microsecond());
+    }
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    for (model, sum) in sums {
+        conn.prepare_cached(
+            "INSERT INTO usage_ledger (position, thread_id, model, at_us, input, output, cache_write, cache_write_1h, cache_read, cost_nanos, unpriced, records)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            position,
+            thread_id,
+            model,
+            sum.at_us,
+            n(sum.usage.input),
+            n(sum.usage.output),
+            n(sum.usage.cache_write),
+            n(sum.usage.cache_write_1h),
+            n(sum.usage.cache_read),
+            sum.cost_nanos,
+            sum.unpriced,
+            sum.records,
+        ])?;
+    }
     Ok(())
 }

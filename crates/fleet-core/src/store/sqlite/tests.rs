@@ -28,7 +28,7 @@ fn a_version_1_database_migrates_and_reads() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(version, SCHEMA_VERSION);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     runtime().block_on(async {
         let id = ThreadId::parse("0190b0e4-6f1c-7d2a-9b3e-5c4d3e2f1a0b").unwrap();
         let events = store.read_stream(id, 0, 100).await.unwrap();
@@ -402,5 +402,71 @@ fn a_refused_append_in_a_group_does_not_touch_the_others() {
         assert_eq!(store.read_all(0, 10).await.unwrap().len(), 2);
         assert!(store.snapshot(bad).await.unwrap().is_none());
         assert_eq!(store.snapshot(good).await.unwrap().unwrap().turns.len(), 1);
+    });
+}
+
+#[test]
+fn the_ledger_sums_each_batch_by_model_and_counts_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("fleet.db")).unwrap();
+    runtime().block_on(async {
+        let mut rec = Recorder::create(&store, None).await.unwrap();
+        let (_, root) = rec.start_turn(WorkUnitKind::Workflow, None).await.unwrap();
+        let usage = |input| TokenUsage {
+            input,
+            output: 1,
+            ..TokenUsage::default()
+        };
+        let priced = |model: &str, input, nanos| Command::RecordPricedUsage {
+            work_unit_id: root,
+            model: Some(model.into()),
+            usage: usage(input),
+            cost: Usd::from_nanos(nanos),
+        };
+        // One append: two models, one of them also unpriced once.
+        let results = rec
+            .execute_batch(vec![
+                priced("a", 10, 100),
+                priced("b", 20, 200),
+                priced("a", 30, 300),
+                Command::RecordUsage {
+                    work_unit_id: root,
+                    model: Some("a-unknown-model".into()),
+                    usage: usage(40),
+                },
+            ])
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        // And one more append of model a.
+        rec.execute(priced("a", 50, 500)).await.unwrap();
+        let rows: i64 = store
+            .reader()
+            .query_row("SELECT COUNT(*) FROM usage_ledger", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 4, "a row per batch and model: (1, a), (1, b), (1, ?), (2, a)");
+        let by_model = store.usage_by_model(None).unwrap();
+        let summary: Vec<_> = by_model
+            .iter()
+            .map(|m| {
+                (
+                    m.model.as_deref().unwrap_or("-"),
+                    m.usage.input,
+                    m.cost.usd.nanos(),
+                    m.cost.unpriced,
+                    m.records,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("a", 90, 900, 0, 3),
+                ("a-unknown-model", 40, 0, 1, 1),
+                ("b", 20, 200, 0, 1)
+            ]
+        );
+        // Rebuilding the ledger from the log gives the same sums.
+        store.rebuild_projections().await.unwrap();
+        assert_eq!(store.usage_by_model(None).unwrap(), by_model);
     });
 }

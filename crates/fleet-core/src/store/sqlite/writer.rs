@@ -1,15 +1,23 @@
 //! The single writer: one thread owns the write connection and commits appends in groups.
 //!
 //! Appends from many tasks queue up while a commit is being synced; the next commit takes all of
-//! them in one transaction (each in its own savepoint, so one refused append does not affect the
-//! others). Every append is durable before its caller hears back, and the fsync is shared.
+//! them in one transaction. Every append is checked before anything of it is written, so one
+//! refused append leaves the others of its group alone. Every append is durable before its
+//! caller hears back, and the fsync is shared.
+//!
+//! An append is one row of `event_batches`: its events as one JSON array. A fan-out appends
+//! thousands of events in a few hundred appends, and a row per event made the inserts most of
+//! the writer's work.
 //!
 //! The log is the truth; the projection rows (threads, turns, work units, activities) are a
-//! snapshot of it at the version the thread row holds. The writer keeps each busy thread's
-//! model in memory and writes the rows that changed when it is idle, when a thread is
-//! `PROJECT_EVERY` events behind, or when it closes: a burst of appends writes each event
-//! once, not every work unit it touches at every step. A reader takes the rows and applies
-//! the events after their version, in one read transaction, so it always sees the log.
+//! snapshot of it at the version the thread row holds. Appends of [`CheckedEvents`] (what a
+//! journal or recorder sends) are taken with a version check alone: the writer keeps them and
+//! folds them into the thread's model only when it projects, which it does when it is idle,
+//! when a thread is [`PROJECT_EVERY`] events behind, or when it closes. Other appends are
+//! checked against the model at once. A reader takes the rows and applies the events after
+//! their version, in one read transaction, so it always sees the log.
+//!
+//! [`CheckedEvents`]: crate::store::CheckedEvents
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,32 +25,40 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{oneshot, watch};
 
 use super::rows;
-use super::schema::insert_ledger_row;
+use super::schema::insert_ledger_rows;
 use crate::event::Event;
 use crate::id::ThreadId;
 use crate::store::{Appended, ExpectedVersion, StoreError, StreamState};
 use crate::thread::{Changes, apply};
 
-/// How many threads' read models the writer keeps (others are loaded from their rows).
+/// How many threads the writer keeps (others are loaded again when they are appended to).
 const CACHED_THREADS: usize = 256;
 /// A thread's rows are written once it is this many events ahead of them, so that a reader
 /// never has more than this many events to apply on top of the rows.
 const PROJECT_EVERY: usize = 8192;
 /// Most appends committed together.
 const GROUP: usize = 512;
-/// The writer checkpoints the log into the database after this long without appends...
+/// The writer projects and checkpoints after this long without appends...
 const IDLE: Duration = Duration::from_millis(25);
-/// ...or at once after a commit that leaves the log larger than this.
+/// ...or checkpoints at once after a commit that leaves the log larger than this.
 const LARGE_LOG: u64 = 32 << 20;
+
+/// How an append expects the stream.
+pub(super) enum Expect {
+    /// At a version (or none), with events the store must check.
+    Unchecked(ExpectedVersion),
+    /// At exactly this version, with events checked against the model there.
+    Checked(u64),
+}
 
 /// One queued append and where to send its outcome.
 pub(super) struct PendingAppend {
     pub(super) thread: ThreadId,
-    pub(super) expected: ExpectedVersion,
+    pub(super) expect: Expect,
     pub(super) events: Vec<Event>,
     pub(super) reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
@@ -67,9 +83,8 @@ pub struct RebuildStats {
     pub micros: u64,
 }
 
-/// A thread the writer holds in memory.
-struct Cached {
-    /// The model, for checking appends.
+/// A thread's read model as the writer holds it.
+struct Model {
     state: StreamState,
     /// What changed since the thread's rows were written.
     behind: Changes,
@@ -77,15 +92,35 @@ struct Cached {
     behind_events: usize,
 }
 
+/// A thread the writer has appended to.
+struct Stream {
+    /// How many events the log holds.
+    version: u64,
+    /// The model as of `version - unapplied.len()`; `None` until something needs it.
+    model: Option<Model>,
+    /// Stored checked events not yet folded into the model (empty without a model: the
+    /// model is then loaded from the rows and the log).
+    unapplied: Vec<Event>,
+}
+
+impl Stream {
+    /// Events whose rows are not written yet.
+    fn lag(&self) -> usize {
+        self.model.as_ref().map_or(0, |m| m.behind_events) + self.unapplied.len()
+    }
+}
+
 pub(super) struct Writer {
     conn: Connection,
-    cache: HashMap<ThreadId, Cached>,
+    streams: HashMap<ThreadId, Stream>,
     next_position: i64,
     head: watch::Sender<u64>,
     /// The log file, whose size says when to checkpoint.
     wal: PathBuf,
     /// Whether the log holds commits not yet checkpointed.
     dirty: bool,
+    /// The events of a batch, encoded (kept to reuse its allocation).
+    buffer: Vec<u8>,
 }
 
 impl Writer {
@@ -96,22 +131,23 @@ impl Writer {
     ) -> Result<Self, StoreError> {
         let mut writer = Self {
             conn,
-            cache: HashMap::new(),
+            streams: HashMap::new(),
             next_position: 0,
             head,
             wal,
             dirty: false,
+            buffer: Vec::new(),
         };
         writer.reset_position()?;
         Ok(writer)
     }
 
     fn reset_position(&mut self) -> Result<(), StoreError> {
-        let last: i64 =
-            self.conn
-                .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-                    r.get(0)
-                })?;
+        let last: i64 = self.conn.query_row(
+            "SELECT COALESCE(MAX(last_position), 0) FROM event_batches",
+            [],
+            |r| r.get(0),
+        )?;
         self.next_position = last + 1;
         Ok(())
     }
@@ -143,23 +179,23 @@ impl Writer {
 
     /// Writes the rows of every thread whose rows lag its events, in one transaction. On
     /// failure nothing is lost: the events are committed, and the rows are written later
-    /// from them (the cache is dropped, and reloading gives what is behind).
+    /// from them (the streams are dropped, and reloading gives what is behind).
     fn project_all(&mut self) {
-        if self.cache.values().all(|c| c.behind_events == 0) {
+        if self.streams.values().all(|s| s.lag() == 0) {
             return;
         }
         let result = (|| -> Result<(), StoreError> {
             let tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            for cached in self.cache.values_mut() {
-                project(&tx, cached)?;
+            for (id, stream) in &mut self.streams {
+                project(&tx, *id, stream)?;
             }
             tx.commit()?;
             Ok(())
         })();
         if result.is_err() {
-            self.cache.clear();
+            self.streams.clear();
         } else {
             self.dirty = true;
         }
@@ -201,31 +237,31 @@ impl Writer {
 
     fn commit_group(&mut self, group: Vec<PendingAppend>) {
         let recorded_at = Timestamp::now();
+        let recorded = recorded_at.to_string();
         let mut outcomes: Vec<Result<Appended, StoreError>> = Vec::with_capacity(group.len());
+        let (appends, replies): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|a| ((a.thread, a.expect, a.events), a.reply))
+            .unzip();
         let result = (|| -> Result<(), StoreError> {
-            let mut tx = self
+            let tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            for append in &group {
-                let sp = tx.savepoint()?;
-                match append_one(
-                    &sp,
-                    &mut self.cache,
+            for (thread, expect, events) in appends {
+                let outcome = append_one(
+                    &tx,
+                    &mut self.streams,
+                    &mut self.buffer,
                     &mut self.next_position,
-                    append.thread,
-                    append.expected,
-                    &append.events,
-                    recorded_at,
-                ) {
-                    Ok(appended) => {
-                        sp.commit()?;
-                        outcomes.push(Ok(appended));
-                    }
-                    Err(e) => {
-                        drop(sp); // rolls back this append alone
-                        self.cache.remove(&append.thread);
-                        outcomes.push(Err(e));
-                    }
+                    thread,
+                    expect,
+                    events,
+                    (recorded_at, &recorded),
+                );
+                match outcome {
+                    // A refused append wrote nothing; a failed write fails the whole group.
+                    Err(e @ (StoreError::Sqlite(_) | StoreError::Io { .. })) => return Err(e),
+                    outcome => outcomes.push(outcome),
                 }
             }
             tx.commit()?;
@@ -241,17 +277,17 @@ impl Writer {
                 {
                     crate::store::publish_head(&self.head, last);
                 }
-                for (append, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = append.reply.send(outcome);
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
                 }
             }
             Err(e) => {
-                // Nothing of the group is stored: forget what the cache and counter assumed.
-                self.cache.clear();
+                // Nothing of the group is stored: forget what the streams and counter assumed.
+                self.streams.clear();
                 let _ = self.reset_position();
                 let reason = e.to_string();
-                for append in group {
-                    let _ = append.reply.send(Err(StoreError::CommitFailed {
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::CommitFailed {
                         reason: reason.clone(),
                     }));
                 }
@@ -261,7 +297,7 @@ impl Writer {
 
     fn rebuild(&mut self) -> Result<RebuildStats, StoreError> {
         let started = Instant::now();
-        self.cache.clear();
+        self.streams.clear();
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -273,33 +309,38 @@ impl Writer {
             micros: 0,
         };
         {
-            let mut select = tx.prepare("SELECT position, thread_id, version, data, recorded_at FROM events ORDER BY thread_id, version")?;
+            let mut select = tx.prepare("SELECT first_position, thread_id, first_version, recorded_at, events FROM event_batches ORDER BY thread_id, last_version")?;
             let mut rows = select.query([])?;
             let mut current: Option<(ThreadId, Option<crate::thread::Thread>)> = None;
             while let Some(row) = rows.next()? {
-                let recorded = rows::event_row(row)?;
-                stats.events += 1;
-                if current
-                    .as_ref()
-                    .is_none_or(|(id, _)| *id != recorded.thread_id)
-                {
+                let batch = rows::batch_rows(row)?;
+                let Some(first) = batch.first() else {
+                    continue;
+                };
+                let (position, thread_id) = (first.position, first.thread_id);
+                if current.as_ref().is_none_or(|(id, _)| *id != thread_id) {
                     if let Some((_, Some(thread))) = current.take() {
                         rows::write_all(&tx, &thread)?;
                         stats.threads += 1;
                     }
-                    current = Some((recorded.thread_id, None));
+                    current = Some((thread_id, None));
                 }
-                if let Some((id, thread)) = current.as_mut()
-                    && apply(thread, *id, &recorded.event).is_err()
-                {
-                    stats.skipped += 1;
-                    continue;
+                let mut events = Vec::with_capacity(batch.len());
+                for recorded in batch {
+                    stats.events += 1;
+                    if let Some((id, thread)) = current.as_mut()
+                        && apply(thread, *id, &recorded.event).is_err()
+                    {
+                        stats.skipped += 1;
+                        continue;
+                    }
+                    events.push(recorded.event);
                 }
-                insert_ledger_row(
+                insert_ledger_rows(
                     &tx,
-                    i64::try_from(recorded.position).unwrap_or(i64::MAX),
-                    &recorded.thread_id.to_string(),
-                    &recorded.event,
+                    i64::try_from(position).unwrap_or(i64::MAX),
+                    &thread_id.to_string(),
+                    &events,
                 )?;
             }
             if let Some((_, Some(thread))) = current {
@@ -313,81 +354,174 @@ impl Writer {
     }
 }
 
-/// Writes the rows `cached` is behind on.
-fn project(conn: &Connection, cached: &mut Cached) -> Result<(), StoreError> {
-    if cached.behind_events == 0 {
-        return Ok(());
-    }
-    if let Some(thread) = cached.state.thread.as_ref() {
-        rows::write_changes(conn, thread, &cached.behind)?;
-    }
-    cached.behind = Changes::default();
-    cached.behind_events = 0;
-    Ok(())
-}
-
-fn append_one(
-    conn: &Connection,
-    cache: &mut HashMap<ThreadId, Cached>,
-    next_position: &mut i64,
-    thread: ThreadId,
-    expected: ExpectedVersion,
-    events: &[Event],
-    recorded_at: Timestamp,
-) -> Result<Appended, StoreError> {
-    if !cache.contains_key(&thread) {
-        if cache.len() >= CACHED_THREADS {
-            // Evict one, with its rows brought up to date (were this append to roll back,
-            // they roll back too, and reloading gives what is behind again).
-            if let Some(victim) = cache.keys().next().copied()
-                && let Some(mut evicted) = cache.remove(&victim)
-            {
-                project(conn, &mut evicted)?;
-            }
-        }
-        let loaded = rows::load_thread(conn, thread)?;
-        cache.insert(
-            thread,
-            Cached {
+/// Brings `stream`'s model up to its version: loads it from the rows and the log when there
+/// is none, else folds in the checked events it has not applied yet.
+fn catch_up(conn: &Connection, id: ThreadId, stream: &mut Stream) -> Result<(), StoreError> {
+    match &mut stream.model {
+        None => {
+            let loaded = rows::load_thread(conn, id)?;
+            stream.model = Some(Model {
                 state: StreamState {
                     thread: loaded.thread,
                 },
                 behind: loaded.behind,
                 behind_events: loaded.behind_events,
+            });
+            stream.unapplied.clear();
+        }
+        Some(model) => {
+            for event in stream.unapplied.drain(..) {
+                model.behind_events += 1;
+                // Checked against this same model at their version, so they apply; one that
+                // did not would be skipped, as the projector skips it.
+                if let Ok(changes) = apply(&mut model.state.thread, id, &event) {
+                    model.behind.merge(changes);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the rows `stream` is behind on.
+fn project(conn: &Connection, id: ThreadId, stream: &mut Stream) -> Result<(), StoreError> {
+    if stream.lag() == 0 {
+        return Ok(());
+    }
+    catch_up(conn, id, stream)?;
+    if let Some(model) = &mut stream.model {
+        if let Some(thread) = model.state.thread.as_ref() {
+            rows::write_changes(conn, thread, &model.behind)?;
+        }
+        model.behind = Changes::default();
+        model.behind_events = 0;
+    }
+    Ok(())
+}
+
+/// The stream of `thread`, from the cache or from the log (evicting another, its rows written,
+/// when the cache is full).
+fn stream<'s>(
+    conn: &Connection,
+    streams: &'s mut HashMap<ThreadId, Stream>,
+    thread: ThreadId,
+) -> Result<&'s mut Stream, StoreError> {
+    if !streams.contains_key(&thread) {
+        if streams.len() >= CACHED_THREADS
+            && let Some(victim) = streams.keys().find(|id| **id != thread).copied()
+            && let Some(mut evicted) = streams.remove(&victim)
+        {
+            // Were this group to roll back, these rows roll back too, and reloading the
+            // stream gives what is behind again.
+            project(conn, victim, &mut evicted)?;
+        }
+        let version: Option<i64> = conn
+            .prepare_cached("SELECT MAX(last_version) FROM event_batches WHERE thread_id = ?1")?
+            .query_row([thread.to_string()], |r| r.get(0))
+            .optional()?
+            .flatten();
+        streams.insert(
+            thread,
+            Stream {
+                version: version.and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+                model: None,
+                unapplied: Vec::new(),
             },
         );
     }
-    let Some(cached) = cache.get_mut(&thread) else {
-        return Err(StoreError::Closed);
+    streams.get_mut(&thread).ok_or(StoreError::Closed)
+}
+
+/// Checks one append and writes its batch. A refusal writes nothing and leaves the stream as
+/// it was; a failed write fails the caller's whole transaction.
+#[allow(clippy::too_many_arguments)]
+fn append_one(
+    conn: &Connection,
+    streams: &mut HashMap<ThreadId, Stream>,
+    buffer: &mut Vec<u8>,
+    next_position: &mut i64,
+    thread: ThreadId,
+    expect: Expect,
+    events: Vec<Event>,
+    (recorded_at, recorded): (Timestamp, &str),
+) -> Result<Appended, StoreError> {
+    if events.is_empty() {
+        return Err(StoreError::Empty(thread));
+    }
+    let s = stream(conn, streams, thread)?;
+    let base = s.version;
+    let expected = match expect {
+        Expect::Unchecked(expected) => expected,
+        Expect::Checked(at) => ExpectedVersion::Exact(at),
     };
-    let new_thread = cached.state.thread.is_none();
-    let changes = cached.state.append(thread, expected, events)?;
-    cached.behind.merge(changes);
-    cached.behind_events += events.len();
-    let Some(projected) = cached.state.thread.as_ref() else {
-        return Err(StoreError::Closed);
-    };
-    let first_version = projected.version + 1 - events.len() as u64;
-    let first_position = *next_position;
-    let key = thread.to_string();
-    let recorded = recorded_at.to_string();
+    if !expected.matches(base) {
+        return Err(StoreError::Conflict {
+            thread,
+            expected,
+            actual: base,
+        });
+    }
+    let checked = matches!(expect, Expect::Checked(_));
+    let count = events.len();
+    if !checked || base == 0 {
+        // Checked here and now; a new thread's few events too, so that its rows are written
+        // at once and lists show it.
+        catch_up(conn, thread, s)?;
+        if let Some(model) = &mut s.model {
+            match model.state.append(thread, expected, &events) {
+                Ok(changes) => {
+                    model.behind.merge(changes);
+                    model.behind_events += count;
+                }
+                Err(e) => {
+                    if matches!(e, StoreError::Rejected { index, .. } if index > 0) {
+                        // The batch's first events were applied: load the model again.
+                        s.model = None;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+    buffer.clear();
+    buffer.push(b'[');
     for (i, event) in events.iter().enumerate() {
-        let position = first_position + i as i64;
-        let data = serde_json::to_string(event).map_err(|e| StoreError::Corrupt {
+        if i > 0 {
+            buffer.push(b',');
+        }
+        serde_json::to_writer(&mut *buffer, event).map_err(|e| StoreError::Corrupt {
             what: "new event".into(),
             reason: e.to_string(),
         })?;
-        conn.prepare_cached("INSERT INTO events (position, thread_id, version, type, data, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-            .execute(params![position, key, (first_version + i as u64) as i64, event.type_name(), data, recorded])?;
-        insert_ledger_row(conn, position, &key, event)?;
     }
-    let version = projected.version;
-    // A new thread gets its rows at once, so that lists show it; others in batches.
-    if new_thread || cached.behind_events >= PROJECT_EVERY {
-        project(conn, cached)?;
+    buffer.push(b']');
+    let json = std::str::from_utf8(buffer).map_err(|e| StoreError::Corrupt {
+        what: "new event".into(),
+        reason: e.to_string(),
+    })?;
+    let first_position = *next_position;
+    let last_position = first_position + count as i64 - 1;
+    let key = thread.to_string();
+    conn.prepare_cached("INSERT INTO event_batches (first_position, last_position, thread_id, first_version, last_version, recorded_at, events) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+        .execute(params![
+            first_position,
+            last_position,
+            key,
+            i64::try_from(base + 1).unwrap_or(i64::MAX),
+            i64::try_from(base + count as u64).unwrap_or(i64::MAX),
+            recorded,
+            json,
+        ])?;
+    insert_ledger_rows(conn, first_position, &key, &events)?;
+    s.version = base + count as u64;
+    if checked && base > 0 && s.model.is_some() {
+        s.unapplied.extend(events);
     }
-    *next_position += events.len() as i64;
-    let last_position = *next_position - 1;
+    *next_position = last_position + 1;
+    let version = s.version;
+    if base == 0 || s.lag() >= PROJECT_EVERY {
+        project(conn, thread, s)?;
+    }
     Ok(Appended {
         first_position: first_position as u64,
         last_position: last_position as u64,
