@@ -18,10 +18,11 @@
 //! journal stops: every later write and flush reports that failure (the read model may hold
 //! events the store does not).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, MutexGuard, PoisonError};
 
 use jiff::Timestamp;
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 use crate::activity::ActivityKind;
 use crate::command::{Command, CommandError, Recorder, WorkUnitDraft, decide};
@@ -49,8 +50,6 @@ struct Inner {
     prices: Arc<PriceTable>,
     thread_id: ThreadId,
     state: std::sync::Mutex<State>,
-    /// Bumped whenever `state.durable` grows or `state.failed` is set.
-    progress: watch::Sender<()>,
 }
 
 struct State {
@@ -64,6 +63,9 @@ struct State {
     durable: u64,
     /// Why the store stopped taking this thread's events.
     failed: Option<String>,
+    /// Who waits for which version to be durable, in the order they asked (versions only
+    /// grow, so this is by version too): each append wakes just the ones it satisfies.
+    waiters: VecDeque<(u64, oneshot::Sender<()>)>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -93,8 +95,8 @@ impl Journal {
                     appending: false,
                     durable,
                     failed: None,
+                    waiters: VecDeque::new(),
                 }),
-                progress: watch::Sender::new(()),
             }),
             write_behind: false,
         }
@@ -167,23 +169,29 @@ impl Journal {
         Ok((event, version))
     }
 
-    /// Waits until the thread is durable up to `version`.
-    async fn durable(&self, version: u64) -> Result<(), CommandError> {
-        let mut progress = self.inner.progress.subscribe();
-        loop {
-            {
-                let state = self.state();
-                if state.durable >= version {
-                    return Ok(());
-                }
-                if let Some(reason) = &state.failed {
-                    return Err(stopped(reason));
-                }
+    /// Waits until the thread is durable up to `version` (`None`: as far as it is recorded).
+    async fn durable(&self, version: Option<u64>) -> Result<(), CommandError> {
+        let (version, waiting) = {
+            let mut state = self.state();
+            let version = version.unwrap_or(state.thread.version);
+            if state.durable >= version {
+                return Ok(());
             }
-            // The sender lives in `inner`, which this journal holds.
-            if progress.changed().await.is_err() {
-                return Err(CommandError::Interrupted);
+            if let Some(reason) = &state.failed {
+                return Err(stopped(reason));
             }
+            let (tx, rx) = oneshot::channel();
+            state.waiters.push_back((version, tx));
+            (version, rx)
+        };
+        // Woken when the version is durable or the journal stopped; the state says which.
+        let _ = waiting.await;
+        let state = self.state();
+        match &state.failed {
+            Some(reason) => Err(stopped(reason)),
+            None if state.durable >= version => Ok(()),
+            // The appender went away with the runtime.
+            None => Err(CommandError::Interrupted),
         }
     }
 
@@ -197,7 +205,7 @@ impl Journal {
     pub async fn execute(&self, command: Command) -> Result<Event, CommandError> {
         let (event, version) = self.record(command)?;
         if !self.write_behind {
-            self.durable(version).await?;
+            self.durable(Some(version)).await?;
         }
         Ok(event)
     }
@@ -207,8 +215,7 @@ impl Journal {
     /// # Errors
     /// The store's failure.
     pub async fn flush(&self) -> Result<(), CommandError> {
-        let version = self.state().thread.version;
-        self.durable(version).await
+        self.durable(None).await
     }
 
     /// Reads the thread as recorded so far (including events not yet durable).
@@ -375,14 +382,27 @@ async fn append_queued(inner: Arc<Inner>) {
             .store
             .append_checked_dyn(inner.thread_id, CheckedEvents::new(base, events))
             .await;
-        {
+        let woken: Vec<_> = {
             let mut state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
             match appended {
-                Ok(_) => state.durable = base + count,
-                Err(e) => state.failed = Some(e.to_string()),
+                Ok(_) => {
+                    state.durable = base + count;
+                    let ready = state
+                        .waiters
+                        .iter()
+                        .take_while(|(version, _)| *version <= base + count)
+                        .count();
+                    state.waiters.drain(..ready).collect()
+                }
+                Err(e) => {
+                    state.failed = Some(e.to_string());
+                    state.waiters.drain(..).collect()
+                }
             }
+        };
+        for (_, waiter) in woken {
+            let _ = waiter.send(());
         }
-        inner.progress.send_replace(());
     }
 }
 
@@ -392,6 +412,7 @@ mod tests {
 
     use super::*;
     use crate::store::ExpectedVersion;
+    use tokio::sync::watch;
     use crate::store::memory::MemoryStore;
 
     /// A new thread in `store` with a running workflow root.
