@@ -360,7 +360,10 @@ impl<S: EventStore> Recorder<S> {
             self.thread.apply_event(&event)?;
             match self
                 .store
-                .append_checked(self.thread.id, CheckedEvents::new(base, vec![event.clone()]))
+                .append_checked(
+                    self.thread.id,
+                    CheckedEvents::new(base, vec![event.clone()]),
+                )
                 .await
             {
                 Ok(appended) => {

@@ -412,8 +412,8 @@ mod tests {
 
     use super::*;
     use crate::store::ExpectedVersion;
-    use tokio::sync::watch;
     use crate::store::memory::MemoryStore;
+    use tokio::sync::watch;
 
     /// A new thread in `store` with a running workflow root.
     async fn with_root(store: &SharedStore) -> (Journal, WorkUnitId) {

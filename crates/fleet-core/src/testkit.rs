@@ -149,7 +149,10 @@ async fn checked_appends_are_versioned_and_fold_in<S: EventStore>(store: &S) {
         "reads start mid-append"
     );
     let snapshot = store.snapshot(id).await.unwrap().expect("the thread");
-    assert_eq!(Some(snapshot.clone()), project(id, events.iter().map(|e| &e.event)));
+    assert_eq!(
+        Some(snapshot.clone()),
+        project(id, events.iter().map(|e| &e.event))
+    );
     assert_eq!(
         snapshot.work_unit(child.id).map(|u| u.state),
         Some(WorkUnitState::Completed)

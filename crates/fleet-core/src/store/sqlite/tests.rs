@@ -443,7 +443,10 @@ fn the_ledger_sums_each_batch_by_model_and_counts_every_record() {
             .reader()
             .query_row("SELECT COUNT(*) FROM usage_ledger", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(rows, 4, "a row per batch and model: (1, a), (1, b), (1, ?), (2, a)");
+        assert_eq!(
+            rows, 4,
+            "a row per batch and model: (1, a), (1, b), (1, ?), (2, a)"
+        );
         let by_model = store.usage_by_model(None).unwrap();
         let summary: Vec<_> = by_model
             .iter()
