@@ -1,12 +1,16 @@
 //! The QuickJS engine (`rquickjs`): each run gets a fresh runtime and context on its own
 //! thread, with a capped heap and an interrupt handler that enforces the CPU limit and stops.
 //!
-//! The thread runs an event loop: it executes the script's pending jobs, then blocks until a
-//! host future (an agent call, a nested workflow being opened) reports, resolves the matching
-//! promise, and goes round again. A host future is polled once on the script's thread when it
-//! is the only one in flight (work that needs no waiting, such as a journaled answer, then
-//! costs no thread hop); everything else runs on the caller's tokio runtime, so agent I/O never
-//! waits behind a busy script and a busy script never holds up the runtime.
+//! The thread runs an event loop, as Deno polls its ops on the isolate's thread: it executes
+//! the script's pending jobs, polls the host futures (agent calls, nested workflows being
+//! opened) that were woken, resolves the promises of those that finished, and parks when
+//! there is nothing to do until a waker calls. A host future is polled first inside the
+//! primitive that made it, so work that needs no waiting (a journaled answer, an instant
+//! runner) settles without a thread hop, and an agent call costs no task spawn and no
+//! cross-thread wake-up unless it waits on something another thread does (the disk, the
+//! network). The futures still use the caller's tokio runtime for timers and I/O; a busy
+//! script never holds up the runtime, though it delays its own calls' progress until its
+//! next await.
 
 mod heap;
 
@@ -14,8 +18,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use fleet_core::activity::LogLevel;
@@ -27,7 +32,7 @@ use rquickjs::{
 };
 use serde_json::Value;
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use self::heap::{CappedAllocator, HeapGauge};
 use crate::engine::{
@@ -83,8 +88,6 @@ enum Wake {
         id: u64,
         child: Result<ChildWorkflow, String>,
     },
-    /// The run was stopped.
-    Stop,
 }
 
 struct Pending {
@@ -95,20 +98,66 @@ struct Pending {
 
 type Settlement = Result<Option<String>, (String, String)>;
 
+/// Which host futures are woken, for the run's thread to poll.
+struct RunQueue {
+    woken: Mutex<Vec<usize>>,
+    /// The run's thread, unparked by every wake-up.
+    thread: std::thread::Thread,
+    /// Set when the run is stopped.
+    stop: AtomicBool,
+}
+
+impl RunQueue {
+    fn push(&self, task: usize) {
+        self.woken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(task);
+        self.thread.unpark();
+    }
+
+    fn take(&self, into: &mut Vec<usize>) {
+        into.append(&mut self.woken.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+}
+
+/// Wakes one host future: queues it and unparks the run's thread.
+struct TaskWaker {
+    task: usize,
+    queue: Arc<RunQueue>,
+}
+
+impl std::task::Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.queue.push(self.task);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.queue.push(self.task);
+    }
+}
+
+/// A host future in flight, and its waker.
+struct Task {
+    future: BoxFuture<'static, Wake>,
+    waker: Waker,
+}
+
 /// State shared by the natives of every context of one run (all on the run's thread).
 struct State {
     run_host: Arc<dyn crate::engine::Host>,
-    handle: Handle,
-    tx: mpsc::UnboundedSender<Wake>,
+    queue: Arc<RunQueue>,
     limits: ScriptLimits,
     next_id: Cell<u64>,
     in_flight: Cell<usize>,
     pending: RefCell<HashMap<u64, Pending>>,
     settled: RefCell<Vec<(usize, Settlement)>>,
-    /// Host futures that finished on their first poll, on this thread.
+    /// Host futures that finished, to settle.
     ready: RefCell<Vec<Wake>>,
-    /// Host futures that must wait, handed to the runtime in batches.
-    waiting: RefCell<Vec<BoxFuture<'static, Wake>>>,
+    /// Host futures that wait, by task number (a slab: finished ones leave `None`).
+    tasks: RefCell<Vec<Option<Task>>>,
+    /// Free task numbers.
+    free: RefCell<Vec<usize>>,
 }
 
 impl State {
@@ -137,56 +186,52 @@ impl State {
         Ok(promise.into_value())
     }
 
-    /// Starts host work. When it is the only work in flight (a sequential script) it is
-    /// polled once here, so work that needs no waiting (a journaled answer, an instant
-    /// runner) finishes without a thread hop. Otherwise, or if it must wait, it is handed to
-    /// the runtime in batches (see [`State::hand_off`]): a fan-out's host work runs on the
-    /// runtime's threads and costs one cross-thread wake-up per batch rather than per call.
+    /// Starts host work: polls it once here, and keeps it to poll again when it is woken.
     fn spawn(&self, work: impl Future<Output = Wake> + Send + 'static) {
-        let alone = self.in_flight.get() == 0;
         self.in_flight.set(self.in_flight.get() + 1);
-        let mut work: BoxFuture<'static, Wake> = Box::pin(work);
-        if alone {
-            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-            if let std::task::Poll::Ready(wake) = work.as_mut().poll(&mut cx) {
+        let task = self.free.borrow_mut().pop().unwrap_or_else(|| {
+            let mut tasks = self.tasks.borrow_mut();
+            tasks.push(None);
+            tasks.len() - 1
+        });
+        let waker = Waker::from(Arc::new(TaskWaker {
+            task,
+            queue: self.queue.clone(),
+        }));
+        self.poll(
+            task,
+            Task {
+                future: Box::pin(work),
+                waker,
+            },
+        );
+    }
+
+    /// Polls `task` (number `id`): keeps it when it waits, else queues its outcome.
+    fn poll(&self, id: usize, mut task: Task) {
+        let mut cx = std::task::Context::from_waker(&task.waker);
+        match task.future.as_mut().poll(&mut cx) {
+            Poll::Ready(wake) => {
                 self.ready.borrow_mut().push(wake);
-                return;
+                self.free.borrow_mut().push(id);
             }
-        }
-        let full = {
-            let mut waiting = self.waiting.borrow_mut();
-            waiting.push(work);
-            waiting.len() >= HAND_OFF_BATCH
-        };
-        if full {
-            // A long turn (a wide fan-out) hands work over as it goes, so the runtime's
-            // threads start on it while the script still runs.
-            self.hand_off();
+            Poll::Pending => {
+                if let Some(slot) = self.tasks.borrow_mut().get_mut(id) {
+                    *slot = Some(task);
+                }
+            }
         }
     }
 
-    /// Hands the host work that is waiting to the runtime; the loop calls it at the end of
-    /// every turn of the script.
-    fn hand_off(&self) {
-        let mut batch = std::mem::take(&mut *self.waiting.borrow_mut());
-        let report = |tx: mpsc::UnboundedSender<Wake>, work: BoxFuture<'static, Wake>| async move {
-            // The loop is gone only when the run already ended.
-            let _ = tx.send(work.await);
-        };
-        match batch.len() {
-            0 => {}
-            1 => {
-                if let Some(work) = batch.pop() {
-                    self.handle.spawn(report(self.tx.clone(), work));
-                }
-            }
-            _ => {
-                let tx = self.tx.clone();
-                self.handle.spawn(async move {
-                    for work in batch {
-                        tokio::spawn(report(tx.clone(), work));
-                    }
-                });
+    /// Polls every woken task.
+    fn poll_woken(&self, woken: &mut Vec<usize>) {
+        self.queue.take(woken);
+        for id in woken.drain(..) {
+            // A task woken twice, or after it finished, is not there (or is another task,
+            // which a spurious poll does not harm).
+            let task = self.tasks.borrow_mut().get_mut(id).and_then(Option::take);
+            if let Some(task) = task {
+                self.poll(id, task);
             }
         }
     }
@@ -265,33 +310,37 @@ fn execute(run: EngineRun, handle: &Handle) -> Result<Option<Value>, ScriptFailu
             false
         })));
     }
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    {
-        let (stop, flag, tx) = (run.stop.clone(), guards.stop.clone(), tx.clone());
+    let queue = Arc::new(RunQueue {
+        woken: Mutex::new(Vec::new()),
+        thread: std::thread::current(),
+        stop: AtomicBool::new(false),
+    });
+    let watcher = {
+        let (stop, flag, queue) = (run.stop.clone(), guards.stop.clone(), queue.clone());
         handle.spawn(async move {
-            tokio::select! {
-                () = stop.cancelled() => {
-                    flag.store(true, Ordering::Relaxed);
-                    let _ = tx.send(Wake::Stop);
-                }
-                () = tx.closed() => {}
-            }
-        });
-    }
+            stop.cancelled().await;
+            flag.store(true, Ordering::Relaxed);
+            queue.stop.store(true, Ordering::Relaxed);
+            queue.thread.unpark();
+        })
+    };
     let state = Rc::new(State {
         run_host: run.host.clone(),
-        handle: handle.clone(),
-        tx,
+        queue,
         limits,
         next_id: Cell::new(0),
         in_flight: Cell::new(0),
         pending: RefCell::new(HashMap::new()),
         settled: RefCell::new(Vec::new()),
         ready: RefCell::new(Vec::new()),
-        waiting: RefCell::new(Vec::new()),
+        tasks: RefCell::new(Vec::new()),
+        free: RefCell::new(Vec::new()),
     });
     let mut contexts: Vec<(Context, FrameId, Option<u64>)> = Vec::new();
-    let outcome = event_loop(&rt, &state, &guards, &mut contexts, &run, &mut rx);
+    let outcome = event_loop(&rt, &state, &guards, &mut contexts, &run);
+    watcher.abort();
+    // Host work still in flight is dropped here, on the thread that polled it.
+    state.tasks.borrow_mut().clear();
     // Drop the saved resolvers while their runtime is locked.
     if let Some((context, ..)) = contexts.first() {
         context.with(|ctx| {
@@ -310,8 +359,8 @@ fn event_loop(
     guards: &Guards,
     contexts: &mut Vec<(Context, FrameId, Option<u64>)>,
     run: &EngineRun,
-    rx: &mut mpsc::UnboundedReceiver<Wake>,
 ) -> Result<Option<Value>, ScriptFailure> {
+    let mut woken = Vec::new();
     start_frame(rt, state, contexts, &run.script, run.args.as_ref(), 0, None)
         .map_err(|failure| guards.fatal().unwrap_or(failure))?;
     loop {
@@ -342,23 +391,21 @@ fn event_loop(
         if rt.is_job_pending() {
             continue;
         }
-        state.hand_off();
+        state.poll_woken(&mut woken);
         let mut wakes = std::mem::take(&mut *state.ready.borrow_mut());
-        if wakes.is_empty() {
+        while wakes.is_empty() {
+            if state.queue.stop.load(Ordering::Relaxed) {
+                return Err(ScriptFailure::Stopped);
+            }
             if state.in_flight.get() == 0 {
                 return Err(ScriptFailure::NeverSettles);
             }
-            let Some(first) = next_wake(rx) else {
-                return Err(engine_error("the run's host went away"));
-            };
-            wakes.push(first);
-        }
-        while let Ok(more) = rx.try_recv() {
-            wakes.push(more);
+            wait_for_wake(&state.queue);
+            state.poll_woken(&mut woken);
+            wakes = std::mem::take(&mut *state.ready.borrow_mut());
         }
         for wake in wakes {
             match wake {
-                Wake::Stop => return Err(ScriptFailure::Stopped),
                 Wake::Settled { id, result } => {
                     state.in_flight.set(state.in_flight.get().saturating_sub(1));
                     settle(state, contexts, id, result)?;
@@ -392,24 +439,32 @@ fn event_loop(
     }
 }
 
-/// The next wake-up. Agent calls often finish within microseconds, so the thread first yields
-/// its core a few times (letting the runtime's workers finish the call) before parking, which
-/// costs a futex round trip on each side.
-fn next_wake(rx: &mut mpsc::UnboundedReceiver<Wake>) -> Option<Wake> {
+/// Parks the run's thread until a host future is woken or the run is stopped. Agent calls
+/// often finish within microseconds of each other, so it first yields its core a few times
+/// (letting the runtime's workers and the store's writer finish what the calls wait on)
+/// before parking, which costs a futex round trip on each side.
+fn wait_for_wake(queue: &RunQueue) {
+    let ready = || {
+        queue.stop.load(Ordering::Relaxed)
+            || !queue
+                .woken
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+    };
     for _ in 0..SPIN_YIELDS {
-        match rx.try_recv() {
-            Ok(wake) => return Some(wake),
-            Err(mpsc::error::TryRecvError::Empty) => std::thread::yield_now(),
-            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+        if ready() {
+            return;
         }
+        std::thread::yield_now();
     }
-    rx.blocking_recv()
+    // A wake-up between the check and the park leaves the park's token set: park returns.
+    if !ready() {
+        std::thread::park();
+    }
 }
 
-const SPIN_YIELDS: u32 = 64;
-
-/// How many waiting host futures are handed to the runtime at once.
-const HAND_OFF_BATCH: usize = 32;
+const SPIN_YIELDS: u32 = 16;
 
 fn top_level_result(settlement: Settlement) -> Result<Option<Value>, ScriptFailure> {
     match settlement {
