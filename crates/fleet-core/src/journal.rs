@@ -148,8 +148,12 @@ impl Journal {
     }
 
     /// Validates `command` into an event, applies it to the read model and queues it for the
-    /// store; returns the event and the thread's version with it.
-    fn record(&self, command: Command) -> Result<(Event, u64), CommandError> {
+    /// store; returns what `pick` takes from the event, and the thread's version with it.
+    fn record<R>(
+        &self,
+        command: Command,
+        pick: impl FnOnce(&Event) -> R,
+    ) -> Result<(R, u64), CommandError> {
         let mut state = self.state();
         if let Some(reason) = &state.failed {
             return Err(stopped(reason));
@@ -157,7 +161,8 @@ impl Journal {
         let event = decide(&state.thread, command, Timestamp::now(), &self.inner.prices)?;
         state.thread.apply_event(&event)?;
         let version = state.thread.version;
-        state.queued.push(event.clone());
+        let picked = pick(&event);
+        state.queued.push(event);
         if !state.appending {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| StoreError::CommitFailed {
@@ -166,7 +171,7 @@ impl Journal {
             state.appending = true;
             runtime.spawn(append_queued(self.inner.clone()));
         }
-        Ok((event, version))
+        Ok((picked, version))
     }
 
     /// Waits until the thread is durable up to `version` (`None`: as far as it is recorded).
@@ -203,11 +208,21 @@ impl Journal {
     /// [`CommandError::Violation`] when the command cannot happen to the thread as it is
     /// (nothing is recorded); the store's failure, for this event or an earlier one.
     pub async fn execute(&self, command: Command) -> Result<Event, CommandError> {
-        let (event, version) = self.record(command)?;
+        self.execute_with(command, Event::clone).await
+    }
+
+    /// As [`Journal::execute`], returning only what `pick` takes from the event (the event
+    /// itself is moved to the store's queue, not copied).
+    async fn execute_with<R>(
+        &self,
+        command: Command,
+        pick: impl FnOnce(&Event) -> R,
+    ) -> Result<R, CommandError> {
+        let (picked, version) = self.record(command, pick)?;
         if !self.write_behind {
             self.durable(Some(version)).await?;
         }
-        Ok(event)
+        Ok(picked)
     }
 
     /// Resolves once everything recorded so far, by any clone, is durable.
@@ -232,10 +247,12 @@ impl Journal {
         input: Option<String>,
         root: WorkUnitDraft,
     ) -> Result<(TurnId, WorkUnitId), CommandError> {
-        match self.execute(Command::StartTurn { input, root }).await? {
-            Event::TurnStarted { turn_id, root, .. } => Ok((turn_id, root.id)),
-            _ => Err(CommandError::NoThread(self.inner.thread_id)),
-        }
+        self.execute_with(Command::StartTurn { input, root }, |event| match event {
+            Event::TurnStarted { turn_id, root, .. } => Some((*turn_id, root.id)),
+            _ => None,
+        })
+        .await?
+        .ok_or(CommandError::NoThread(self.inner.thread_id))
     }
 
     /// Records `draft` under `parent`; returns the new unit.
@@ -247,16 +264,16 @@ impl Journal {
         parent: WorkUnitId,
         draft: WorkUnitDraft,
     ) -> Result<WorkUnitId, CommandError> {
-        let event = self
-            .execute(Command::StartWorkUnit {
-                parent_id: parent,
-                draft,
-            })
-            .await?;
-        match event {
-            Event::WorkUnitUpserted { work_unit } => Ok(work_unit.id),
-            _ => Err(CommandError::NoThread(self.inner.thread_id)),
-        }
+        let command = Command::StartWorkUnit {
+            parent_id: parent,
+            draft,
+        };
+        self.execute_with(command, |event| match event {
+            Event::WorkUnitUpserted { work_unit } => Some(work_unit.id),
+            _ => None,
+        })
+        .await?
+        .ok_or(CommandError::NoThread(self.inner.thread_id))
     }
 
     /// Moves a unit to `state`.
@@ -269,13 +286,12 @@ impl Journal {
         state: WorkUnitState,
         error: Option<String>,
     ) -> Result<(), CommandError> {
-        self.execute(Command::SetWorkUnitState {
+        let command = Command::SetWorkUnitState {
             work_unit_id: unit,
             state,
             error,
-        })
-        .await
-        .map(drop)
+        };
+        self.execute_with(command, |_| ()).await
     }
 
     /// Moves a pre-recorded unit to `running`, naming the model it runs on when the unit was
@@ -304,9 +320,8 @@ impl Journal {
                 record.state = WorkUnitState::Running;
                 record.started_at.get_or_insert(now);
                 record.updated_at = now;
-                self.execute(Command::UpsertWorkUnit(record))
+                self.execute_with(Command::UpsertWorkUnit(record), |_| ())
                     .await
-                    .map(drop)
             }
             _ => self.set_state(unit, WorkUnitState::Running, None).await,
         }
@@ -317,13 +332,12 @@ impl Journal {
     /// # Errors
     /// As [`Recorder::execute`].
     pub async fn activity(&self, unit: WorkUnitId, kind: ActivityKind) -> Result<(), CommandError> {
-        self.execute(Command::AppendActivity {
+        let command = Command::AppendActivity {
             turn_id: None,
             work_unit_id: Some(unit),
             kind,
-        })
-        .await
-        .map(drop)
+        };
+        self.execute_with(command, |_| ()).await
     }
 
     /// Records tokens `unit` used with `model`, at `cost` when the caller knows it, else priced
@@ -352,10 +366,11 @@ impl Journal {
                 usage,
             },
         };
-        Ok(match self.execute(command).await? {
-            Event::UsageRecorded { cost, .. } => cost,
+        self.execute_with(command, |event| match event {
+            Event::UsageRecorded { cost, .. } => *cost,
             _ => None,
         })
+        .await
     }
 }
 
