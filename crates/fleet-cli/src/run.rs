@@ -193,6 +193,9 @@ fn workflow_runner(
     ))
 }
 
+/// How often `fleet run` reads the run's events.
+const FRAME: Duration = Duration::from_millis(20);
+
 async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     // Listening from the start: a signal that arrives while no one listens is lost.
     let mut int = signal(tokio::signal::unix::SignalKind::interrupt());
@@ -249,11 +252,23 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     };
     let mut seen = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut next_frame = tokio::time::Instant::now();
     let mut interrupts = 0u32;
     let mut term = signal(tokio::signal::unix::SignalKind::terminate());
     let summary = loop {
         tokio::select! {
-            events = handle.next_events(seen) => {
+            events = async {
+                // Read at most a frame's worth at a time (or at once when the run ends):
+                // waking for every event of a fan-out would cost the run's own threads
+                // thousands of wake-ups a second.
+                tokio::select! {
+                    biased;
+                    _ = handle.wait() => {}
+                    () = tokio::time::sleep_until(next_frame) => {}
+                }
+                handle.next_events(seen).await
+            } => {
+                next_frame = tokio::time::Instant::now() + FRAME;
                 seen += events.len();
                 let mut ended = None;
                 for event in &events {
