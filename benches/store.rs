@@ -32,7 +32,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn log_events(n: usize) -> Vec<Event> {
     (0..n)
         .map(|i| Event::ActivityAppended {
-            activity: Activity {
+            activity: Box::new(Activity {
                 id: ActivityId::new(),
                 turn_id: None,
                 work_unit_id: None,
@@ -41,7 +41,7 @@ fn log_events(n: usize) -> Vec<Event> {
                     level: LogLevel::Info,
                     message: format!("line {i}"),
                 },
-            },
+            }),
         })
         .collect()
 }

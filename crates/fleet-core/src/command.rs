@@ -181,7 +181,7 @@ pub(crate) fn decide(
             Event::TurnStarted {
                 turn_id,
                 input,
-                root: root.into_record(thread.id, turn_id, None, now),
+                root: Box::new(root.into_record(thread.id, turn_id, None, now)),
                 at: now,
             }
         }
@@ -195,7 +195,12 @@ pub(crate) fn decide(
                 .work_unit(parent_id)
                 .ok_or(Violation::WorkUnitMissing(parent_id))?;
             Event::WorkUnitUpserted {
-                work_unit: draft.into_record(thread.id, parent.turn_id, Some(parent_id), now),
+                work_unit: Box::new(draft.into_record(
+                    thread.id,
+                    parent.turn_id,
+                    Some(parent_id),
+                    now,
+                )),
             }
         }
         Command::SetWorkUnitState {
@@ -213,7 +218,9 @@ pub(crate) fn decide(
                 at: now,
             }
         }
-        Command::UpsertWorkUnit(record) => Event::WorkUnitUpserted { work_unit: record },
+        Command::UpsertWorkUnit(record) => Event::WorkUnitUpserted {
+            work_unit: Box::new(record),
+        },
         Command::RecordUsage {
             work_unit_id,
             model,
@@ -253,13 +260,13 @@ pub(crate) fn decide(
                     .map(|u| u.turn_id)
             });
             Event::ActivityAppended {
-                activity: Activity {
+                activity: Box::new(Activity {
                     id: ActivityId::new(),
                     turn_id,
                     work_unit_id,
                     at: now,
                     kind,
-                },
+                }),
             }
         }
         Command::RecordBudgetExceeded(alert) => Event::BudgetExceeded { alert },

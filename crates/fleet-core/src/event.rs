@@ -60,6 +60,9 @@ pub struct BudgetAlert {
 }
 
 /// Something that happened to a thread.
+///
+/// The large payloads (a work unit's record, an activity) are boxed: an event is then 120
+/// bytes instead of 432, and a fan-out holds tens of thousands of them in queues and logs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
@@ -82,7 +85,7 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         input: Option<String>,
         /// Its root work unit (no parent; a primary agent or a workflow).
-        root: WorkUnitRecord,
+        root: Box<WorkUnitRecord>,
         /// When.
         at: Timestamp,
     },
@@ -98,7 +101,7 @@ pub enum Event {
     /// A work unit appeared or changed.
     WorkUnitUpserted {
         /// What is now true of it.
-        work_unit: WorkUnitRecord,
+        work_unit: Box<WorkUnitRecord>,
     },
     /// A work unit moved to another state: the change alone, not the whole unit (a call makes
     /// two or three of these, and they are most of a fan-out's log).
@@ -116,7 +119,7 @@ pub enum Event {
     /// An activity happened.
     ActivityAppended {
         /// It.
-        activity: Activity,
+        activity: Box<Activity>,
     },
     /// A unit used tokens (a delta, added to what it used before).
     UsageRecorded {

@@ -47,7 +47,7 @@ pub fn turn_started(thread: ThreadId) -> (Event, TurnId, WorkUnitRecord) {
         Event::TurnStarted {
             turn_id: turn,
             input: None,
-            root: root.clone(),
+            root: Box::new(root.clone()),
             at: Timestamp::now(),
         },
         turn,
@@ -109,7 +109,7 @@ async fn checked_appends_are_versioned_and_fold_in<S: EventStore>(store: &S) {
                 2,
                 vec![
                     Event::WorkUnitUpserted {
-                        work_unit: child.clone(),
+                        work_unit: Box::new(child.clone()),
                     },
                     running(child.id, WorkUnitState::Running),
                 ],
@@ -200,13 +200,13 @@ async fn versions_and_conflicts<S: EventStore>(store: &S) {
         message: "hi".into(),
     };
     let event = Event::ActivityAppended {
-        activity: crate::activity::Activity {
+        activity: Box::new(crate::activity::Activity {
             id: crate::id::ActivityId::new(),
             turn_id: None,
             work_unit_id: None,
             at: Timestamp::now(),
             kind: log,
-        },
+        }),
     };
     assert_eq!(
         store
@@ -247,9 +247,11 @@ async fn refused_appends_store_nothing<S: EventStore>(store: &S) {
         created(id),
         turn,
         Event::WorkUnitUpserted {
-            work_unit: finished,
+            work_unit: Box::new(finished),
         },
-        Event::WorkUnitUpserted { work_unit: again },
+        Event::WorkUnitUpserted {
+            work_unit: Box::new(again),
+        },
     ];
     match store.append(id, ExpectedVersion::NoStream, batch).await {
         Err(StoreError::Rejected {
@@ -479,7 +481,9 @@ async fn concurrent_writers_one_wins<S: EventStore>(store: &S) {
         store.append(
             id,
             ExpectedVersion::Exact(1),
-            vec![Event::ActivityAppended { activity }],
+            vec![Event::ActivityAppended {
+                activity: Box::new(activity),
+            }],
         )
     });
     let results = join_all(attempts).await;

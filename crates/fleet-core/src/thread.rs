@@ -330,7 +330,7 @@ impl Thread {
                 self.work_units.insert(
                     root.id,
                     WorkUnit {
-                        record: root.clone(),
+                        record: (**root).clone(),
                         usage: TokenUsage::default(),
                         cost: Cost::default(),
                         children: Vec::new(),
@@ -404,7 +404,7 @@ impl Thread {
                     return Err(Violation::ActivityExists(activity.id));
                 }
                 self.activity_ids.0.insert(activity.id);
-                self.activities.push(activity.clone());
+                self.activities.push((**activity).clone());
                 changes.activities.push(activity.id);
                 activity.at
             }

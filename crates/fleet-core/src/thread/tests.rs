@@ -50,7 +50,7 @@ fn start_turn(thread: &mut Option<Thread>, id: ThreadId) -> (TurnId, WorkUnitId)
         &Event::TurnStarted {
             turn_id: turn,
             input: None,
-            root,
+            root: Box::new(root),
             at: at(1),
         },
     )
@@ -72,7 +72,14 @@ fn child(
         WorkUnitState::Running,
     );
     let uid = u.id;
-    apply(thread, id, &Event::WorkUnitUpserted { work_unit: u }).unwrap();
+    apply(
+        thread,
+        id,
+        &Event::WorkUnitUpserted {
+            work_unit: Box::new(u),
+        },
+    )
+    .unwrap();
     uid
 }
 
@@ -92,7 +99,9 @@ fn a_state_change_carries_only_the_change_and_keeps_the_unit_finished() {
     apply(
         &mut thread,
         id,
-        &Event::WorkUnitUpserted { work_unit: pending },
+        &Event::WorkUnitUpserted {
+            work_unit: Box::new(pending),
+        },
     )
     .unwrap();
     let change = |state, error: Option<&str>, s| Event::WorkUnitStateChanged {
@@ -175,7 +184,7 @@ fn revert_drops_descendants_transitively_even_across_turns() {
     let b = child(&mut thread, id, t2, a);
     let c = child(&mut thread, id, t1, b);
     let log = |u| Event::ActivityAppended {
-        activity: Activity {
+        activity: Box::new(Activity {
             id: ActivityId::new(),
             turn_id: None,
             work_unit_id: Some(u),
@@ -184,7 +193,7 @@ fn revert_drops_descendants_transitively_even_across_turns() {
                 level: LogLevel::Info,
                 message: "x".into(),
             },
-        },
+        }),
     };
     for u in [a, b, c, r2] {
         apply(&mut thread, id, &log(u)).unwrap();
@@ -241,7 +250,7 @@ fn refused_events_change_nothing() {
         &mut thread,
         id,
         &Event::WorkUnitUpserted {
-            work_unit: done.clone(),
+            work_unit: Box::new(done.clone()),
         },
     )
     .unwrap();
@@ -251,7 +260,7 @@ fn refused_events_change_nothing() {
         &mut thread,
         id,
         &Event::WorkUnitUpserted {
-            work_unit: done.clone(),
+            work_unit: Box::new(done.clone()),
         },
     )
     .unwrap_err();
@@ -272,7 +281,9 @@ fn refused_events_change_nothing() {
         apply(
             &mut thread,
             id,
-            &Event::WorkUnitUpserted { work_unit: moved }
+            &Event::WorkUnitUpserted {
+                work_unit: Box::new(moved)
+            }
         )
         .unwrap_err(),
         Violation::Immutable {
@@ -289,7 +300,7 @@ fn refused_events_change_nothing() {
         WorkUnitState::Running,
     );
     assert!(
-        matches!(apply(&mut thread, id, &Event::WorkUnitUpserted { work_unit: orphan }), Err(Violation::ParentMissing { parent, .. }) if parent == ghost)
+        matches!(apply(&mut thread, id, &Event::WorkUnitUpserted { work_unit: Box::new(orphan) }), Err(Violation::ParentMissing { parent, .. }) if parent == ghost)
     );
     let second_root = unit(
         id,
@@ -303,7 +314,7 @@ fn refused_events_change_nothing() {
             &mut thread,
             id,
             &Event::WorkUnitUpserted {
-                work_unit: second_root
+                work_unit: Box::new(second_root)
             }
         ),
         Err(Violation::SecondRoot(_))
@@ -319,7 +330,9 @@ fn refused_events_change_nothing() {
         apply(
             &mut thread,
             id,
-            &Event::WorkUnitUpserted { work_unit: other }
+            &Event::WorkUnitUpserted {
+                work_unit: Box::new(other)
+            }
         ),
         Err(Violation::WrongThread { .. })
     ));
@@ -338,7 +351,7 @@ fn refused_events_change_nothing() {
             &Event::TurnStarted {
                 turn_id: t2,
                 input: None,
-                root: r2,
+                root: Box::new(r2),
                 at: at(5)
             }
         )
@@ -442,7 +455,7 @@ fn event_json_shape_is_stable() {
     let json = serde_json::to_value(Event::TurnStarted {
         turn_id: turn,
         input: Some("go".into()),
-        root,
+        root: Box::new(root),
         at: at(0),
     })
     .unwrap();
@@ -568,7 +581,7 @@ fn events_for(steps: &[Step]) -> (ThreadId, Vec<Event>) {
                 Event::TurnStarted {
                     turn_id: turn,
                     input: None,
-                    root,
+                    root: Box::new(root),
                     at: now,
                 }
             }
@@ -593,7 +606,9 @@ fn events_for(steps: &[Step]) -> (ThreadId, Vec<Event>) {
                 );
                 u.id = WorkUnitId::from_uuid(fresh()).unwrap();
                 units.push(u.clone());
-                Event::WorkUnitUpserted { work_unit: u }
+                Event::WorkUnitUpserted {
+                    work_unit: Box::new(u),
+                }
             }
             Step::SetState { unit, state } => {
                 if units.is_empty() {
@@ -603,7 +618,7 @@ fn events_for(steps: &[Step]) -> (ThreadId, Vec<Event>) {
                 units[k].state = STATES[*state as usize];
                 units[k].updated_at = now;
                 Event::WorkUnitUpserted {
-                    work_unit: units[k].clone(),
+                    work_unit: Box::new(units[k].clone()),
                 }
             }
             Step::ChangeState { unit, state } => {
@@ -647,7 +662,9 @@ fn events_for(steps: &[Step]) -> (ThreadId, Vec<Event>) {
                     at: now,
                     kind: ActivityKind::Phase { title: "p".into() },
                 };
-                Event::ActivityAppended { activity }
+                Event::ActivityAppended {
+                    activity: Box::new(activity),
+                }
             }
             Step::Revert { turn } => Event::ThreadReverted {
                 to_turn: turn.map(pick_turn),
