@@ -2,7 +2,9 @@
 //! the same thread concurrently (agent calls, subagents, the workflow itself).
 //!
 //! Each command is validated against the thread and applied to the in-memory read model at
-//! once, in the order the commands arrive, and queued for the store. One background appender
+//! once, when the write is called (not when its future is first polled), in the order the
+//! commands arrive, and queued for the store; the future a write returns only waits for
+//! durability and holds nothing of the command. One background appender
 //! per journal hands everything queued so far to the store as one append (one transaction, one
 //! fsync) while the previous append is being synced, so concurrent writers share commits and
 //! the store never waits for a caller.
@@ -204,25 +206,35 @@ impl Journal {
     /// meanwhile. Resolves once the event is durable (at once for a
     /// [`write_behind`](Journal::write_behind) journal).
     ///
+    /// The command is validated and recorded when this is called, not when the future is first
+    /// polled: commands are recorded in the order they are issued, and the future holds only
+    /// what it returns, not the command.
+    ///
     /// # Errors
     /// [`CommandError::Violation`] when the command cannot happen to the thread as it is
     /// (nothing is recorded); the store's failure, for this event or an earlier one.
-    pub async fn execute(&self, command: Command) -> Result<Event, CommandError> {
-        self.execute_with(command, Event::clone).await
+    pub fn execute(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<Event, CommandError>> + Send + '_ {
+        self.execute_with(command, Event::clone)
     }
 
     /// As [`Journal::execute`], returning only what `pick` takes from the event (the event
     /// itself is moved to the store's queue, not copied).
-    async fn execute_with<R>(
+    fn execute_with<R: Send + 'static>(
         &self,
         command: Command,
         pick: impl FnOnce(&Event) -> R,
-    ) -> Result<R, CommandError> {
-        let (picked, version) = self.record(command, pick)?;
-        if !self.write_behind {
-            self.durable(Some(version)).await?;
+    ) -> impl Future<Output = Result<R, CommandError>> + Send + '_ {
+        let recorded = self.record(command, pick);
+        async move {
+            let (picked, version) = recorded?;
+            if !self.write_behind {
+                self.durable(Some(version)).await?;
+            }
+            Ok(picked)
         }
-        Ok(picked)
     }
 
     /// Resolves once everything recorded so far, by any clone, is durable.
@@ -242,56 +254,62 @@ impl Journal {
     ///
     /// # Errors
     /// As [`Recorder::execute`].
-    pub async fn start_turn(
+    pub fn start_turn(
         &self,
         input: Option<String>,
         root: WorkUnitDraft,
-    ) -> Result<(TurnId, WorkUnitId), CommandError> {
-        self.execute_with(Command::StartTurn { input, root }, |event| match event {
+    ) -> impl Future<Output = Result<(TurnId, WorkUnitId), CommandError>> + Send + '_ {
+        let started = self.execute_with(Command::StartTurn { input, root }, |event| match event {
             Event::TurnStarted { turn_id, root, .. } => Some((*turn_id, root.id)),
             _ => None,
-        })
-        .await?
-        .ok_or(CommandError::NoThread(self.inner.thread_id))
+        });
+        async move {
+            started
+                .await?
+                .ok_or(CommandError::NoThread(self.inner.thread_id))
+        }
     }
 
     /// Records `draft` under `parent`; returns the new unit.
     ///
     /// # Errors
     /// As [`Recorder::execute`].
-    pub async fn start_work_unit(
+    pub fn start_work_unit(
         &self,
         parent: WorkUnitId,
         draft: WorkUnitDraft,
-    ) -> Result<WorkUnitId, CommandError> {
+    ) -> impl Future<Output = Result<WorkUnitId, CommandError>> + Send + '_ {
         let command = Command::StartWorkUnit {
             parent_id: parent,
             draft,
         };
-        self.execute_with(command, |event| match event {
+        let started = self.execute_with(command, |event| match event {
             Event::WorkUnitUpserted { work_unit } => Some(work_unit.id),
             _ => None,
-        })
-        .await?
-        .ok_or(CommandError::NoThread(self.inner.thread_id))
+        });
+        async move {
+            started
+                .await?
+                .ok_or(CommandError::NoThread(self.inner.thread_id))
+        }
     }
 
     /// Moves a unit to `state`.
     ///
     /// # Errors
     /// As [`Recorder::execute`]; a finished unit cannot change state.
-    pub async fn set_state(
+    pub fn set_state(
         &self,
         unit: WorkUnitId,
         state: WorkUnitState,
         error: Option<String>,
-    ) -> Result<(), CommandError> {
+    ) -> impl Future<Output = Result<(), CommandError>> + Send + '_ {
         let command = Command::SetWorkUnitState {
             work_unit_id: unit,
             state,
             error,
         };
-        self.execute_with(command, |_| ()).await
+        self.execute_with(command, |_| ())
     }
 
     /// Moves a pre-recorded unit to `running`, naming the model it runs on when the unit was
@@ -331,13 +349,17 @@ impl Journal {
     ///
     /// # Errors
     /// As [`Recorder::execute`].
-    pub async fn activity(&self, unit: WorkUnitId, kind: ActivityKind) -> Result<(), CommandError> {
+    pub fn activity(
+        &self,
+        unit: WorkUnitId,
+        kind: ActivityKind,
+    ) -> impl Future<Output = Result<(), CommandError>> + Send + '_ {
         let command = Command::AppendActivity {
             turn_id: None,
             work_unit_id: Some(unit),
             kind,
         };
-        self.execute_with(command, |_| ()).await
+        self.execute_with(command, |_| ())
     }
 
     /// Records tokens `unit` used with `model`, at `cost` when the caller knows it, else priced
@@ -345,13 +367,13 @@ impl Journal {
     ///
     /// # Errors
     /// As [`Recorder::execute`].
-    pub async fn usage(
+    pub fn usage(
         &self,
         unit: WorkUnitId,
         model: &str,
         usage: TokenUsage,
         cost: Option<Usd>,
-    ) -> Result<Option<Usd>, CommandError> {
+    ) -> impl Future<Output = Result<Option<Usd>, CommandError>> + Send + '_ {
         let model = Some(model.to_owned());
         let command = match cost {
             Some(cost) => Command::RecordPricedUsage {
@@ -370,7 +392,6 @@ impl Journal {
             Event::UsageRecorded { cost, .. } => *cost,
             _ => None,
         })
-        .await
     }
 }
 
