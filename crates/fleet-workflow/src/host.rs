@@ -21,6 +21,7 @@ use serde_json::Value;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
 
 use crate::call::{CallOptions, call_key};
 use crate::catalog::Catalog;
@@ -484,15 +485,16 @@ impl Host for RunHost {
             charge_to,
             type_limit: self.type_limit(opts.agent_type.as_deref()),
             worktree: opts.isolation.is_some(),
+            _token: self.tracker.token(),
         };
-        let token = self.tracker.token();
-        Ok(Box::pin(async move {
-            let _token = token;
-            match cached {
-                Some(value) => ctx.serve_cached(value).await,
-                None => ctx.run_live(call).await,
-            }
-        }))
+        // Boxed, so that the call's future holds pointers to them: a fan-out keeps a
+        // thousand of these futures at once.
+        let ctx = Box::new(ctx);
+        let fut: BoxFuture<'static, HostResult> = match cached {
+            Some(value) => Box::pin(ctx.serve_cached(value)),
+            None => Box::pin(ctx.run_live(Box::new(call))),
+        };
+        Ok(fut)
     }
 
     fn phase(&self, frame: FrameId, title: String) {
@@ -623,6 +625,14 @@ impl Host for RunHost {
     }
 }
 
+/// How an admitted attempt of a call ended.
+enum Attempt {
+    /// With this outcome.
+    Done(HostResult),
+    /// The provider was overloaded: try again after this pause.
+    Retry(Duration),
+}
+
 /// Everything a call needs once it leaves the script's thread.
 struct CallSite {
     host: Weak<RunHost>,
@@ -637,10 +647,12 @@ struct CallSite {
     type_limit: Option<Arc<Semaphore>>,
     /// `isolation: 'worktree'`.
     worktree: bool,
+    /// Keeps the run's tracker open until the call is over.
+    _token: TaskTrackerToken,
 }
 
 impl CallSite {
-    async fn serve_cached(self, value: Value) -> HostResult {
+    async fn serve_cached(self: Box<Self>, value: Value) -> HostResult {
         let host = self.host.upgrade().ok_or("the run is gone")?;
         let mut draft = self.draft;
         draft.state = WorkUnitState::Completed;
@@ -684,7 +696,7 @@ impl CallSite {
         Ok(value)
     }
 
-    async fn run_live(self, call: AgentCall) -> HostResult {
+    async fn run_live(self: Box<Self>, call: Box<AgentCall>) -> HostResult {
         let host = self.host.upgrade().ok_or("the run is gone")?;
         let mut attempt = 0;
         loop {
@@ -731,113 +743,136 @@ impl CallSite {
                     )
                     .await;
             }
-            lock(&host.in_flight).insert(unit, Instant::now());
-            let ctx = CallContext {
-                journal: host.journal.clone(),
-                parent: self.parent,
-                work_unit: Some(unit),
-                budgets: host.budgets.clone(),
-                charge_to: self.charge_to.clone(),
-                cancel: host.cancel.child_token(),
-            };
-            let mut attempt_call = call.clone();
-            let worktree = if self.worktree {
-                match Worktree::create(&host.config.workdir, &format!("{}-{}", self.seq, unit))
-                    .await
-                {
-                    Ok(worktree) => {
-                        attempt_call.workdir = Some(worktree.path.clone());
-                        Some(worktree)
-                    }
-                    Err(e) => {
-                        lock(&host.in_flight).remove(&unit);
-                        host.limiter.release();
-                        let reason = e;
-                        let _ = host
-                            .journal
-                            .set_state(unit, WorkUnitState::Failed, Some(reason.clone()))
-                            .await;
-                        return self.settle(&host, unit, Ending::Failed(reason), None).await;
-                    }
-                }
-            } else {
-                None
-            };
-            let outcome = host.runner.run_dyn(attempt_call, ctx).await;
-            if let Some(worktree) = worktree {
-                self.close_worktree(&host, unit, worktree).await;
+            // Everything from here on is boxed: the calls still waiting for a slot (most of a
+            // fan-out's, all at once) then hold a small future each.
+            match Box::pin(self.attempt(&host, unit, &call, type_permit, &mut attempt)).await {
+                Attempt::Done(result) => return result,
+                Attempt::Retry(pause) => tokio::time::sleep(pause).await,
             }
-            lock(&host.in_flight).remove(&unit);
-            host.limiter.release();
-            drop(type_permit);
-            let ending = match outcome {
-                Ok(outcome) => {
-                    host.limiter.succeeded();
-                    let value = outcome
-                        .output
-                        .clone()
-                        .unwrap_or(Value::String(outcome.text.clone()));
-                    let journaled = host
-                        .journal
-                        .activity(
-                            unit,
-                            ActivityKind::AgentResult {
-                                key: self.key.clone(),
-                                seq: self.seq,
-                                result: value.clone(),
-                                cached: false,
-                            },
-                        )
-                        .await;
-                    if let Err(e) = journaled {
-                        host.shared.record_failed(e.to_string());
-                    }
-                    {
-                        let mut tally = lock(&host.tally);
-                        tally.usage += outcome.usage;
-                        tally.cost += outcome.cost;
-                    }
-                    return self
-                        .settle(
-                            &host,
-                            unit,
-                            Ending::Answer(value),
-                            Some((outcome.usage, outcome.cost)),
-                        )
-                        .await;
-                }
-                Err(AgentError::Provider(ProviderError::Api {
-                    kind: ErrorKind::RateLimited | ErrorKind::Overloaded,
-                    message,
-                    ..
-                })) if attempt < host.config.rate_limit_retries && !host.cancel.is_cancelled() => {
-                    host.limiter.overloaded();
-                    attempt += 1;
-                    host.shared.emit(RunEvent::Log {
-                        level: LogLevel::Warn,
-                        message: format!(
-                            "{}: provider overloaded ({message}); concurrency lowered to {}, retrying",
-                            self.label,
-                            host.limiter.current()
-                        ),
-                    });
-                    let pause = Duration::from_millis(
-                        250 * u64::from(attempt) + u64::from(self.seq as u32 % 97) * 3,
-                    );
-                    tokio::time::sleep(pause).await;
-                    continue;
-                }
-                // Like a terminal provider error: the agent died after its retries.
-                Err(e @ (AgentError::Provider(_) | AgentError::Worker(_))) => {
-                    Ending::Null(e.to_string())
-                }
-                Err(AgentError::Cancelled) if !host.cancel.is_cancelled() => {
-                    Ending::Null("skipped".into())
-                }
-                Err(e) => Ending::Failed(e.to_string()),
-            };
-            return self.settle(&host, unit, ending, None).await;
         }
+    }
+
+    /// Runs one admitted attempt of the call recorded as `unit`.
+    async fn attempt(
+        &self,
+        host: &RunHost,
+        unit: WorkUnitId,
+        call: &AgentCall,
+        type_permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        attempt: &mut u32,
+    ) -> Attempt {
+        lock(&host.in_flight).insert(unit, Instant::now());
+        let ctx = CallContext {
+            journal: host.journal.clone(),
+            parent: self.parent,
+            work_unit: Some(unit),
+            budgets: host.budgets.clone(),
+            charge_to: self.charge_to.clone(),
+            cancel: host.cancel.child_token(),
+        };
+        let mut attempt_call = call.clone();
+        let worktree = if self.worktree {
+            // Boxed, like the worktree's clean-up below: creating one runs git, and a
+            // future that holds that inline makes every call's future kilobytes larger.
+            match Box::pin(Worktree::create(
+                &host.config.workdir,
+                &format!("{}-{}", self.seq, unit),
+            ))
+            .await
+            {
+                Ok(worktree) => {
+                    attempt_call.workdir = Some(worktree.path.clone());
+                    Some(worktree)
+                }
+                Err(e) => {
+                    lock(&host.in_flight).remove(&unit);
+                    host.limiter.release();
+                    let reason = e;
+                    let _ = host
+                        .journal
+                        .set_state(unit, WorkUnitState::Failed, Some(reason.clone()))
+                        .await;
+                    return Attempt::Done(
+                        self.settle(host, unit, Ending::Failed(reason), None).await,
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        let outcome = host.runner.run_dyn(attempt_call, ctx).await;
+        if let Some(worktree) = worktree {
+            Box::pin(self.close_worktree(host, unit, worktree)).await;
+        }
+        lock(&host.in_flight).remove(&unit);
+        host.limiter.release();
+        drop(type_permit);
+        let ending = match outcome {
+            Ok(outcome) => {
+                host.limiter.succeeded();
+                let value = outcome
+                    .output
+                    .clone()
+                    .unwrap_or(Value::String(outcome.text.clone()));
+                let journaled = host
+                    .journal
+                    .activity(
+                        unit,
+                        ActivityKind::AgentResult {
+                            key: self.key.clone(),
+                            seq: self.seq,
+                            result: value.clone(),
+                            cached: false,
+                        },
+                    )
+                    .await;
+                if let Err(e) = journaled {
+                    host.shared.record_failed(e.to_string());
+                }
+                {
+                    let mut tally = lock(&host.tally);
+                    tally.usage += outcome.usage;
+                    tally.cost += outcome.cost;
+                }
+                return Attempt::Done(
+                    self.settle(
+                        host,
+                        unit,
+                        Ending::Answer(value),
+                        Some((outcome.usage, outcome.cost)),
+                    )
+                    .await,
+                );
+            }
+            Err(AgentError::Provider(ProviderError::Api {
+                kind: ErrorKind::RateLimited | ErrorKind::Overloaded,
+                message,
+                ..
+            })) if *attempt < host.config.rate_limit_retries && !host.cancel.is_cancelled() => {
+                host.limiter.overloaded();
+                *attempt += 1;
+                host.shared.emit(RunEvent::Log {
+                    level: LogLevel::Warn,
+                    message: format!(
+                        "{}: provider overloaded ({message}); concurrency lowered to {}, retrying",
+                        self.label,
+                        host.limiter.current()
+                    ),
+                });
+                return Attempt::Retry(Duration::from_millis(
+                    250 * u64::from(*attempt) + u64::from(self.seq as u32 % 97) * 3,
+                ));
+            }
+            // Like a terminal provider error: the agent died after its retries.
+            Err(e @ (AgentError::Provider(_) | AgentError::Worker(_))) => {
+                Ending::Null(e.to_string())
+            }
+            Err(AgentError::Cancelled) if !host.cancel.is_cancelled() => {
+                Ending::Null("skipped".into())
+            }
+            Err(e) => Ending::Failed(e.to_string()),
+        };
+        Attempt::Done(self.settle(host, unit, ending, None).await)
     }
 
     /// Removes an unchanged worktree, or logs where the changes were kept.
