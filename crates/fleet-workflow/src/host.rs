@@ -627,8 +627,9 @@ impl Host for RunHost {
 
 /// How an admitted attempt of a call ended.
 enum Attempt {
-    /// With this outcome.
-    Done(HostResult),
+    /// The call ended so, with what it spent: settle it once that is durable. The attempt's
+    /// future is gone by then, so a call waiting for the commit holds only what settling needs.
+    Settle(WorkUnitId, Ending, Option<(TokenUsage, Cost)>),
     /// The provider was overloaded: try again after this pause.
     Retry(Duration),
 }
@@ -746,7 +747,9 @@ impl CallSite {
             // Everything from here on is boxed: the calls still waiting for a slot (most of a
             // fan-out's, all at once) then hold a small future each.
             match Box::pin(self.attempt(&host, unit, &call, type_permit, &mut attempt)).await {
-                Attempt::Done(result) => return result,
+                Attempt::Settle(unit, ending, spent) => {
+                    return self.settle(&host, unit, ending, spent).await;
+                }
                 Attempt::Retry(pause) => tokio::time::sleep(pause).await,
             }
         }
@@ -792,9 +795,7 @@ impl CallSite {
                         .journal
                         .set_state(unit, WorkUnitState::Failed, Some(reason.clone()))
                         .await;
-                    return Attempt::Done(
-                        self.settle(host, unit, Ending::Failed(reason), None).await,
-                    );
+                    return Attempt::Settle(unit, Ending::Failed(reason), None);
                 }
             }
         } else {
@@ -834,14 +835,10 @@ impl CallSite {
                     tally.usage += outcome.usage;
                     tally.cost += outcome.cost;
                 }
-                return Attempt::Done(
-                    self.settle(
-                        host,
-                        unit,
-                        Ending::Answer(value),
-                        Some((outcome.usage, outcome.cost)),
-                    )
-                    .await,
+                return Attempt::Settle(
+                    unit,
+                    Ending::Answer(value),
+                    Some((outcome.usage, outcome.cost)),
                 );
             }
             Err(AgentError::Provider(ProviderError::Api {
@@ -872,7 +869,7 @@ impl CallSite {
             }
             Err(e) => Ending::Failed(e.to_string()),
         };
-        Attempt::Done(self.settle(host, unit, ending, None).await)
+        Attempt::Settle(unit, ending, None)
     }
 
     /// Removes an unchanged worktree, or logs where the changes were kept.
