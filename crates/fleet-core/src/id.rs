@@ -42,8 +42,23 @@ fn parse_uuid(kind: &'static str, input: &str) -> Result<Uuid, IdError> {
 macro_rules! define_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
         pub struct $name(Uuid);
+
+        // The UUID's bytes in order, compared as one big-endian number: the same order as
+        // comparing the bytes, in two instructions instead of a byte loop (read models keep
+        // their units in maps keyed by id, and look them up several times per event).
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.0.as_u128().cmp(&other.0.as_u128())
+            }
+        }
 
         impl $name {
             /// A new, time-ordered (UUIDv7) id.
@@ -169,6 +184,29 @@ mod tests {
             let parsed = WorkUnitId::parse(&spelling).unwrap();
             assert_eq!(parsed, id, "{spelling}");
             assert_eq!(parsed.to_string(), canonical);
+        }
+    }
+
+    #[test]
+    fn ids_order_as_their_bytes_and_their_text() {
+        let ids: Vec<WorkUnitId> = [
+            "00000000-0000-0000-0000-000000000002",
+            "00000000-0000-0000-0000-000000000100",
+            "0190b0e4-6f1c-7d2a-9b3e-5c4d3e2f1a0b",
+            "0190b0e4-6f1c-7d2a-9b3e-5c4d3e2f1a0c",
+            "8000000f-0000-0000-0000-000000000000",
+            "ff000000-0000-0000-0000-000000000001",
+        ]
+        .iter()
+        .map(|s| WorkUnitId::parse(s).unwrap())
+        .collect();
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids {
+                let by_bytes = a.as_uuid().as_bytes().cmp(b.as_uuid().as_bytes());
+                assert_eq!(a.cmp(b), by_bytes, "{a} vs {b}");
+                assert_eq!(a.cmp(b), a.to_string().cmp(&b.to_string()), "{a} vs {b}");
+            }
+            assert!(ids[..i].iter().all(|earlier| earlier < a));
         }
     }
 
