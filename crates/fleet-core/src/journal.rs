@@ -33,7 +33,7 @@ use crate::id::{ThreadId, TurnId, WorkUnitId};
 use crate::money::Usd;
 use crate::pricing::PriceTable;
 use crate::store::{CheckedEvents, DynEventStore, StoreError};
-use crate::thread::Thread;
+use crate::thread::{Changes, Thread};
 use crate::usage::TokenUsage;
 use crate::work_unit::WorkUnitState;
 
@@ -57,6 +57,8 @@ struct Inner {
 struct State {
     /// The read model, with every accepted event applied (durable or not).
     thread: Thread,
+    /// Scratch for what an event changed (the journal needs none of it).
+    changes: Changes,
     /// Accepted events not yet handed to the store, in order.
     queued: Vec<Event>,
     /// Whether the appender task is running.
@@ -93,6 +95,7 @@ impl Journal {
                 thread_id,
                 state: std::sync::Mutex::new(State {
                     thread,
+                    changes: Changes::default(),
                     queued: Vec::new(),
                     appending: false,
                     durable,
@@ -161,7 +164,11 @@ impl Journal {
             return Err(stopped(reason));
         }
         let event = decide(&state.thread, command, Timestamp::now(), &self.inner.prices)?;
-        state.thread.apply_event(&event)?;
+        let State {
+            thread, changes, ..
+        } = &mut *state;
+        thread.apply_event_into(&event, changes)?;
+        changes.clear();
         let version = state.thread.version;
         let picked = pick(&event);
         state.queued.push(event);
@@ -410,7 +417,10 @@ async fn append_queued(inner: Arc<Inner>) {
                 state.appending = false;
                 return;
             }
-            let events = std::mem::take(&mut state.queued);
+            // The next batch is likely as large as this one: one allocation, not a dozen
+            // regrowths while the script's thread records.
+            let room = state.queued.len();
+            let events = std::mem::replace(&mut state.queued, Vec::with_capacity(room));
             (state.thread.version - events.len() as u64, events)
         };
         let count = events.len() as u64;

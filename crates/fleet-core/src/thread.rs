@@ -184,6 +184,16 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Forgets every change, keeping the memory.
+    pub fn clear(&mut self) {
+        self.turns.clear();
+        self.work_units.clear();
+        self.activities.clear();
+        self.removed_turns.clear();
+        self.removed_work_units.clear();
+        self.removed_activities.clear();
+    }
+
     /// Adds `other` to these (ids may repeat; stores write each once).
     pub fn merge(&mut self, other: Self) {
         self.turns.extend(other.turns);
@@ -288,13 +298,27 @@ impl Thread {
     /// A [`Violation`] when the event cannot happen to the thread as it is; the thread is then
     /// untouched.
     pub fn apply_event(&mut self, event: &Event) -> Result<Changes, Violation> {
-        let changes = self.apply_inner(event)?;
-        self.version += 1;
+        let mut changes = Changes::default();
+        self.apply_event_into(event, &mut changes)?;
         Ok(changes)
     }
 
-    fn apply_inner(&mut self, event: &Event) -> Result<Changes, Violation> {
-        let mut changes = Changes::default();
+    /// As [`Thread::apply_event`], adding what changed to `changes` (a caller that applies
+    /// many events, or does not need the changes, reuses one instead of allocating per event).
+    ///
+    /// # Errors
+    /// As [`Thread::apply_event`]; `changes` is then untouched too.
+    pub fn apply_event_into(
+        &mut self,
+        event: &Event,
+        changes: &mut Changes,
+    ) -> Result<(), Violation> {
+        self.apply_inner(event, changes)?;
+        self.version += 1;
+        Ok(())
+    }
+
+    fn apply_inner(&mut self, event: &Event, changes: &mut Changes) -> Result<(), Violation> {
         let at = match event {
             Event::ThreadCreated { .. } => return Err(Violation::ThreadExists(self.id)),
             Event::TurnStarted {
@@ -434,12 +458,12 @@ impl Thread {
                 alert.at
             }
             Event::ThreadReverted { to_turn, at } => {
-                changes = self.revert(*to_turn)?;
+                changes.merge(self.revert(*to_turn)?);
                 *at
             }
         };
         self.updated_at = self.updated_at.max(at);
-        Ok(changes)
+        Ok(())
     }
 
     fn check_thread(&self, found: ThreadId) -> Result<(), Violation> {
