@@ -62,11 +62,8 @@ impl FakeModel {
     /// The answer to `prompt`.
     #[must_use]
     pub fn answer(prompt: &str) -> String {
-        let tail: String = {
-            let chars: Vec<char> = prompt.chars().collect();
-            chars[chars.len().saturating_sub(8)..].iter().collect()
-        };
-        format!("ok:{tail}")
+        let start = prompt.char_indices().rev().nth(7).map_or(0, |(at, _)| at);
+        format!("ok:{}", &prompt[start..])
     }
 }
 
@@ -251,5 +248,20 @@ fn ring() {
             }
             None => std::thread::park(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FakeModel;
+
+    #[test]
+    fn the_answer_is_ok_and_the_prompts_last_eight_characters() {
+        assert_eq!(FakeModel::answer("hello world!"), "ok:o world!");
+        assert_eq!(FakeModel::answer("short"), "ok:short");
+        assert_eq!(FakeModel::answer(""), "ok:");
+        assert_eq!(FakeModel::answer("12345678"), "ok:12345678");
+        // Characters, not bytes.
+        assert_eq!(FakeModel::answer("préfixe: déjà vu é"), "ok:éjà vu é");
     }
 }
