@@ -215,7 +215,7 @@ impl Journal {
     ///
     /// The command is validated and recorded when this is called, not when the future is first
     /// polled: commands are recorded in the order they are issued, and the future holds only
-    /// what it returns, not the command.
+    /// what it returns, not the command. The future borrows nothing and may be spawned.
     ///
     /// # Errors
     /// [`CommandError::Violation`] when the command cannot happen to the thread as it is
@@ -223,7 +223,7 @@ impl Journal {
     pub fn execute(
         &self,
         command: Command,
-    ) -> impl Future<Output = Result<Event, CommandError>> + Send + '_ {
+    ) -> impl Future<Output = Result<Event, CommandError>> + Send + 'static {
         self.execute_with(command, Event::clone)
     }
 
@@ -233,12 +233,14 @@ impl Journal {
         &self,
         command: Command,
         pick: impl FnOnce(&Event) -> R,
-    ) -> impl Future<Output = Result<R, CommandError>> + Send + '_ {
+    ) -> impl Future<Output = Result<R, CommandError>> + Send + 'static {
         let recorded = self.record(command, pick);
+        // The future owns its handle, so that it can be spawned: the write itself is done.
+        let wait = (!self.write_behind).then(|| self.clone());
         async move {
             let (picked, version) = recorded?;
-            if !self.write_behind {
-                self.durable(Some(version)).await?;
+            if let Some(journal) = wait {
+                journal.durable(Some(version)).await?;
             }
             Ok(picked)
         }
@@ -265,16 +267,13 @@ impl Journal {
         &self,
         input: Option<String>,
         root: WorkUnitDraft,
-    ) -> impl Future<Output = Result<(TurnId, WorkUnitId), CommandError>> + Send + '_ {
+    ) -> impl Future<Output = Result<(TurnId, WorkUnitId), CommandError>> + Send + 'static {
         let started = self.execute_with(Command::StartTurn { input, root }, |event| match event {
             Event::TurnStarted { turn_id, root, .. } => Some((*turn_id, root.id)),
             _ => None,
         });
-        async move {
-            started
-                .await?
-                .ok_or(CommandError::NoThread(self.inner.thread_id))
-        }
+        let thread = self.inner.thread_id;
+        async move { started.await?.ok_or(CommandError::NoThread(thread)) }
     }
 
     /// Records `draft` under `parent`; returns the new unit.
@@ -285,7 +284,7 @@ impl Journal {
         &self,
         parent: WorkUnitId,
         draft: WorkUnitDraft,
-    ) -> impl Future<Output = Result<WorkUnitId, CommandError>> + Send + '_ {
+    ) -> impl Future<Output = Result<WorkUnitId, CommandError>> + Send + 'static {
         let command = Command::StartWorkUnit {
             parent_id: parent,
             draft,
@@ -294,11 +293,8 @@ impl Journal {
             Event::WorkUnitUpserted { work_unit } => Some(work_unit.id),
             _ => None,
         });
-        async move {
-            started
-                .await?
-                .ok_or(CommandError::NoThread(self.inner.thread_id))
-        }
+        let thread = self.inner.thread_id;
+        async move { started.await?.ok_or(CommandError::NoThread(thread)) }
     }
 
     /// Moves a unit to `state`.
@@ -310,7 +306,7 @@ impl Journal {
         unit: WorkUnitId,
         state: WorkUnitState,
         error: Option<String>,
-    ) -> impl Future<Output = Result<(), CommandError>> + Send + '_ {
+    ) -> impl Future<Output = Result<(), CommandError>> + Send + 'static {
         let command = Command::SetWorkUnitState {
             work_unit_id: unit,
             state,
@@ -360,7 +356,7 @@ impl Journal {
         &self,
         unit: WorkUnitId,
         kind: ActivityKind,
-    ) -> impl Future<Output = Result<(), CommandError>> + Send + '_ {
+    ) -> impl Future<Output = Result<(), CommandError>> + Send + 'static {
         let command = Command::AppendActivity {
             turn_id: None,
             work_unit_id: Some(unit),
@@ -380,7 +376,7 @@ impl Journal {
         model: &str,
         usage: TokenUsage,
         cost: Option<Usd>,
-    ) -> impl Future<Output = Result<Option<Usd>, CommandError>> + Send + '_ {
+    ) -> impl Future<Output = Result<Option<Usd>, CommandError>> + Send + 'static {
         let model = Some(model.to_owned());
         let command = match cost {
             Some(cost) => Command::RecordPricedUsage {

@@ -511,13 +511,9 @@ impl Host for RunHost {
         self.shared.emit(RunEvent::PhaseStarted {
             title: title.clone(),
         });
-        let journal = self.journal.clone();
-        self.record(async move {
-            journal
-                .activity(unit, ActivityKind::Phase { title })
-                .await
-                .map_err(|e| e.to_string())
-        });
+        // Recorded now, in the script's order with its calls; only the outcome is awaited.
+        let recorded = self.journal.activity(unit, ActivityKind::Phase { title });
+        self.record(async move { recorded.await.map_err(|e| e.to_string()) });
     }
 
     fn log(&self, frame: FrameId, level: LogLevel, message: String) {
@@ -528,13 +524,10 @@ impl Host for RunHost {
         let Some(unit) = self.frame_unit(frame) else {
             return;
         };
-        let journal = self.journal.clone();
-        self.record(async move {
-            journal
-                .activity(unit, ActivityKind::Log { level, message })
-                .await
-                .map_err(|e| e.to_string())
-        });
+        let recorded = self
+            .journal
+            .activity(unit, ActivityKind::Log { level, message });
+        self.record(async move { recorded.await.map_err(|e| e.to_string()) });
     }
 
     fn budget(&self) -> BudgetView {
