@@ -98,6 +98,33 @@
     }
   });
 
+  // Starts `start(i)` for i in 0..n, in order, and resolves with their results in order once
+  // all have settled; a start that throws or a result that rejects is `failed(i, error)`
+  // instead, reported as it happens. What Promise.all over `.then(undefined, failed)` does,
+  // with one promise reaction per item instead of two and no promise of its own per item.
+  const gather = (n, start, failed) => new Promise((resolve) => {
+    const results = new Array(n);
+    let left = n;
+    if (n === 0) {
+      resolve(results);
+      return;
+    }
+    for (let i = 0; i < n; i++) {
+      const done = (value) => {
+        results[i] = value;
+        if (--left === 0) resolve(results);
+      };
+      let started;
+      try {
+        started = start(i);
+      } catch (e) {
+        done(failed(i, e));
+        continue;
+      }
+      Promise.resolve(started).then(done, (e) => done(failed(i, e)));
+    }
+  });
+
   define('parallel', async function parallel(thunks) {
     if (!Array.isArray(thunks)) {
       throw new TypeError(`parallel(thunks) expects an array of functions, got ${kind(thunks)}`);
@@ -106,20 +133,16 @@
       throw new RangeError(
         `parallel() got ${thunks.length} items; at most ${MAX} are allowed per call. Split the work into batches.`);
     }
-    return Promise.all(thunks.map((thunk, i) => {
-      const failed = (e) => {
-        h.log(`parallel[${i}] failed: ${describe(e)}`, 'warn');
-        return null;
-      };
-      try {
-        if (typeof thunk !== 'function') {
-          throw new TypeError(`not a function but ${kind(thunk)}: pass () => agent(...), not agent(...)`);
-        }
-        return Promise.resolve(thunk()).then(undefined, failed);
-      } catch (e) {
-        return failed(e);
+    return gather(thunks.length, (i) => {
+      const thunk = thunks[i];
+      if (typeof thunk !== 'function') {
+        throw new TypeError(`not a function but ${kind(thunk)}: pass () => agent(...), not agent(...)`);
       }
-    }));
+      return thunk();
+    }, (i, e) => {
+      h.log(`parallel[${i}] failed: ${describe(e)}`, 'warn');
+      return null;
+    });
   });
 
   define('pipeline', async function pipeline(items, ...stages) {
@@ -135,7 +158,7 @@
         throw new TypeError(`pipeline(): stage ${s} is ${kind(stage)}, not a function`);
       }
     });
-    return Promise.all(items.map(async (item, index) => {
+    const run = async (item, index) => {
       let previous = item;
       for (let s = 0; s < stages.length; s++) {
         try {
@@ -147,7 +170,9 @@
         if (previous === null) return null;
       }
       return previous;
-    }));
+    };
+    // `run` catches every stage's failure itself, so `failed` is never called.
+    return gather(items.length, (i) => run(items[i], i), () => null);
   });
 
   define('phase', function phase(title) { h.phase(show(title)); });
