@@ -370,6 +370,28 @@ async fn parallel_keeps_order_and_turns_failures_into_logged_nulls() {
 }
 
 #[tokio::test]
+async fn parallel_and_pipeline_of_nothing_and_of_plain_values_resolve() {
+    let ran = run(
+        "const thenable = { then(ok) { ok('from a thenable'); } };\n\
+         return [await parallel([]), await pipeline([]), await pipeline([], (x) => x),\n\
+                 await parallel([() => 1, () => thenable, () => Promise.reject(new Error('late'))]),\n\
+                 await pipeline([1, 2], (x) => x * 10, async (x) => x + 1)];",
+    )
+    .await;
+    assert_eq!(
+        ran.summary.result,
+        json!([[], [], [], [1, "from a thenable", null], [11, 21]]),
+        "{}",
+        ran.error()
+    );
+    assert!(
+        ran.logs().contains(&"parallel[2] failed: late".to_owned()),
+        "{:?}",
+        ran.logs()
+    );
+}
+
+#[tokio::test]
 async fn parallel_is_bounded_by_the_run_concurrency() {
     let options = RunOptions {
         concurrency: 3,
