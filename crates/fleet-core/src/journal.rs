@@ -115,6 +115,48 @@ impl Journal {
         Ok(Self::new(Recorder::create(store, title).await?))
     }
 
+    /// Starts a new thread in `store` without waiting for the disk: its creation is queued like
+    /// a [`write_behind`](Journal::write_behind) write and is durable by the next
+    /// [`Journal::flush`] (or the next write of a journal that waits). A run starts its script
+    /// at once; nothing it acknowledges can get ahead of the thread's creation.
+    ///
+    /// # Errors
+    /// When called outside a tokio runtime (the appender runs on it).
+    pub fn begin(store: SharedStore, title: Option<String>) -> Result<Self, CommandError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| StoreError::CommitFailed {
+                reason: "a journal records from within a tokio runtime".into(),
+            })?;
+        let id = ThreadId::new();
+        let created = Event::ThreadCreated {
+            thread_id: id,
+            title,
+            at: Timestamp::now(),
+        };
+        let mut thread = None;
+        crate::thread::apply(&mut thread, id, &created)?;
+        let thread = thread.ok_or(CommandError::NoThread(id))?;
+        let journal = Self {
+            inner: Arc::new(Inner {
+                store,
+                prices: PriceTable::shipped(),
+                thread_id: id,
+                state: std::sync::Mutex::new(State {
+                    thread,
+                    changes: Changes::default(),
+                    queued: vec![created],
+                    appending: true,
+                    durable: 0,
+                    failed: None,
+                    waiters: VecDeque::new(),
+                }),
+            }),
+            write_behind: false,
+        };
+        runtime.spawn(append_queued(journal.inner.clone()));
+        Ok(journal)
+    }
+
     /// The thread recorded into.
     #[must_use]
     pub fn thread_id(&self) -> ThreadId {
@@ -591,6 +633,45 @@ mod tests {
         durable.await.unwrap().unwrap();
         flushed.await.unwrap().unwrap();
         assert_eq!(stored(store.clone(), journal.thread_id()).await, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_begun_thread_is_durable_by_the_first_flush_with_what_followed_it() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let journal = Journal::begin(store.clone(), Some("begun".into())).unwrap();
+        let fast = journal.write_behind();
+        let (_, root) = fast
+            .start_turn(
+                None,
+                WorkUnitDraft::new(crate::work_unit::WorkUnitKind::Workflow),
+            )
+            .await
+            .unwrap();
+        fast.activity(
+            root,
+            ActivityKind::Phase {
+                title: "one".into(),
+            },
+        )
+        .await
+        .unwrap();
+        journal.flush().await.unwrap();
+        let stored = store
+            .snapshot_dyn(journal.thread_id())
+            .await
+            .unwrap()
+            .expect("the thread is in the store");
+        let in_memory = journal.read(Clone::clone).await;
+        assert_eq!(stored.version, 3);
+        assert_eq!(stored, in_memory);
+        assert_eq!(stored.title.as_deref(), Some("begun"));
+    }
+
+    #[test]
+    fn beginning_a_thread_outside_a_runtime_is_an_error_not_a_panic() {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let error = Journal::begin(store, None).unwrap_err();
+        assert!(error.to_string().contains("tokio runtime"), "{error}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

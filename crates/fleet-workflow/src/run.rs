@@ -358,7 +358,7 @@ impl WorkflowEngine {
     ) -> Result<RunHandle, StartError> {
         let (journal, journaled) = match resume {
             None => (
-                Journal::create(self.store.clone(), Some(script.meta.name.clone())).await?,
+                Journal::begin(self.store.clone(), Some(script.meta.name.clone()))?,
                 ResumeJournal::none(),
             ),
             Some(resume) => {
