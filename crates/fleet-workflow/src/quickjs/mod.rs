@@ -136,7 +136,7 @@ impl RunQueue {
         }
     }
 
-    /// Moves the tasks woken on other threads into `into`.
+    /// Moves every woken task into `into` (those woken on the run's thread first).
     fn take(&self, into: &mut Vec<usize>) {
         let mut woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
         into.append(&mut woken.local);
@@ -152,6 +152,14 @@ impl RunQueue {
                 .unwrap_or_else(PoisonError::into_inner)
                 .local,
         );
+    }
+
+    /// Puts back tasks taken with [`RunQueue::take_local`] but not polled.
+    fn requeue(&self, tasks: &mut Vec<usize>) {
+        if !tasks.is_empty() {
+            let mut woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
+            woken.local.append(tasks);
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -263,18 +271,25 @@ impl State {
     }
 
     /// Polls every woken task; a task woken by another's poll on this thread is polled
-    /// right after it.
+    /// right after it, up to [`LIFO_POLLS`] times a round (a task that keeps waking itself,
+    /// or two that wake each other, then wait for the next round like the rest, and the
+    /// script's promises are settled in between).
     fn poll_woken(&self, woken: &mut Vec<usize>) {
         self.queue.take(woken);
+        let mut budget = LIFO_POLLS;
         let mut next = Vec::new();
-        for id in woken.drain(..) {
+        for &id in woken.iter() {
             self.poll_id(id);
-            self.queue.take_local(&mut next);
-            while let Some(id) = next.pop() {
-                self.poll_id(id);
+            while budget > 0 {
                 self.queue.take_local(&mut next);
+                let Some(id) = next.pop() else { break };
+                budget -= 1;
+                self.poll_id(id);
             }
         }
+        woken.clear();
+        // Woken but not polled in this round: they are the next round's.
+        self.queue.requeue(&mut next);
     }
 
     fn poll_id(&self, id: usize) {
@@ -510,6 +525,9 @@ fn wait_for_wake(queue: &RunQueue) {
 }
 
 const SPIN_YIELDS: u32 = 16;
+
+/// How many tasks woken on the run's thread are polled out of turn in one round.
+const LIFO_POLLS: u32 = 64;
 
 fn top_level_result(settlement: Settlement) -> Result<Option<Value>, ScriptFailure> {
     match settlement {

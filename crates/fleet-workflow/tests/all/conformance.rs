@@ -343,6 +343,42 @@ async fn a_promise_nothing_can_settle_fails_the_run() {
     );
 }
 
+/// A runner whose `spin` call keeps waking itself (a busy host future) until it is cancelled.
+struct Spinner(FakeModel);
+
+impl fleet_core::agent::AgentRunner for Spinner {
+    async fn run(
+        &self,
+        call: fleet_core::agent::AgentCall,
+        ctx: fleet_core::agent::CallContext,
+    ) -> Result<fleet_core::agent::AgentOutcome, fleet_core::agent::AgentError> {
+        if call.prompt == "spin" {
+            while !ctx.cancel.is_cancelled() {
+                tokio::task::yield_now().await;
+            }
+            return Err(fleet_core::agent::AgentError::Cancelled);
+        }
+        self.0.run(call, ctx).await
+    }
+}
+
+#[tokio::test]
+async fn a_host_future_that_keeps_waking_itself_does_not_starve_the_script() {
+    let engine = WorkflowEngine::new(memory(), Arc::new(Spinner(FakeModel::new())));
+    let handle = engine
+        .start(
+            script("agent('spin');\nreturn await agent('fast');"),
+            RunOptions::default(),
+            None,
+        )
+        .await
+        .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(20), handle.wait())
+        .await
+        .expect("the script got its answer while the other call kept polling");
+    assert_eq!(summary.result, json!("ok:fast"), "{:?}", summary.error);
+}
+
 // ---- primitives -----------------------------------------------------------------------------
 
 #[tokio::test]
