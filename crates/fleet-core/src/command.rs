@@ -282,24 +282,30 @@ pub struct Recorder<S> {
     prices: Arc<PriceTable>,
 }
 
+/// A new thread, and the event that creates it (to be appended at version 0).
+pub(crate) fn new_thread(title: Option<String>) -> Result<(Thread, Event), CommandError> {
+    let id = ThreadId::new();
+    let event = Event::ThreadCreated {
+        thread_id: id,
+        title,
+        at: Timestamp::now(),
+    };
+    let mut thread = None;
+    apply(&mut thread, id, &event)?;
+    let thread = thread.ok_or(CommandError::NoThread(id))?;
+    Ok((thread, event))
+}
+
 impl<S: EventStore> Recorder<S> {
     /// Creates a thread in `store` and returns its recorder.
     ///
     /// # Errors
     /// When the store fails.
     pub async fn create(store: S, title: Option<String>) -> Result<Self, CommandError> {
-        let id = ThreadId::new();
-        let event = Event::ThreadCreated {
-            thread_id: id,
-            title,
-            at: Timestamp::now(),
-        };
-        let mut thread = None;
-        apply(&mut thread, id, &event)?;
+        let (thread, event) = new_thread(title)?;
         store
-            .append_checked(id, CheckedEvents::new(0, vec![event]))
+            .append_checked(thread.id, CheckedEvents::new(0, vec![event]))
             .await?;
-        let thread = thread.ok_or(CommandError::NoThread(id))?;
         Ok(Self {
             store,
             thread,

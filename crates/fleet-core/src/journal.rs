@@ -86,8 +86,18 @@ impl Journal {
     #[must_use]
     pub fn new(recorder: Recorder<SharedStore>) -> Self {
         let (store, thread, prices) = recorder.into_parts();
+        Self::with_thread(store, prices, thread, Vec::new())
+    }
+
+    /// A journal over `thread`, whose last `queued` events are not yet in the store.
+    fn with_thread(
+        store: SharedStore,
+        prices: Arc<PriceTable>,
+        thread: Thread,
+        queued: Vec<Event>,
+    ) -> Self {
         let thread_id = thread.id;
-        let durable = thread.version;
+        let durable = thread.version - queued.len() as u64;
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -96,7 +106,7 @@ impl Journal {
                 state: std::sync::Mutex::new(State {
                     thread,
                     changes: Changes::default(),
-                    queued: Vec::new(),
+                    queued,
                     appending: false,
                     durable,
                     failed: None,
@@ -123,37 +133,9 @@ impl Journal {
     /// # Errors
     /// When called outside a tokio runtime (the appender runs on it).
     pub fn begin(store: SharedStore, title: Option<String>) -> Result<Self, CommandError> {
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| StoreError::CommitFailed {
-                reason: "a journal records from within a tokio runtime".into(),
-            })?;
-        let id = ThreadId::new();
-        let created = Event::ThreadCreated {
-            thread_id: id,
-            title,
-            at: Timestamp::now(),
-        };
-        let mut thread = None;
-        crate::thread::apply(&mut thread, id, &created)?;
-        let thread = thread.ok_or(CommandError::NoThread(id))?;
-        let journal = Self {
-            inner: Arc::new(Inner {
-                store,
-                prices: PriceTable::shipped(),
-                thread_id: id,
-                state: std::sync::Mutex::new(State {
-                    thread,
-                    changes: Changes::default(),
-                    queued: vec![created],
-                    appending: true,
-                    durable: 0,
-                    failed: None,
-                    waiters: VecDeque::new(),
-                }),
-            }),
-            write_behind: false,
-        };
-        runtime.spawn(append_queued(journal.inner.clone()));
+        let (thread, created) = crate::command::new_thread(title)?;
+        let journal = Self::with_thread(store, PriceTable::shipped(), thread, vec![created]);
+        journal.start_appending(&mut journal.state())?;
         Ok(journal)
     }
 
@@ -214,6 +196,12 @@ impl Journal {
         let version = state.thread.version;
         let picked = pick(&event);
         state.queued.push(event);
+        self.start_appending(&mut state)?;
+        Ok((picked, version))
+    }
+
+    /// Starts the appender unless it is running (it stops when the queue is empty).
+    fn start_appending(&self, state: &mut State) -> Result<(), CommandError> {
         if !state.appending {
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| StoreError::CommitFailed {
@@ -222,7 +210,7 @@ impl Journal {
             state.appending = true;
             runtime.spawn(append_queued(self.inner.clone()));
         }
-        Ok((picked, version))
+        Ok(())
     }
 
     /// Waits until the thread is durable up to `version` (`None`: as far as it is recorded).
@@ -502,14 +490,14 @@ mod tests {
     /// A new thread in `store` with a running workflow root.
     async fn with_root(store: &SharedStore) -> (Journal, WorkUnitId) {
         let journal = Journal::create(store.clone(), None).await.unwrap();
-        let (_, root) = journal
-            .start_turn(
-                None,
-                WorkUnitDraft::new(crate::work_unit::WorkUnitKind::Workflow),
-            )
-            .await
-            .unwrap();
+        let root = start_root(&journal).await;
         (journal, root)
+    }
+
+    /// Starts a turn with a running workflow root in `journal`'s thread.
+    async fn start_root(journal: &Journal) -> WorkUnitId {
+        let draft = WorkUnitDraft::new(crate::work_unit::WorkUnitKind::Workflow);
+        journal.start_turn(None, draft).await.unwrap().1
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -640,13 +628,7 @@ mod tests {
         let store: SharedStore = Arc::new(MemoryStore::new());
         let journal = Journal::begin(store.clone(), Some("begun".into())).unwrap();
         let fast = journal.write_behind();
-        let (_, root) = fast
-            .start_turn(
-                None,
-                WorkUnitDraft::new(crate::work_unit::WorkUnitKind::Workflow),
-            )
-            .await
-            .unwrap();
+        let root = start_root(&fast).await;
         fast.activity(
             root,
             ActivityKind::Phase {

@@ -103,6 +103,6 @@ pub use store::sqlite::SqliteStore;
 pub use store::{
     Appended, CheckedEvents, DynEventStore, EventStore, ExpectedVersion, StoreError, Subscription,
 };
-pub use thread::{Changes, Thread, Turn, Violation, apply, project};
+pub use thread::{Changes, Thread, Turn, Violation, apply, apply_into, project};
 pub use usage::TokenUsage;
 pub use work_unit::{ProviderRefs, WorkUnit, WorkUnitKind, WorkUnitRecord, WorkUnitState};

@@ -216,6 +216,22 @@ pub fn apply(
     stream: ThreadId,
     event: &Event,
 ) -> Result<Changes, Violation> {
+    let mut changes = Changes::default();
+    apply_into(thread, stream, event, &mut changes)?;
+    Ok(changes)
+}
+
+/// As [`apply`], adding what changed to `changes`: whoever folds many events (a store loading a
+/// stream, a writer catching up) keeps one list instead of allocating and merging one per event.
+///
+/// # Errors
+/// As [`apply`]; `changes` is then untouched too.
+pub fn apply_into(
+    thread: &mut Option<Thread>,
+    stream: ThreadId,
+    event: &Event,
+    changes: &mut Changes,
+) -> Result<(), Violation> {
     let Some(t) = thread else {
         return match event {
             Event::ThreadCreated {
@@ -241,12 +257,12 @@ pub fn apply(
                     budget_alerts: Vec::new(),
                     activity_ids: ActivityIndex::default(),
                 });
-                Ok(Changes::default())
+                Ok(())
             }
             _ => Err(Violation::ThreadMissing(stream)),
         };
     };
-    t.apply_event(event)
+    t.apply_event_into(event, changes)
 }
 
 /// Folds a stream's events into its thread. Events that cannot apply (which a store never

@@ -490,11 +490,10 @@ impl Host for RunHost {
         // Boxed, so that the call's future holds pointers to them: a fan-out keeps a
         // thousand of these futures at once.
         let ctx = Box::new(ctx);
-        let fut: BoxFuture<'static, HostResult> = match cached {
+        Ok(match cached {
             Some(value) => Box::pin(ctx.serve_cached(value)),
             None => Box::pin(ctx.run_live(Box::new(call))),
-        };
-        Ok(fut)
+        })
     }
 
     fn phase(&self, frame: FrameId, title: String) {
@@ -622,7 +621,7 @@ impl Host for RunHost {
 enum Attempt {
     /// The call ended so, with what it spent: settle it once that is durable. The attempt's
     /// future is gone by then, so a call waiting for the commit holds only what settling needs.
-    Settle(WorkUnitId, Ending, Option<(TokenUsage, Cost)>),
+    Settle(Ending, Option<(TokenUsage, Cost)>),
     /// The provider was overloaded: try again after this pause.
     Retry(Duration),
 }
@@ -740,7 +739,7 @@ impl CallSite {
             // Everything from here on is boxed: the calls still waiting for a slot (most of a
             // fan-out's, all at once) then hold a small future each.
             match Box::pin(self.attempt(&host, unit, &call, type_permit, &mut attempt)).await {
-                Attempt::Settle(unit, ending, spent) => {
+                Attempt::Settle(ending, spent) => {
                     return self.settle(&host, unit, ending, spent).await;
                 }
                 Attempt::Retry(pause) => tokio::time::sleep(pause).await,
@@ -788,7 +787,7 @@ impl CallSite {
                         .journal
                         .set_state(unit, WorkUnitState::Failed, Some(reason.clone()))
                         .await;
-                    return Attempt::Settle(unit, Ending::Failed(reason), None);
+                    return Attempt::Settle(Ending::Failed(reason), None);
                 }
             }
         } else {
@@ -828,11 +827,7 @@ impl CallSite {
                     tally.usage += outcome.usage;
                     tally.cost += outcome.cost;
                 }
-                return Attempt::Settle(
-                    unit,
-                    Ending::Answer(value),
-                    Some((outcome.usage, outcome.cost)),
-                );
+                return Attempt::Settle(Ending::Answer(value), Some((outcome.usage, outcome.cost)));
             }
             Err(AgentError::Provider(ProviderError::Api {
                 kind: ErrorKind::RateLimited | ErrorKind::Overloaded,
@@ -862,7 +857,7 @@ impl CallSite {
             }
             Err(e) => Ending::Failed(e.to_string()),
         };
-        Attempt::Settle(unit, ending, None)
+        Attempt::Settle(ending, None)
     }
 
     /// Removes an unchanged worktree, or logs where the changes were kept.

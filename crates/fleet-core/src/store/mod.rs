@@ -519,14 +519,13 @@ impl StreamState {
         // from what it stored (see `StreamState::restore_needed`).
         let mut changes = crate::thread::Changes::default();
         for (index, event) in events.iter().enumerate() {
-            let c = crate::thread::apply(&mut self.thread, id, event).map_err(|violation| {
-                StoreError::Rejected {
+            crate::thread::apply_into(&mut self.thread, id, event, &mut changes).map_err(
+                |violation| StoreError::Rejected {
                     thread: id,
                     index,
                     violation,
-                }
-            })?;
-            changes.merge(c);
+                },
+            )?;
         }
         Ok(changes)
     }

@@ -195,9 +195,7 @@ pub(crate) fn load_thread(conn: &Connection, id: ThreadId) -> Result<Loaded, Sto
         behind_events += 1;
         // An event that cannot apply was never accepted by a store; skipping it is what the
         // projector does (`thread::project`).
-        if let Ok(changes) = crate::thread::apply(&mut thread, id, event) {
-            behind.merge(changes);
-        }
+        let _ = crate::thread::apply_into(&mut thread, id, event, &mut behind);
     })?;
     Ok(Loaded {
         thread,

@@ -33,7 +33,7 @@ use super::schema::insert_ledger_rows;
 use crate::event::Event;
 use crate::id::ThreadId;
 use crate::store::{Appended, ExpectedVersion, StoreError, StreamState};
-use crate::thread::{Changes, apply};
+use crate::thread::{Changes, apply, apply_into};
 
 /// How many threads the writer keeps (others are loaded again when they are appended to).
 const CACHED_THREADS: usize = 256;
@@ -374,9 +374,7 @@ fn catch_up(conn: &Connection, id: ThreadId, stream: &mut Stream) -> Result<(), 
                 model.behind_events += 1;
                 // Checked against this same model at their version, so they apply; one that
                 // did not would be skipped, as the projector skips it.
-                if let Ok(changes) = apply(&mut model.state.thread, id, &event) {
-                    model.behind.merge(changes);
-                }
+                let _ = apply_into(&mut model.state.thread, id, &event, &mut model.behind);
             }
         }
     }
