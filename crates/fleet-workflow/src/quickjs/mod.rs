@@ -8,9 +8,11 @@
 //! primitive that made it, so work that needs no waiting (a journaled answer, an instant
 //! runner) settles without a thread hop, and an agent call costs no task spawn and no
 //! cross-thread wake-up unless it waits on something another thread does (the disk, the
-//! network). The futures still use the caller's tokio runtime for timers and I/O; a busy
-//! script never holds up the runtime, though it delays its own calls' progress until its
-//! next await.
+//! network). The primitive then also polls what that first poll woke on this thread (a call
+//! that ended admits the next), so a script starting many calls in one loop keeps the first
+//! ones moving while it starts the rest. The futures still use the caller's tokio runtime
+//! for timers and I/O; a busy script never holds up the runtime, though it delays the
+//! progress of calls woken from other threads until its next await.
 
 mod heap;
 
@@ -205,6 +207,8 @@ struct State {
     tasks: RefCell<Vec<Option<Task>>>,
     /// Free task numbers.
     free: RefCell<Vec<usize>>,
+    /// Scratch for [`State::poll_local`] (kept for its allocation).
+    next: Cell<Vec<usize>>,
 }
 
 impl State {
@@ -252,6 +256,11 @@ impl State {
                 waker,
             },
         );
+        // What that poll woke on this thread goes on now, not after the script's current
+        // job: a script that starts a thousand calls in one loop has the first ones answered,
+        // recorded and replaced by the next while it starts the rest, so the store's writer
+        // has their events all along instead of in one burst at the end.
+        self.poll_local(LIFO_POLLS);
     }
 
     /// Polls `task` (number `id`): keeps it when it waits, else queues its outcome.
@@ -277,19 +286,26 @@ impl State {
     fn poll_woken(&self, woken: &mut Vec<usize>) {
         self.queue.take(woken);
         let mut budget = LIFO_POLLS;
-        let mut next = Vec::new();
         for &id in woken.iter() {
             self.poll_id(id);
-            while budget > 0 {
-                self.queue.take_local(&mut next);
-                let Some(id) = next.pop() else { break };
-                budget -= 1;
-                self.poll_id(id);
-            }
+            budget = self.poll_local(budget);
         }
         woken.clear();
-        // Woken but not polled in this round: they are the next round's.
+    }
+
+    /// Polls the tasks woken on this thread, the latest first, at most `budget` of them;
+    /// returns what is left of the budget. Those it leaves are polled in the next round.
+    fn poll_local(&self, mut budget: u32) -> u32 {
+        let mut next = self.next.take();
+        while budget > 0 {
+            self.queue.take_local(&mut next);
+            let Some(id) = next.pop() else { break };
+            budget -= 1;
+            self.poll_id(id);
+        }
         self.queue.requeue(&mut next);
+        self.next.set(next);
+        budget
     }
 
     fn poll_id(&self, id: usize) {
@@ -400,6 +416,7 @@ fn execute(run: EngineRun, handle: &Handle) -> Result<Option<Value>, ScriptFailu
         ready: RefCell::new(Vec::new()),
         tasks: RefCell::new(Vec::new()),
         free: RefCell::new(Vec::new()),
+        next: Cell::new(Vec::new()),
     });
     let mut contexts: Vec<(Context, FrameId, Option<u64>)> = Vec::new();
     DRIVING.with(|driving| driving.set(Arc::as_ptr(&state.queue) as usize));

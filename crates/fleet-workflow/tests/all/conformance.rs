@@ -446,6 +446,32 @@ async fn parallel_is_bounded_by_the_run_concurrency() {
 }
 
 #[tokio::test]
+async fn calls_started_in_one_loop_are_answered_while_the_loop_runs() {
+    // The host polls what a call's start woke before returning to the script, so the first
+    // calls end (and free their slots for the next) while the script is still starting the
+    // rest, not all after it.
+    let options = RunOptions {
+        concurrency: 2,
+        ..RunOptions::default()
+    };
+    let ran = run_with(
+        "const all = [];\nfor (let i = 0; i < 40; i++) all.push(agent('c' + i));\nreturn (await Promise.all(all)).length;",
+        options,
+        FakeModel::new(),
+    )
+    .await;
+    assert_eq!(ran.summary.result, json!(40), "{}", ran.error());
+    let at = |wanted: &dyn Fn(&RunEvent) -> bool| ran.events.iter().position(wanted).unwrap();
+    let first_finished =
+        at(&|e| matches!(e, RunEvent::AgentFinished { label, .. } if label == "c0"));
+    let last_started = at(&|e| matches!(e, RunEvent::AgentStarted { label, .. } if label == "c39"));
+    assert!(
+        first_finished < last_started,
+        "c0 finished at event {first_finished}, after c39 started at {last_started}"
+    );
+}
+
+#[tokio::test]
 async fn pipeline_flows_items_through_stages_without_a_barrier() {
     let ran = run(
         "return await pipeline([1, 2, 3, 4],\n  (prev, item, i) => prev * 10,\n  (prev, item, i) => { if (item === 2) throw new Error('bad two'); if (item === 3) return null; return [prev, item, i]; },\n  (prev) => prev.concat('done'));",
