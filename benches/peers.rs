@@ -1,7 +1,8 @@
 //! The four peer workloads of `shared/specs/benchmarks.md`, in process: `fanout`, `pipeline`,
 //! `fanout-lat50` and `resume`, each a QuickJS script (`benches/workflows/`) run by the real
 //! engine against a durable SQLite store (WAL, `synchronous = FULL`) with the benchmarks' fake
-//! model (`fleet_workflow::testkit::FakeModel`) at concurrency 16.
+//! model (`fleet_workflow::testkit::FakeModel`) at concurrency 16, with the allocator tuned as
+//! the `fleet` binary tunes it ([`fleet_workflow::tune_malloc`]).
 //!
 //! Run: `cargo bench -p fleet-benches --bench peers`.
 
@@ -233,6 +234,11 @@ async fn resume_once(killed: &Killed, script: &Arc<Script>) -> (Duration, u64, u
 criterion_group!(peers, benches);
 
 fn main() {
+    // As the `fleet` binary does at start-up (`FLEET_BENCH_GLIBC_DEFAULTS=1` measures without,
+    // as a program embedding fleet that does not call it runs).
+    if std::env::var_os("FLEET_BENCH_GLIBC_DEFAULTS").is_none() {
+        let _ = fleet_workflow::tune_malloc();
+    }
     if let Some(dir) = std::env::var_os(KILL_CHILD) {
         kill_child(std::path::Path::new(&dir));
         return;

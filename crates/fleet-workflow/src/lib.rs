@@ -24,6 +24,7 @@ mod engine;
 mod events;
 mod host;
 mod lex;
+mod malloc;
 mod quickjs;
 mod resume;
 mod run;
@@ -38,6 +39,7 @@ pub use engine::{
     ScriptLimits,
 };
 pub use events::{CallCounts, CallNote, CallState, RunEvent, RunId, RunState, RunSummary};
+pub use malloc::tune_malloc;
 pub use quickjs::QuickJs;
 pub use run::{
     PhaseBudget, Resume, RunHandle, RunOptions, StartError, WorkflowEngine, default_model_aliases,
