@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -107,7 +107,12 @@ struct RunQueue {
     thread: std::thread::Thread,
     /// Set when the run is stopped.
     stop: AtomicBool,
+    /// The task being polled ([`NOT_POLLING`] between polls), to tell a task that wakes itself
+    /// (a yield) from one woken by another.
+    polling: AtomicUsize,
 }
+
+const NOT_POLLING: usize = usize::MAX;
 
 #[derive(Default)]
 struct Woken {
@@ -117,6 +122,9 @@ struct Woken {
     /// next one, and that one is polled next, before the other woken tasks (as tokio's LIFO
     /// slot does), so that it starts at once instead of after every other call that ended.
     local: Vec<usize>,
+    /// Woke themselves while polled (`yield_now`): polled again once the script has run, in
+    /// the next round or after the script's next call that starts host work, never at once.
+    yielded: Vec<usize>,
 }
 
 thread_local! {
@@ -129,7 +137,9 @@ impl RunQueue {
     fn push(self: &Arc<Self>, task: usize) {
         let here = DRIVING.with(Cell::get) == Arc::as_ptr(self) as usize;
         let mut woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
-        if here {
+        if here && self.polling.load(Ordering::Relaxed) == task {
+            woken.yielded.push(task);
+        } else if here {
             woken.local.push(task);
         } else {
             woken.remote.push(task);
@@ -142,7 +152,19 @@ impl RunQueue {
     fn take(&self, into: &mut Vec<usize>) {
         let mut woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
         into.append(&mut woken.local);
+        into.append(&mut woken.yielded);
         into.append(&mut woken.remote);
+    }
+
+    /// The tasks that yielded since the last call.
+    fn take_yielded(&self, into: &mut Vec<usize>) {
+        into.append(
+            &mut self
+                .woken
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .yielded,
+        );
     }
 
     /// The tasks woken on the run's thread since the last call.
@@ -166,7 +188,7 @@ impl RunQueue {
 
     fn is_empty(&self) -> bool {
         let woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
-        woken.remote.is_empty() && woken.local.is_empty()
+        woken.remote.is_empty() && woken.local.is_empty() && woken.yielded.is_empty()
     }
 }
 
@@ -209,6 +231,8 @@ struct State {
     free: RefCell<Vec<usize>>,
     /// Scratch for [`State::poll_local`] (kept for its allocation).
     next: Cell<Vec<usize>>,
+    /// Scratch for [`State::spawn`] (kept for its allocation).
+    yielded: Cell<Vec<usize>>,
 }
 
 impl State {
@@ -239,6 +263,9 @@ impl State {
 
     /// Starts host work: polls it once here, and keeps it to poll again when it is woken.
     fn spawn(&self, work: impl Future<Output = Wake> + Send + 'static) {
+        // Those that yielded before this call have had their turn of the script.
+        let mut yielded = self.yielded.take();
+        self.queue.take_yielded(&mut yielded);
         self.in_flight.set(self.in_flight.get() + 1);
         let task = self.free.borrow_mut().pop().unwrap_or_else(|| {
             let mut tasks = self.tasks.borrow_mut();
@@ -256,17 +283,27 @@ impl State {
                 waker,
             },
         );
-        // What that poll woke on this thread goes on now, not after the script's current
-        // job: a script that starts a thousand calls in one loop has the first ones answered,
-        // recorded and replaced by the next while it starts the rest, so the store's writer
-        // has their events all along instead of in one burst at the end.
-        self.poll_local(LIFO_POLLS);
+        // What that poll woke on this thread, and what yielded before it, goes on now, not
+        // after the script's current job: a script that starts a thousand calls in one loop
+        // has the first ones answered, recorded and replaced by the next while it starts the
+        // rest, so the store's writer has their events all along instead of in one burst at
+        // the end.
+        let mut budget = self.poll_local(LIFO_POLLS);
+        for &id in &yielded {
+            self.poll_id(id);
+            budget = self.poll_local(budget);
+        }
+        yielded.clear();
+        self.yielded.set(yielded);
     }
 
     /// Polls `task` (number `id`): keeps it when it waits, else queues its outcome.
     fn poll(&self, id: usize, mut task: Task) {
         let mut cx = std::task::Context::from_waker(&task.waker);
-        match task.future.as_mut().poll(&mut cx) {
+        self.queue.polling.store(id, Ordering::Relaxed);
+        let poll = task.future.as_mut().poll(&mut cx);
+        self.queue.polling.store(NOT_POLLING, Ordering::Relaxed);
+        match poll {
             Poll::Ready(wake) => {
                 self.ready.borrow_mut().push(wake);
                 self.free.borrow_mut().push(id);
@@ -395,6 +432,7 @@ fn execute(run: EngineRun, handle: &Handle) -> Result<Option<Value>, ScriptFailu
         woken: Mutex::new(Woken::default()),
         thread: std::thread::current(),
         stop: AtomicBool::new(false),
+        polling: AtomicUsize::new(NOT_POLLING),
     });
     let watcher = {
         let (stop, flag, queue) = (run.stop.clone(), guards.stop.clone(), queue.clone());
@@ -417,6 +455,7 @@ fn execute(run: EngineRun, handle: &Handle) -> Result<Option<Value>, ScriptFailu
         tasks: RefCell::new(Vec::new()),
         free: RefCell::new(Vec::new()),
         next: Cell::new(Vec::new()),
+        yielded: Cell::new(Vec::new()),
     });
     let mut contexts: Vec<(Context, FrameId, Option<u64>)> = Vec::new();
     DRIVING.with(|driving| driving.set(Arc::as_ptr(&state.queue) as usize));

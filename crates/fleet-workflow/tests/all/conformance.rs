@@ -447,27 +447,46 @@ async fn parallel_is_bounded_by_the_run_concurrency() {
 
 #[tokio::test]
 async fn calls_started_in_one_loop_are_answered_while_the_loop_runs() {
-    // The host polls what a call's start woke before returning to the script, so the first
-    // calls end (and free their slots for the next) while the script is still starting the
-    // rest, not all after it.
+    // The host polls what a call's start woke, and the calls that yielded before it, before
+    // returning to the script: the first calls end (and free their slots for the next) while
+    // the script is still starting the rest, not all after it.
+    use fleet_core::event::Event;
+    use fleet_core::store::DynEventStore;
+    use fleet_core::work_unit::WorkUnitState;
+
+    let store = memory();
+    let engine = WorkflowEngine::new(store.clone(), Arc::new(FakeModel::new()));
     let options = RunOptions {
         concurrency: 2,
         ..RunOptions::default()
     };
-    let ran = run_with(
-        "const all = [];\nfor (let i = 0; i < 40; i++) all.push(agent('c' + i));\nreturn (await Promise.all(all)).length;",
-        options,
-        FakeModel::new(),
-    )
-    .await;
-    assert_eq!(ran.summary.result, json!(40), "{}", ran.error());
-    let at = |wanted: &dyn Fn(&RunEvent) -> bool| ran.events.iter().position(wanted).unwrap();
-    let first_finished =
-        at(&|e| matches!(e, RunEvent::AgentFinished { label, .. } if label == "c0"));
-    let last_started = at(&|e| matches!(e, RunEvent::AgentStarted { label, .. } if label == "c39"));
+    let body = "const all = [];\nfor (let i = 0; i < 40; i++) all.push(agent('c' + i));\nreturn (await Promise.all(all)).length;";
+    let handle = engine.start(script(body), options, None).await.unwrap();
+    let summary = handle.wait().await;
+    assert_eq!(summary.result, json!(40), "{:?}", summary.error);
+    let events = store.read_all_dyn(0, usize::MAX).await.unwrap();
+    let mut first = None;
+    let (mut first_done, mut last_created) = (None, None);
+    for (at, recorded) in events.iter().enumerate() {
+        match &recorded.event {
+            Event::WorkUnitUpserted { work_unit } if work_unit.label.as_deref() == Some("c0") => {
+                first = Some(work_unit.id);
+            }
+            Event::WorkUnitUpserted { work_unit } if work_unit.label.as_deref() == Some("c39") => {
+                last_created = Some(at);
+            }
+            Event::WorkUnitStateChanged {
+                work_unit_id,
+                state: WorkUnitState::Completed,
+                ..
+            } if Some(*work_unit_id) == first => first_done = Some(at),
+            _ => {}
+        }
+    }
+    let (first_done, last_created) = (first_done.unwrap(), last_created.unwrap());
     assert!(
-        first_finished < last_started,
-        "c0 finished at event {first_finished}, after c39 started at {last_started}"
+        first_done < last_created,
+        "c0 was answered at event {first_done}, after c39 was created at {last_created}"
     );
 }
 
