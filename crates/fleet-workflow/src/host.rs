@@ -17,6 +17,7 @@ use fleet_core::provider::{BoxFuture, CancelToken, ErrorKind, ProviderError};
 use fleet_core::spec::AgentSpec;
 use fleet_core::usage::TokenUsage;
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -142,7 +143,7 @@ pub(crate) struct RunHost {
     frames: Mutex<Vec<Frame>>,
     calls: AtomicU32,
     seq: AtomicU64,
-    occurrences: Mutex<HashMap<String, u32>>,
+    occurrences: Mutex<FxHashMap<String, u32>>,
     strict_ok: AtomicBool,
     pub tally: Mutex<Tally>,
     /// Whether a budget refused an agent() call.
@@ -154,7 +155,7 @@ pub(crate) struct RunHost {
     /// Concurrency limits per agent type.
     type_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// In-flight calls: unit and start time (for progress events).
-    pub in_flight: Mutex<HashMap<WorkUnitId, Instant>>,
+    pub in_flight: Mutex<FxHashMap<WorkUnitId, Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -213,7 +214,7 @@ impl RunHost {
             }]),
             calls: AtomicU32::new(0),
             seq: AtomicU64::new(0),
-            occurrences: Mutex::new(HashMap::new()),
+            occurrences: Mutex::new(FxHashMap::default()),
             strict_ok: AtomicBool::new(true),
             tally: Mutex::new(Tally::default()),
             budget_exhausted: std::sync::atomic::AtomicBool::new(false),
@@ -221,7 +222,7 @@ impl RunHost {
             me: OnceLock::new(),
             nodes: Mutex::new(HashMap::new()),
             type_limits: Mutex::new(HashMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(FxHashMap::default()),
         }
     }
 
@@ -441,13 +442,13 @@ impl Host for RunHost {
                 .and_then(|f| f.phase.clone())
         });
         let base = opts.base_key(&prompt);
-        let occurrence = {
+        let key = {
             let mut occurrences = lock(&self.occurrences);
-            let slot = occurrences.entry(base.clone()).or_insert(0);
-            *slot += 1;
-            *slot - 1
+            let occurrence = occurrences.get(&base).copied().unwrap_or(0);
+            let key = call_key(&base, occurrence);
+            occurrences.insert(base, occurrence + 1);
+            key
         };
-        let key = call_key(&base, occurrence);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let cached = self.resume.lookup(&key, seq, &self.strict_ok);
         let mut call = AgentCall::new(prompt);
@@ -682,7 +683,7 @@ impl CallSite {
             label: self.label,
             state: CallState::Cached,
             reason: None,
-            result_bytes: value.to_string().len(),
+            result_bytes: json_len(&value),
             usage: TokenUsage::default(),
             cost_usd: 0.0,
         });
@@ -938,11 +939,29 @@ impl CallSite {
             label: self.label.clone(),
             state,
             reason,
-            result_bytes: result.as_ref().map_or(0, |v| v.to_string().len()),
+            result_bytes: result.as_ref().map_or(0, json_len),
             usage,
             cost_usd: cost.usd.dollars(),
         });
         host.warn_budget();
         result
     }
+}
+
+/// How many bytes `value` is as JSON, without writing it out.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and a `Value` always serializes.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }

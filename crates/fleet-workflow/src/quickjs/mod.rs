@@ -17,7 +17,6 @@
 mod heap;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -32,6 +31,7 @@ use rquickjs::function::Opt;
 use rquickjs::{
     CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Object, Persistent, Runtime,
 };
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -221,7 +221,7 @@ struct State {
     limits: ScriptLimits,
     next_id: Cell<u64>,
     in_flight: Cell<usize>,
-    pending: RefCell<HashMap<u64, Pending>>,
+    pending: RefCell<FxHashMap<u64, Pending>>,
     settled: RefCell<Vec<(usize, Settlement)>>,
     /// Host futures that finished, to settle.
     ready: RefCell<Vec<Wake>>,
@@ -449,7 +449,7 @@ fn execute(run: EngineRun, handle: &Handle) -> Result<Option<Value>, ScriptFailu
         limits,
         next_id: Cell::new(0),
         in_flight: Cell::new(0),
-        pending: RefCell::new(HashMap::new()),
+        pending: RefCell::new(FxHashMap::default()),
         settled: RefCell::new(Vec::new()),
         ready: RefCell::new(Vec::new()),
         tasks: RefCell::new(Vec::new()),
