@@ -287,7 +287,10 @@ pub(crate) const WORKER: &str = "__worker";
 fn main() -> ExitCode {
     // Before anything allocates much: see its docs for why (a fifth of a fan-out's script
     // thread went to growing and trimming heaps). Not glibc: nothing to tune.
-    let _ = fleet_workflow::tune_malloc();
+    // `FLEET_MALLOC_DEFAULTS=1` keeps glibc's defaults (freed memory goes back sooner).
+    if std::env::var_os("FLEET_MALLOC_DEFAULTS").is_none() {
+        let _ = fleet_workflow::tune_malloc();
+    }
     let mut args = std::env::args_os().skip(1);
     match args.next() {
         Some(a) if a == SANDBOX_HELPER => fleet_sandbox::helper_main(args.collect()),
