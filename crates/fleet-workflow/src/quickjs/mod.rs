@@ -156,29 +156,14 @@ impl RunQueue {
         into.append(&mut woken.remote);
     }
 
-    /// The tasks that yielded since the last call.
-    fn take_yielded(&self, into: &mut Vec<usize>) {
-        into.append(
-            &mut self
-                .woken
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .yielded,
-        );
+    /// Moves the tasks of one list (`local` or `yielded`) into `into`.
+    fn take_list(&self, into: &mut Vec<usize>, list: fn(&mut Woken) -> &mut Vec<usize>) {
+        into.append(list(
+            &mut self.woken.lock().unwrap_or_else(PoisonError::into_inner),
+        ));
     }
 
-    /// The tasks woken on the run's thread since the last call.
-    fn take_local(&self, into: &mut Vec<usize>) {
-        into.append(
-            &mut self
-                .woken
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .local,
-        );
-    }
-
-    /// Puts back tasks taken with [`RunQueue::take_local`] but not polled.
+    /// Puts back local tasks taken with [`RunQueue::take_list`] but not polled.
     fn requeue(&self, tasks: &mut Vec<usize>) {
         if !tasks.is_empty() {
             let mut woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
@@ -265,7 +250,7 @@ impl State {
     fn spawn(&self, work: impl Future<Output = Wake> + Send + 'static) {
         // Those that yielded before this call have had their turn of the script.
         let mut yielded = self.yielded.take();
-        self.queue.take_yielded(&mut yielded);
+        self.queue.take_list(&mut yielded, |w| &mut w.yielded);
         self.in_flight.set(self.in_flight.get() + 1);
         let task = self.free.borrow_mut().pop().unwrap_or_else(|| {
             let mut tasks = self.tasks.borrow_mut();
@@ -288,11 +273,8 @@ impl State {
         // has the first ones answered, recorded and replaced by the next while it starts the
         // rest, so the store's writer has their events all along instead of in one burst at
         // the end.
-        let mut budget = self.poll_local(LIFO_POLLS);
-        for &id in &yielded {
-            self.poll_id(id);
-            budget = self.poll_local(budget);
-        }
+        let budget = self.poll_local(LIFO_POLLS);
+        self.poll_each(&yielded, budget);
         yielded.clear();
         self.yielded.set(yielded);
     }
@@ -322,12 +304,17 @@ impl State {
     /// script's promises are settled in between).
     fn poll_woken(&self, woken: &mut Vec<usize>) {
         self.queue.take(woken);
-        let mut budget = LIFO_POLLS;
-        for &id in woken.iter() {
+        self.poll_each(woken, LIFO_POLLS);
+        woken.clear();
+    }
+
+    /// Polls each of `tasks`, each followed by what it woke on this thread (at most `budget`
+    /// of those in all).
+    fn poll_each(&self, tasks: &[usize], mut budget: u32) {
+        for &id in tasks {
             self.poll_id(id);
             budget = self.poll_local(budget);
         }
-        woken.clear();
     }
 
     /// Polls the tasks woken on this thread, the latest first, at most `budget` of them;
@@ -335,7 +322,7 @@ impl State {
     fn poll_local(&self, mut budget: u32) -> u32 {
         let mut next = self.next.take();
         while budget > 0 {
-            self.queue.take_local(&mut next);
+            self.queue.take_list(&mut next, |w| &mut w.local);
             let Some(id) = next.pop() else { break };
             budget -= 1;
             self.poll_id(id);
