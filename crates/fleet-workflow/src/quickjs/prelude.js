@@ -100,30 +100,13 @@
 
   // Starts `start(i)` for i in 0..n, in order, and resolves with their results in order once
   // all have settled; a start that throws or a result that rejects is `failed(i, error)`
-  // instead, reported as it happens. What Promise.all over `.then(undefined, failed)` does,
-  // with one promise reaction per item instead of two and no promise of its own per item.
-  const gather = (n, start, failed) => new Promise((resolve) => {
-    const results = new Array(n);
-    let left = n;
-    if (n === 0) {
-      resolve(results);
-      return;
-    }
-    for (let i = 0; i < n; i++) {
-      const done = (value) => {
-        results[i] = value;
-        if (--left === 0) resolve(results);
-      };
-      let started;
-      try {
-        started = start(i);
-      } catch (e) {
-        done(failed(i, e));
-        continue;
-      }
-      Promise.resolve(started).then(done, (e) => done(failed(i, e)));
-    }
-  });
+  // instead, reported as it happens. What Promise.all over `.then(undefined, failed)` does.
+  // The engine runs the loop: an agent() promise hands its result to its slot without a
+  // promise reaction; any other value that may be a promise comes back here to `attach`.
+  const attach = (p, g, i, failed) => {
+    Promise.resolve(p).then((v) => h.fill(g, i, v), (e) => h.fill(g, i, failed(i, e)));
+  };
+  const gather = (n, start, failed) => h.gather(n, start, failed, attach);
 
   define('parallel', async function parallel(thunks) {
     if (!Array.isArray(thunks)) {

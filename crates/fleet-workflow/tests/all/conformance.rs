@@ -236,19 +236,20 @@ async fn cpu_time_is_limited_and_cannot_be_caught() {
         },
         ..RunOptions::default()
     };
-    let ran = run_with(
+    // Nor by parallel(), which turns an item's throw into a null.
+    for body in [
         "try { for (;;) {} } catch (e) { return 'caught'; }",
-        options,
-        FakeModel::new(),
-    )
-    .await;
-    assert_eq!(ran.summary.state, RunState::Failed);
-    assert!(
-        ran.error()
-            .starts_with("the script used more than 200ms of CPU time"),
-        "{}",
-        ran.error()
-    );
+        "return await parallel([() => 1, () => { for (;;) {} }, () => 3]);",
+    ] {
+        let ran = run_with(body, options.clone(), FakeModel::new()).await;
+        assert_eq!(ran.summary.state, RunState::Failed, "{body}");
+        assert!(
+            ran.error()
+                .starts_with("the script used more than 200ms of CPU time"),
+            "{body}: {}",
+            ran.error()
+        );
+    }
 }
 
 #[tokio::test]
@@ -424,6 +425,35 @@ async fn parallel_and_pipeline_of_nothing_and_of_plain_values_resolve() {
         ran.logs().contains(&"parallel[2] failed: late".to_owned()),
         "{:?}",
         ran.logs()
+    );
+}
+
+#[tokio::test]
+async fn parallel_hands_agent_results_to_its_slots_and_to_every_other_awaiter() {
+    // The engine hands an agent() result to parallel()'s slot without a promise reaction;
+    // the promise itself still settles for whoever else holds it, a promise returned twice
+    // fills both slots, and a call that rejects (over its own token budget) is a logged null.
+    let ran = run(
+        "const p = agent('shared one');\n\
+         const r = await parallel([() => p, () => p, () => agent('over budget', { budget: 1 }), () => agent('fine')]);\n\
+         let rejected; try { await agent('again over', { budget: 1 }); } catch (e) { rejected = e.message; }\n\
+         return [r, await p, typeof rejected];",
+    )
+    .await;
+    assert_eq!(
+        ran.summary.result,
+        json!([
+            ["ok:ared one", "ok:ared one", null, "ok:fine"],
+            "ok:ared one",
+            "string"
+        ]),
+        "{}",
+        ran.error()
+    );
+    let logs = ran.logs();
+    assert!(
+        logs.iter().any(|l| l.starts_with("parallel[2] failed: ")),
+        "{logs:?}"
     );
 }
 
