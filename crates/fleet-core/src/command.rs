@@ -203,21 +203,17 @@ pub(crate) fn decide(
                 )),
             }
         }
+        // Applying the event checks that the unit exists and may change so.
         Command::SetWorkUnitState {
             work_unit_id,
             state,
             error,
-        } => {
-            thread
-                .work_unit(work_unit_id)
-                .ok_or(Violation::WorkUnitMissing(work_unit_id))?;
-            Event::WorkUnitStateChanged {
-                work_unit_id,
-                state,
-                error,
-                at: now,
-            }
-        }
+        } => Event::WorkUnitStateChanged {
+            work_unit_id,
+            state,
+            error,
+            at: now,
+        },
         Command::UpsertWorkUnit(record) => Event::WorkUnitUpserted {
             work_unit: Box::new(record),
         },

@@ -170,18 +170,31 @@ pub(crate) fn call_key(base: &str, occurrence: u32) -> String {
     let mut hasher = Sha256::new();
     hasher.update(base.as_bytes());
     hasher.update(b"#");
-    hasher.update(occurrence.to_string().as_bytes());
+    // The occurrence in decimal, written without a String.
+    let mut digits = [0u8; 10];
+    let mut at = digits.len();
+    let mut n = occurrence;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    hasher.update(&digits[at..]);
     hex(&hasher.finalize())
 }
 
 fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 0xf)]);
     }
-    out
+    // Only ASCII digits went in.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Appends `value` as serde_json writes it: for strings and scalars that is canonical.
@@ -272,6 +285,12 @@ mod tests {
             hex(&Sha256::digest(bare.as_bytes()))
         );
         assert_eq!(call_key("ab", 12), hex(&Sha256::digest(b"ab#12")));
+        assert_eq!(call_key("ab", 0), hex(&Sha256::digest(b"ab#0")));
+        assert_eq!(
+            call_key("ab", u32::MAX),
+            hex(&Sha256::digest(b"ab#4294967295"))
+        );
+        assert_eq!(hex(&[0x00, 0x9f, 0xa0]), "009fa0");
     }
 
     #[test]
