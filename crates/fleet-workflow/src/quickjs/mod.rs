@@ -10,13 +10,14 @@
 //! cross-thread wake-up unless it waits on something another thread does (the disk, the
 //! network). The primitive then also polls what that first poll woke on this thread (a call
 //! that ended admits the next), so a script starting many calls in one loop keeps the first
-//! ones moving while it starts the rest. `parallel()` and `pipeline()` gather results in a
-//! native loop: an `agent()` promise they are handed puts its result straight into their
-//! slot when it settles, with no promise reaction in between (any other value goes through
-//! `.then`). The futures still use the caller's tokio runtime
-//! for timers and I/O; a busy script never holds up the runtime, though it delays the
-//! progress of calls woken from other threads until its next await.
+//! ones moving while it starts the rest. `parallel()` and `pipeline()` run on a native
+//! loop ([`gather`]): an `agent()` promise they are handed passes its result on (into the
+//! results, or to a pipeline's next stage) when it settles, with no promise reaction in
+//! between. The futures still use the caller's tokio runtime for timers and I/O; a busy
+//! script never holds up the runtime, though it delays the progress of calls woken from other
+//! threads until its next await.
 
+mod gather;
 mod heap;
 
 use std::cell::{Cell, RefCell};
@@ -39,6 +40,7 @@ use serde_json::Value;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use self::gather::{Gather, Slot, identity};
 use self::heap::{CappedAllocator, HeapGauge};
 use crate::engine::{
     ChildWorkflow, EngineRun, FrameId, HostResult, ScriptEngine, ScriptFailure, ScriptLimits,
@@ -101,17 +103,8 @@ struct Pending {
     reject: Persistent<Function<'static>>,
     /// The promise object's [`identity`].
     object: u64,
-    /// The `gather()` slot the call's result goes to, when a gather took the promise.
-    slot: Option<(u32, u32)>,
-}
-
-/// A `gather(n, start, failed)` of the prelude (what `parallel()` and `pipeline()` run on)
-/// waiting for results.
-struct Gather {
-    left: u32,
-    results: Persistent<rquickjs::Array<'static>>,
-    resolve: Persistent<Function<'static>>,
-    failed: Persistent<Function<'static>>,
+    /// Where the call's result goes, when a `gather()` took the promise.
+    slot: Option<Slot>,
 }
 
 type Settlement = Result<Option<String>, (String, String)>;
@@ -272,69 +265,6 @@ impl State {
         );
         self.spawn(work(id));
         Ok(promise)
-    }
-
-    /// Sends the result of the host promise `value` (if it is one, not yet settled and not
-    /// taken by another gather) to slot `index` of gather `gather`; returns whether it did.
-    fn take_slot(&self, value: &rquickjs::Value<'_>, gather: u32, index: u32) -> bool {
-        let Some(id) = self.by_object.borrow().get(&identity(value)).copied() else {
-            return false;
-        };
-        match self.pending.borrow_mut().get_mut(&id) {
-            Some(pending) if pending.slot.is_none() => {
-                pending.slot = Some((gather, index));
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Puts `value` in slot `index` of gather `id`, and resolves the gather once every slot
-    /// is filled. A gather that is gone (it failed) takes nothing.
-    fn fill<'js>(
-        &self,
-        ctx: &Ctx<'js>,
-        id: u32,
-        index: u32,
-        value: rquickjs::Value<'js>,
-    ) -> rquickjs::Result<()> {
-        let (results, resolve) = {
-            let mut gathers = self.gathers.borrow_mut();
-            let Some(gather) = gathers.get_mut(&id) else {
-                return Ok(());
-            };
-            gather.left = gather.left.saturating_sub(1);
-            if gather.left > 0 {
-                (gather.results.clone(), None)
-            } else {
-                let Some(done) = gathers.remove(&id) else {
-                    return Ok(());
-                };
-                (done.results, Some(done.resolve))
-            }
-        };
-        let results = results.restore(ctx)?;
-        results.set(index as usize, value)?;
-        if let Some(resolve) = resolve {
-            resolve.restore(ctx)?.call::<_, ()>((results,))?;
-        }
-        Ok(())
-    }
-
-    /// What gather `id`'s `failed(index, error)` makes of a failure, for its slot; `None` when
-    /// the gather is gone.
-    fn failed<'js>(
-        &self,
-        ctx: &Ctx<'js>,
-        id: u32,
-        index: u32,
-        error: rquickjs::Value<'js>,
-    ) -> rquickjs::Result<Option<rquickjs::Value<'js>>> {
-        let failed = self.gathers.borrow().get(&id).map(|g| g.failed.clone());
-        match failed {
-            Some(failed) => failed.restore(ctx)?.call((index, error)).map(Some),
-            None => Ok(None),
-        }
     }
 
     /// Starts host work: polls it once here, and keeps it to poll again when it is woken.
@@ -554,11 +484,7 @@ fn execute(run: EngineRun, handle: &Handle) -> Result<Option<Value>, ScriptFailu
                 let _ = p.resolve.restore(&ctx);
                 let _ = p.reject.restore(&ctx);
             }
-            for (_, g) in state.gathers.borrow_mut().drain() {
-                let _ = g.results.restore(&ctx);
-                let _ = g.resolve.restore(&ctx);
-                let _ = g.failed.restore(&ctx);
-            }
+            state.gathers.borrow_mut().clear();
         });
     }
     outcome
@@ -740,121 +666,17 @@ fn settle(
                 Err(error)
             }
         };
-        let Some((gather, index)) = pending.slot else {
+        let Some(slot) = pending.slot else {
             return Ok(());
         };
-        // The gather takes the result itself, as `.then(done, failed)` would, without a
-        // promise reaction per call.
-        let value = match settled {
-            Ok(value) => Some(value),
-            Err(error) => match state.failed(&ctx, gather, index, error) {
-                Ok(value) => value,
-                Err(e) => return Err(engine_error(caught(&ctx, e))),
-            },
-        };
-        match value {
-            Some(value) => state
-                .fill(&ctx, gather, index, value)
-                .map_err(|e| engine_error(caught(&ctx, e))),
-            None => Ok(()),
-        }
+        // The gather takes the result itself, without a promise reaction per call.
+        state.deliver(&ctx, slot, settled).map_err(|e| {
+            state
+                .guards
+                .fatal()
+                .unwrap_or_else(|| engine_error(caught(&ctx, e)))
+        })
     })
-}
-
-/// A JS value's identity: for an object, its address. Read through `Value`'s `Hash`, which
-/// hashes the value's tag and then its bits.
-fn identity(value: &rquickjs::Value<'_>) -> u64 {
-    #[derive(Default)]
-    struct Bits(u64);
-    impl std::hash::Hasher for Bits {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, bytes: &[u8]) {
-            for &b in bytes {
-                self.0 = self.0.rotate_left(8) ^ u64::from(b);
-            }
-        }
-        fn write_i32(&mut self, _tag: i32) {}
-        fn write_u64(&mut self, bits: u64) {
-            self.0 = bits;
-        }
-    }
-    let mut bits = Bits::default();
-    std::hash::Hash::hash(value, &mut bits);
-    bits.0
-}
-
-/// The prelude's `gather(n, start, failed)`: starts `start(i)` for i in 0..n, in order, and
-/// resolves with their results in order once all have settled; a start that throws or a
-/// result that rejects is `failed(i, error)` instead. A host call's promise (what `agent()`
-/// returns) hands its result to its slot directly; any other promise or thenable goes
-/// through `attach(value, gather, i, failed)`, which calls `h.fill` when it settles.
-#[allow(clippy::too_many_arguments)]
-fn gather<'js>(
-    state: &State,
-    ctx: &Ctx<'js>,
-    n: u32,
-    start: &Function<'js>,
-    failed: &Function<'js>,
-    attach: &Function<'js>,
-) -> rquickjs::Result<rquickjs::Value<'js>> {
-    let (promise, resolve, reject) = ctx.promise()?;
-    let results = rquickjs::Array::new(ctx.clone())?;
-    // Filled in order first, so that QuickJS keeps it a dense array.
-    for i in 0..n as usize {
-        results.set(i, rquickjs::Undefined)?;
-    }
-    if n == 0 {
-        resolve.call::<_, ()>((results,))?;
-        return Ok(promise.into_value());
-    }
-    let id = state.next_gather.get();
-    state.next_gather.set(id.wrapping_add(1));
-    state.gathers.borrow_mut().insert(
-        id,
-        Gather {
-            left: n,
-            results: Persistent::save(ctx, results),
-            resolve: Persistent::save(ctx, resolve),
-            failed: Persistent::save(ctx, failed.clone()),
-        },
-    );
-    for i in 0..n {
-        let started = match start.call::<_, rquickjs::Value>((i,)) {
-            Ok(value) => value,
-            Err(rquickjs::Error::Exception) => {
-                let error = ctx.catch();
-                // An interrupt (the CPU limit, a stop) or the heap limit is not the item's.
-                if state.guards.fatal().is_some() {
-                    return Err(ctx.throw(error));
-                }
-                match failed.call::<_, rquickjs::Value>((i, error)) {
-                    Ok(value) => {
-                        state.fill(ctx, id, i, value)?;
-                        continue;
-                    }
-                    Err(rquickjs::Error::Exception) => {
-                        // As a throw from a promise's executor: the gather rejects.
-                        let error = ctx.catch();
-                        state.gathers.borrow_mut().remove(&id);
-                        reject.call::<_, ()>((error,))?;
-                        return Ok(promise.into_value());
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        if started.is_object() || started.is_function() {
-            if !state.take_slot(&started, id, i) {
-                attach.call::<_, ()>((started, id, i, failed.clone()))?;
-            }
-        } else {
-            state.fill(ctx, id, i, started)?;
-        }
-    }
-    Ok(promise.into_value())
 }
 
 fn to_js<'js>(ctx: &Ctx<'js>, value: &Value) -> rquickjs::Result<rquickjs::Value<'js>> {
@@ -1055,18 +877,31 @@ fn install<'js>(
                   n: u32,
                   start: Function<'js>,
                   failed: Function<'js>,
-                  attach: Function<'js>| {
-                gather(&st, &ctx, n, &start, &failed, &attach)
+                  attach: Function<'js>,
+                  items: Opt<rquickjs::Array<'js>>,
+                  stages: Opt<rquickjs::Array<'js>>| {
+                let pipeline = items.0.zip(stages.0);
+                gather::gather(&st, &ctx, n, &start, (failed, attach), pipeline)
             },
         )?,
     )?;
     let st = state.clone();
     h.set(
-        "fill",
+        "slot",
         Function::new(
             ctx.clone(),
-            move |ctx: Ctx<'js>, id: u32, index: u32, value: rquickjs::Value<'js>| {
-                st.fill(&ctx, id, index, value)
+            move |ctx: Ctx<'js>,
+                  gather: u32,
+                  index: u32,
+                  stage: u32,
+                  fulfilled: bool,
+                  value: rquickjs::Value<'js>| {
+                let slot = Slot {
+                    gather,
+                    index,
+                    stage,
+                };
+                st.deliver(&ctx, slot, if fulfilled { Ok(value) } else { Err(value) })
             },
         )?,
     )?;

@@ -98,15 +98,16 @@
     }
   });
 
-  // Starts `start(i)` for i in 0..n, in order, and resolves with their results in order once
-  // all have settled; a start that throws or a result that rejects is `failed(i, error)`
-  // instead, reported as it happens. What Promise.all over `.then(undefined, failed)` does.
-  // The engine runs the loop: an agent() promise hands its result to its slot without a
-  // promise reaction; any other value that may be a promise comes back here to `attach`.
-  const attach = (p, g, i, failed) => {
-    Promise.resolve(p).then((v) => h.fill(g, i, v), (e) => h.fill(g, i, failed(i, e)));
+  // `h.gather(n, start, failed, attach, items?, stages?)` starts `start(i)` for i in 0..n, in
+  // order, and resolves with their results in order once all have settled; for a pipeline,
+  // each result goes on through `stages` first (item by item, without a barrier; a null
+  // stops an item). A start or stage that throws, or a result that rejects, is
+  // `failed(i, error, stage)` instead. The engine runs the loop: an agent() promise hands its
+  // result on without a promise reaction; any other value that may be a promise comes back
+  // here to `attach`, which reports through `h.slot` when it settles.
+  const attach = (p, g, i, s) => {
+    Promise.resolve(p).then((v) => h.slot(g, i, s, true, v), (e) => h.slot(g, i, s, false, e));
   };
-  const gather = (n, start, failed) => h.gather(n, start, failed, attach);
 
   define('parallel', async function parallel(thunks) {
     if (!Array.isArray(thunks)) {
@@ -116,7 +117,7 @@
       throw new RangeError(
         `parallel() got ${thunks.length} items; at most ${MAX} are allowed per call. Split the work into batches.`);
     }
-    return gather(thunks.length, (i) => {
+    return h.gather(thunks.length, (i) => {
       const thunk = thunks[i];
       if (typeof thunk !== 'function') {
         throw new TypeError(`not a function but ${kind(thunk)}: pass () => agent(...), not agent(...)`);
@@ -125,7 +126,7 @@
     }, (i, e) => {
       h.log(`parallel[${i}] failed: ${describe(e)}`, 'warn');
       return null;
-    });
+    }, attach);
   });
 
   define('pipeline', async function pipeline(items, ...stages) {
@@ -141,21 +142,14 @@
         throw new TypeError(`pipeline(): stage ${s} is ${kind(stage)}, not a function`);
       }
     });
-    const run = async (item, index) => {
-      let previous = item;
-      for (let s = 0; s < stages.length; s++) {
-        try {
-          previous = await stages[s](previous, item, index);
-        } catch (e) {
-          h.log(`pipeline[${index}] stage ${s} failed: ${describe(e)}`, 'warn');
-          return null;
-        }
-        if (previous === null) return null;
-      }
-      return previous;
-    };
-    // `run` catches every stage's failure itself, so `failed` is never called.
-    return gather(items.length, (i) => run(items[i], i), () => null);
+    // Each item as it was when the pipeline started, whatever a stage does to the array.
+    const list = items.slice();
+    const first = stages[0];
+    return h.gather(list.length, first === undefined ? (i) => list[i] : (i) => first(list[i], list[i], i),
+      (i, e, s) => {
+        h.log(`pipeline[${i}] stage ${s} failed: ${describe(e)}`, 'warn');
+        return null;
+      }, attach, list, stages);
   });
 
   define('phase', function phase(title) { h.phase(show(title)); });

@@ -240,6 +240,7 @@ async fn cpu_time_is_limited_and_cannot_be_caught() {
     for body in [
         "try { for (;;) {} } catch (e) { return 'caught'; }",
         "return await parallel([() => 1, () => { for (;;) {} }, () => 3]);",
+        "return await pipeline([1, 2], (x) => agent('go ' + x), (x) => { for (;;) {} });",
     ] {
         let ran = run_with(body, options.clone(), FakeModel::new()).await;
         assert_eq!(ran.summary.state, RunState::Failed, "{body}");
@@ -535,6 +536,36 @@ async fn pipeline_flows_items_through_stages_without_a_barrier() {
     assert!(
         ran.logs()
             .contains(&"pipeline[1] stage 1 failed: bad two".to_owned()),
+        "{:?}",
+        ran.logs()
+    );
+}
+
+#[tokio::test]
+async fn pipeline_stages_go_on_from_agent_results_and_plain_values_alike() {
+    // The engine takes an item from an agent() result to its next stage itself: a rejecting
+    // call is that stage's logged failure, a stage sees the item as it was when the pipeline
+    // started, and a long run of plain-value stages goes on without growing the stack.
+    let ran = run(
+        "const items = ['a', 'b', 'c'];\n\
+         const r = await pipeline(items,\n\
+           (item) => agent('first ' + item),\n\
+           (prev, item, i) => { items[i] = 'changed'; return i === 1 ? agent('too dear', { budget: 1 }) : agent(prev + ' then ' + item); },\n\
+           async (prev, item) => prev + '/' + item);\n\
+         const many = Array.from({ length: 5000 }, () => (x) => x + 1);\n\
+         return [r, (await pipeline([0, 10], ...many))];",
+    )
+    .await;
+    assert_eq!(
+        ran.summary.result,
+        json!([["ok:a then a/a", null, "ok:c then c/c"], [5000, 5010]]),
+        "{}",
+        ran.error()
+    );
+    assert!(
+        ran.logs()
+            .iter()
+            .any(|l| l.starts_with("pipeline[1] stage 1 failed: ")),
         "{:?}",
         ran.logs()
     );
