@@ -63,11 +63,28 @@ impl Limiter {
     }
 
     fn release(&self) {
+        self.finished(false);
+    }
+
+    /// A call gave its slot back; one that `succeeded` also grows the limit back by one
+    /// slot, up to the maximum (one lock for both).
+    fn finished(&self, succeeded: bool) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.1 > 0 {
-            state.1 -= 1;
-        } else {
-            self.semaphore.add_permits(1);
+        let mut permits = 0;
+        let mut give = |state: &mut (usize, usize)| {
+            if state.1 > 0 {
+                state.1 -= 1;
+            } else {
+                permits += 1;
+            }
+        };
+        give(&mut state);
+        if succeeded && state.0 < self.max {
+            state.0 += 1;
+            give(&mut state);
+        }
+        if permits > 0 {
+            self.semaphore.add_permits(permits);
         }
     }
 
@@ -76,18 +93,6 @@ impl Limiter {
         let lower = (state.0 / 2).max(1);
         state.1 += state.0 - lower;
         state.0 = lower;
-    }
-
-    fn succeeded(&self) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.0 < self.max {
-            state.0 += 1;
-            if state.1 > 0 {
-                state.1 -= 1;
-            } else {
-                self.semaphore.add_permits(1);
-            }
-        }
     }
 
     /// The current limit.
@@ -327,6 +332,9 @@ impl RunHost {
     }
 
     fn check_budget(&self) -> Result<(), String> {
+        if self.config.tokens_total.is_none() && self.config.usd_total.is_none() {
+            return Ok(());
+        }
         let view = self.budget();
         if let Some(total) = view.tokens_total
             && view.tokens_spent >= total
@@ -349,6 +357,9 @@ impl RunHost {
     }
 
     fn warn_budget(&self) {
+        if self.config.tokens_total.is_none() && self.config.usd_total.is_none() {
+            return;
+        }
         let view = self.budget();
         let near = |spent: f64, total: f64| total > 0.0 && spent >= 0.8 * total;
         let tokens = view
@@ -799,15 +810,11 @@ impl CallSite {
             Box::pin(self.close_worktree(host, unit, worktree)).await;
         }
         lock(&host.in_flight).remove(&unit);
-        host.limiter.release();
+        host.limiter.finished(outcome.is_ok());
         drop(type_permit);
         let ending = match outcome {
             Ok(outcome) => {
-                host.limiter.succeeded();
-                let value = outcome
-                    .output
-                    .clone()
-                    .unwrap_or(Value::String(outcome.text.clone()));
+                let value = outcome.output.unwrap_or(Value::String(outcome.text));
                 let journaled = host
                     .journal
                     .activity(
@@ -964,4 +971,42 @@ fn json_len(value: &Value) -> usize {
     // Writing to a counter cannot fail, and a `Value` always serializes.
     let _ = serde_json::to_writer(&mut count, value);
     count.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limiter;
+
+    #[tokio::test]
+    async fn the_limit_halves_when_overloaded_and_grows_back_one_success_at_a_time() {
+        let limiter = Limiter::new(4);
+        for _ in 0..4 {
+            assert!(limiter.acquire().await);
+        }
+        assert_eq!(limiter.semaphore.available_permits(), 0);
+        limiter.overloaded();
+        assert_eq!(limiter.current(), 2);
+        // The first two slots given back retire instead of admitting anyone.
+        limiter.release();
+        limiter.finished(false);
+        assert_eq!(limiter.semaphore.available_permits(), 0);
+        // A success gives its slot back and grows the limit by one.
+        limiter.finished(true);
+        assert_eq!(
+            (limiter.current(), limiter.semaphore.available_permits()),
+            (3, 2)
+        );
+        limiter.finished(true);
+        assert_eq!(
+            (limiter.current(), limiter.semaphore.available_permits()),
+            (4, 4)
+        );
+        // At the maximum, a success only gives its slot back.
+        assert!(limiter.acquire().await);
+        limiter.finished(true);
+        assert_eq!(
+            (limiter.current(), limiter.semaphore.available_permits()),
+            (4, 4)
+        );
+    }
 }
