@@ -9,6 +9,8 @@ use crate::money::Usd;
 use crate::usage::TokenUsage;
 use crate::work_unit::{WorkUnitRecord, WorkUnitState};
 
+mod decode;
+
 /// How a turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,11 +61,59 @@ pub struct BudgetAlert {
     pub at: Timestamp,
 }
 
+/// Declares [`Event`] and, from the same list, how each variant is read (see
+/// `event/decode.rs`): a struct of the variant's fields, the tags, and `from_fields`, which
+/// reads the variant a tag names from the rest of its object.
+macro_rules! events {
+    ($(#[$meta:meta])* pub enum Event {
+        $($(#[$vattr:meta])* $tag:ident { $($(#[$attr:meta])* $field:ident: $ty:ty),* $(,)? }),* $(,)?
+    }) => {
+        $(#[$meta])*
+        pub enum Event {
+            $($(#[$vattr])* $tag { $($(#[$attr])* $field: $ty),* }),*
+        }
+
+        /// The variants' `type` tags.
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Tag {
+            $($tag),*
+        }
+
+        /// Each variant's fields as a struct of their own, read as the variant reads them.
+        mod fields {
+            use super::*;
+            $(
+                #[derive(Deserialize)]
+                pub(super) struct $tag {
+                    $($(#[$attr])* pub(super) $field: $ty),*
+                }
+            )*
+        }
+
+        /// The event `tag` names, from the rest of its object.
+        fn from_fields<'de, D: serde::Deserializer<'de>>(
+            tag: Tag,
+            fields: D,
+        ) -> Result<Event, D::Error> {
+            Ok(match tag {
+                $(Tag::$tag => {
+                    let f = fields::$tag::deserialize(fields)?;
+                    Event::$tag { $($field: f.$field),* }
+                })*
+            })
+        }
+    };
+}
+
+events! {
 /// Something that happened to a thread.
 ///
 /// The large payloads (a work unit's record, an activity) are boxed: an event is then 120
 /// bytes instead of 432, and a fan-out holds tens of thousands of them in queues and logs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Written with its `type` first, and read tag first (see `event/decode.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Event {
@@ -150,6 +200,7 @@ pub enum Event {
         /// When.
         at: Timestamp,
     },
+}
 }
 
 impl Event {
