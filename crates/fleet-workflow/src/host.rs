@@ -331,8 +331,13 @@ impl RunHost {
         )
     }
 
+    /// Whether the run has a token or dollar budget (without one, no call reads the spend).
+    fn budgeted(&self) -> bool {
+        self.config.tokens_total.is_some() || self.config.usd_total.is_some()
+    }
+
     fn check_budget(&self) -> Result<(), String> {
-        if self.config.tokens_total.is_none() && self.config.usd_total.is_none() {
+        if !self.budgeted() {
             return Ok(());
         }
         let view = self.budget();
@@ -357,7 +362,7 @@ impl RunHost {
     }
 
     fn warn_budget(&self) {
-        if self.config.tokens_total.is_none() && self.config.usd_total.is_none() {
+        if !self.budgeted() {
             return;
         }
         let view = self.budget();
