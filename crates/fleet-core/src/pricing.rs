@@ -171,11 +171,17 @@ impl PriceTable {
     #[must_use]
     pub fn shipped() -> std::sync::Arc<Self> {
         static PRICES: std::sync::OnceLock<std::sync::Arc<PriceTable>> = std::sync::OnceLock::new();
-        // The shipped file is parsed by a test; were it broken, every model would be "unknown",
-        // never free.
-        std::sync::Arc::clone(
-            PRICES.get_or_init(|| std::sync::Arc::new(Self::builtin().unwrap_or_default())),
-        )
+        // The shipped file is checked against the schema by a test, so it is read here without
+        // compiling the schema: that alone took a process's first run 1.5 ms and touched a
+        // megabyte of code it never used again. Were the file broken, every model would be
+        // "unknown", never free.
+        std::sync::Arc::clone(PRICES.get_or_init(|| {
+            std::sync::Arc::new(
+                serde_saphyr::from_str::<PriceFile>(BUILTIN_PRICES_YAML)
+                    .map(Self::from_file)
+                    .unwrap_or_default(),
+            )
+        }))
     }
 
     /// Reads a price file (same format as the shipped one).
@@ -184,7 +190,10 @@ impl PriceTable {
     /// Every problem in the file, located.
     pub fn from_yaml(file: &Path, text: &str) -> Result<Self, Diagnostics> {
         let doc = Document::parse(file, text).map_err(|d| Diagnostics(vec![d]))?;
-        let parsed: PriceFile = doc.check(schema())?;
+        Ok(Self::from_file(doc.check(schema())?))
+    }
+
+    fn from_file(parsed: PriceFile) -> Self {
         let usd = |per_million: f64| Usd::from_dollars(per_million).unwrap_or(Usd::ZERO);
         let mut prices = HashMap::new();
         for entry in &parsed.entries {
@@ -203,10 +212,10 @@ impl PriceTable {
                 prices.insert(normalize_model_id(model), price);
             }
         }
-        Ok(Self {
+        Self {
             as_of: parsed.as_of,
             prices,
-        })
+        }
     }
 
     /// This table with `overrides` on top: their models replace or join these.
@@ -261,6 +270,15 @@ mod tests {
         ] {
             assert_eq!(normalize_model_id(given), key, "{given}");
         }
+    }
+
+    #[test]
+    fn the_shared_table_is_the_checked_one() {
+        // `shipped()` reads the file without the schema check that `builtin()` makes.
+        let (checked, shared) = (PriceTable::builtin().unwrap(), PriceTable::shipped());
+        assert_eq!(shared.as_of(), checked.as_of());
+        assert!(checked.prices.len() > 10);
+        assert_eq!(shared.prices, checked.prices);
     }
 
     #[test]
