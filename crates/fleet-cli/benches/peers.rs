@@ -1,7 +1,8 @@
 //! The peer workloads of `shared/specs/benchmarks.md` as whole processes: `fleet run` of the
 //! bundled benchmark scripts (`benches/workflows/`) with the benchmarks' fake model, each in a
 //! fresh project with its SQLite store. Prints, per workload, the time from exec to exit, the
-//! workload time inside the process, µs per call, the process's peak RSS, the calls the fake
+//! workload time inside the process, µs per call, the process's peak RSS (the kernel's
+//! `ru_maxrss` for the whole process, exit included), the calls the fake
 //! model answered and the most it saw in flight (never above the cap, or this fails), and for
 //! `resume` how many calls the resumed process redid after the first was killed with SIGKILL
 //! once 999 calls had finished.
@@ -60,8 +61,9 @@ fn fleet(dir: &Path) -> Command {
 }
 
 /// Reads the fake model's line: `fake model: N calls answered, at most P in flight (cap C);
-/// workload W ms; peak RSS R MiB`.
-fn parse(stderr: &str, exec_to_exit: Duration) -> Report {
+/// workload W ms; peak RSS R MiB`. That RSS is read before the store closes; the report takes
+/// the process's own peak, `rss_mib`, from the kernel instead.
+fn parse(stderr: &str, exec_to_exit: Duration, rss_mib: f64) -> Report {
     let line = stderr
         .lines()
         .find_map(|l| l.strip_prefix("fake model: "))
@@ -70,7 +72,7 @@ fn parse(stderr: &str, exec_to_exit: Duration) -> Report {
         .split(|c: char| !(c.is_ascii_digit() || c == '.'))
         .filter_map(|w| w.parse().ok())
         .collect();
-    let [answered, peak, _cap, workload_ms, rss_mib] = numbers[..] else {
+    let [answered, peak, _cap, workload_ms, _rss_before_close] = numbers[..] else {
         panic!("unexpected fake-model line: {line}");
     };
     Report {
@@ -82,21 +84,76 @@ fn parse(stderr: &str, exec_to_exit: Duration) -> Report {
     }
 }
 
+/// What a finished `fleet` process left: its output, whether it succeeded, how long it took
+/// from exec to exit and its peak resident memory.
+struct Finished {
+    stdout: String,
+    stderr: String,
+    success: bool,
+    took: Duration,
+    rss_mib: f64,
+}
+
+/// Runs `command` to its end, reading its peak RSS from the kernel as it is reaped.
+#[allow(clippy::zombie_processes)] // `reap` waits for it, with wait4 rather than `Child::wait`.
+fn execute(command: &mut Command) -> Finished {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        err.read_to_string(&mut text).unwrap();
+        text
+    });
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let (status, rss_kib) = reap(&child);
+    Finished {
+        stdout,
+        stderr: stderr.join().unwrap(),
+        success: status == Some(0),
+        took: started.elapsed(),
+        rss_mib: rss_kib as f64 / 1024.0,
+    }
+}
+
+/// Waits for `child` with `wait4`, which also returns the process's peak RSS (`ru_maxrss`, KiB):
+/// all of its life, including the store's closing after the fake model's line. Returns the exit
+/// code (`None`: killed by a signal) and the peak.
+#[allow(unsafe_code)]
+fn reap(child: &std::process::Child) -> (Option<i32>, i64) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `pid` is our own unreaped child, `status` and `usage` are valid for writes, and
+    // wait4 fills `usage` whenever it returns the pid. `Child` is not waited on afterwards.
+    let reaped = unsafe { libc::wait4(pid, &raw mut status, 0, usage.as_mut_ptr()) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    // SAFETY: wait4 returned the pid, so it wrote `usage` (and it was zeroed before).
+    let usage = unsafe { usage.assume_init() };
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, usage.ru_maxrss)
+}
+
 fn run(dir: &Path, script: &str, extra: &[&str], env: &[(&str, &str)]) -> (Report, String) {
     let mut command = fleet(dir);
     command
         .arg(workflows().join(script))
         .args(extra)
         .envs(env.iter().copied());
-    let started = Instant::now();
-    let out = command.output().unwrap();
-    let took = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "fleet run {script} failed:\n{stderr}");
-    (
-        parse(&stderr, took),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let out = execute(&mut command);
+    assert!(out.success, "fleet run {script} failed:\n{}", out.stderr);
+    (parse(&out.stderr, out.took, out.rss_mib), out.stdout)
 }
 
 /// Runs `fanout` until 999 calls have finished (the fake model stalls the rest), kills the
@@ -130,14 +187,11 @@ fn resume(dir: &Path) -> (Report, u64) {
     first.wait().unwrap();
     assert_eq!(finished, 999, "the first process ended early");
     let run_id = run_id.expect("a run_started event");
-    let started = Instant::now();
-    let out = fleet(dir).args(["--resume", &run_id]).output().unwrap();
-    let took = started.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "the resumed run failed:\n{stderr}");
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = execute(fleet(dir).args(["--resume", &run_id]));
+    assert!(out.success, "the resumed run failed:\n{}", out.stderr);
+    let result: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(result["answered"], 1000, "{result}");
-    let report = parse(&stderr, took);
+    let report = parse(&out.stderr, out.took, out.rss_mib);
     (report, report.answered)
 }
 
