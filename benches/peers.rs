@@ -2,7 +2,8 @@
 //! `fanout-lat50` and `resume`, each a QuickJS script (`benches/workflows/`) run by the real
 //! engine against a durable SQLite store (WAL, `synchronous = FULL`) with the benchmarks' fake
 //! model (`fleet_workflow::testkit::FakeModel`) at concurrency 16, with the allocator tuned as
-//! the `fleet` binary tunes it ([`fleet_workflow::tune_malloc`]).
+//! the `fleet` binary tunes it ([`fleet_workflow::tune_malloc`]). Each timed run starts on a
+//! synced file system (`sync(2)`), so that it does not pay for the harness's own writes before it.
 //!
 //! Run: `cargo bench -p fleet-benches --bench peers`.
 
@@ -38,10 +39,18 @@ fn options() -> RunOptions {
     }
 }
 
+/// Flushes the file system before a timed run, so that the run's commits do not also pay for
+/// writing back what the harness did before it: the last iteration's store closing (its
+/// checkpoint) and its deletion, or the copy of a killed run's store.
+fn quiet_disk() {
+    rustix::fs::sync();
+}
+
 /// Runs `script` once in a fresh SQLite store; returns the workload time.
 async fn run_once(dir: &std::path::Path, script: &Arc<Script>, fake: &FakeModel) -> Duration {
     let store: SharedStore = Arc::new(SqliteStore::open(dir.join("fleet.db")).unwrap());
     let engine = WorkflowEngine::new(store, Arc::new(fake.clone()));
+    quiet_disk();
     let started = Instant::now();
     let handle = engine.start(script.clone(), options(), None).await.unwrap();
     let summary = handle.wait().await;
@@ -209,6 +218,7 @@ async fn resume_once(killed: &Killed, script: &Arc<Script>) -> (Duration, u64, u
     let store: SharedStore = Arc::new(SqliteStore::open(dir.path().join("fleet.db")).unwrap());
     let fake = FakeModel::new();
     let engine = WorkflowEngine::new(store, Arc::new(fake.clone()));
+    quiet_disk();
     let started = Instant::now();
     let handle = engine
         .start(
