@@ -61,8 +61,8 @@ fn fleet(dir: &Path) -> Command {
 }
 
 /// Reads the fake model's line: `fake model: N calls answered, at most P in flight (cap C);
-/// workload W ms; peak RSS R MiB`. That RSS is read before the store closes; the report takes
-/// the process's own peak, `rss_mib`, from the kernel instead.
+/// workload W ms; peak RSS R MiB before the store closes`. The report takes the whole process's
+/// peak, `rss_mib`, from the kernel instead.
 fn parse(stderr: &str, exec_to_exit: Duration, rss_mib: f64) -> Report {
     let line = stderr
         .lines()

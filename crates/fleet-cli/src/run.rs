@@ -307,7 +307,7 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     if let Some(fake) = &fake {
         // What the benchmarks read: what the model saw, and what this process took.
         eprintln!(
-            "fake model: {} calls answered, at most {} in flight (cap {cap}); workload {:.2} ms; peak RSS {:.1} MiB",
+            "fake model: {} calls answered, at most {} in flight (cap {cap}); workload {:.2} ms; peak RSS {:.1} MiB before the store closes",
             fake.stats.calls.load(Ordering::SeqCst),
             fake.stats.peak.load(Ordering::SeqCst),
             workload.as_secs_f64() * 1e3,
