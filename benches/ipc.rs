@@ -90,9 +90,11 @@ fn benches(c: &mut Criterion) {
             let process = WorkerProcess::spawn(command).unwrap();
             process
                 .initialize(InitializeParams {
+                    protocol: fleet_core::ipc::PROTOCOL_VERSION,
                     spec: serde_json::json!({"name": "echo"}),
                     workspace: std::env::temp_dir(),
                     limits: TaskLimits::default(),
+                    gateway: None,
                 })
                 .await
                 .unwrap();
@@ -156,7 +158,7 @@ fn benches(c: &mut Criterion) {
         b.iter_custom(|iters| {
             rt.block_on(fan_out(iters, |i| {
                 let supervisor = supervisor.clone();
-                async move { supervisor.call("echo", ping(i)).await.unwrap() }
+                async move { supervisor.call("echo", ping(i)).await.unwrap().result }
             }))
         });
     });

@@ -113,6 +113,23 @@ impl App {
         )?)
     }
 
+    /// The price table: the built-in one, with the configured `prices.file` over it.
+    pub(crate) fn prices(&self) -> anyhow::Result<Arc<fleet_core::PriceTable>> {
+        let builtin = fleet_core::PriceTable::shipped();
+        let Some(file) = self.config.prices_file() else {
+            return Ok(builtin);
+        };
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the price table {} (prices.file): {e}",
+                file.display()
+            )
+        })?;
+        let overrides =
+            fleet_core::PriceTable::from_yaml(&file, &text).map_err(|d| anyhow::anyhow!("{d}"))?;
+        Ok(Arc::new((*builtin).clone().with_overrides(overrides)))
+    }
+
     /// The project's agent specs (none when the directory does not exist).
     pub(crate) fn specs(&self) -> anyhow::Result<SpecSet> {
         let dir = self.config.agents_dir();

@@ -113,6 +113,18 @@ const KEYS: &[Key] = &[
         help: "a run's output-token budget",
     },
     Key {
+        name: "fleet.budget_usd",
+        kind: Kind::Dollars,
+        env: Some("FLEET_FLEET_BUDGET_USD"),
+        help: "what `fleet start`'s specialists may spend in all, over their own budgets",
+    },
+    Key {
+        name: "prices.file",
+        kind: Kind::Path,
+        env: Some("FLEET_PRICES"),
+        help: "a price table (the built-in table's YAML format) whose models add to or replace the built-in ones",
+    },
+    Key {
         name: "store.path",
         kind: Kind::Path,
         env: Some("FLEET_STORE"),
@@ -382,6 +394,16 @@ impl Config {
 
     pub(crate) fn budget_tokens(&self) -> Option<u64> {
         self.count("run.budget_tokens")
+    }
+
+    /// What the fleet's specialists may spend in all.
+    pub(crate) fn fleet_budget_usd(&self) -> Option<f64> {
+        self.get("fleet.budget_usd").and_then(|v| v.parse().ok())
+    }
+
+    /// The configured price table, relative to the project's root.
+    pub(crate) fn prices_file(&self) -> Option<PathBuf> {
+        self.get("prices.file").map(|p| self.root().join(p))
     }
 
     /// The SQLite store: configured, else `.fleet/fleet.db` in the project, else in the user's

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
+use fleet_core::Usd;
+use fleet_core::budget::{BudgetLimits, Budgets};
 use fleet_core::ipc::TaskRunParams;
 use fleet_core::spec::AgentSpec;
-use fleet_core::{PriceTable, Usd};
 use fleet_sandbox::{Sandbox, Supervisor, SupervisorError, SupervisorEvent, WorkerPlan};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -107,19 +108,33 @@ async fn start_async(app: &App, headless: bool) -> anyhow::Result<u8> {
         ))
         .into());
     }
-    // Check the provider before starting anything: the workers build the same one.
-    let (_, said) = app.provider()?;
+    // The supervisor is the workers' model gateway: it holds the provider and its
+    // credentials; the workers get neither.
+    let (provider, said) = app.provider()?;
     let exe = std::env::current_exe().context("cannot find the fleet program")?;
     let sandbox = Sandbox::new(&exe, vec![crate::SANDBOX_HELPER.into()]);
-    let prices = Arc::new(
-        PriceTable::builtin().map_err(|d| anyhow::anyhow!("the built-in price table: {d}"))?,
-    );
-    let supervisor = Supervisor::new(sandbox, prices);
+    let budgets = Budgets::new();
+    let fleet_budget = app
+        .config
+        .fleet_budget_usd()
+        .and_then(Usd::from_dollars)
+        .map(|usd| {
+            budgets.add(
+                "the fleet",
+                None,
+                BudgetLimits {
+                    output_tokens: None,
+                    usd: Some(usd),
+                },
+            )
+        });
+    let supervisor = Supervisor::new(sandbox, app.prices()?)
+        .charging(budgets, fleet_budget)
+        .with_gateway(provider);
     let root = app.config.root().to_owned();
     let state: Shared = Arc::default();
-    let provider_env = provider_env(app);
     for spec in &specs.specs {
-        let plan = plan_for(spec, &root, &exe, &provider_env);
+        let plan = plan_for(spec, &root, &exe);
         for dir in &plan.policy.writable {
             if !dir.exists() {
                 std::fs::create_dir_all(dir).with_context(|| {
@@ -183,28 +198,10 @@ async fn start_async(app: &App, headless: bool) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// The provider settings the workers need, as their environment (the sandbox passes only
-/// what the policy lists).
-fn provider_env(app: &App) -> Vec<(String, String)> {
-    let c = &app.config;
-    [
-        ("FLEET_PROVIDER", "provider.name"),
-        ("FLEET_MODEL", "provider.model"),
-        ("ANTHROPIC_API_KEY", "provider.anthropic_api_key"),
-        ("ANTHROPIC_BASE_URL", "provider.anthropic_base_url"),
-        ("OPENAI_API_KEY", "provider.openai_api_key"),
-        ("OPENAI_BASE_URL", "provider.openai_base_url"),
-        ("FLEET_CASSETTE", "provider.cassette"),
-        ("FLEET_OFFLINE_LATENCY_MS", "provider.offline_latency_ms"),
-    ]
-    .into_iter()
-    .filter_map(|(var, key)| c.get(key).map(|v| (var.to_owned(), v.to_owned())))
-    .collect()
-}
-
-fn plan_for(spec: &AgentSpec, root: &Path, exe: &Path, env: &[(String, String)]) -> WorkerPlan {
-    let mut policy = fleet_core::SandboxPolicy::from_spec(&spec.sandbox, root);
-    policy.env.extend(env.iter().cloned());
+/// A specialist's plan: its sandbox, from its spec, with nothing of the provider in it (no
+/// settings, no keys: its model turns go through the supervisor's gateway).
+fn plan_for(spec: &AgentSpec, root: &Path, exe: &Path) -> WorkerPlan {
+    let policy = fleet_core::SandboxPolicy::from_spec(&spec.sandbox, root);
     let mut plan = WorkerPlan::for_spec(spec, exe, policy);
     plan.args = vec![WORKER.into()];
     plan
@@ -246,9 +243,17 @@ async fn follow_events(supervisor: Supervisor, state: Shared, headless: bool) {
                 SupervisorEvent::ProtocolError { agent, message } => {
                     format!("{agent}: protocol error: {message}")
                 }
-                SupervisorEvent::UnpricedUsage { agent, model } => {
-                    format!("{agent}: tokens of {model} have no price; add it to the price table")
-                }
+                SupervisorEvent::ReportedUsage {
+                    agent,
+                    task_id,
+                    usage,
+                    ..
+                } => format!(
+                    "{agent}: task {task_id} says it used {} output tokens (not charged: the gateway meters)",
+                    usage.output
+                ),
+                // Every model turn: too many to log; the cost overlay shows their sum.
+                SupervisorEvent::ModelTurn { .. } => continue,
                 other => format!("{other:?}"),
             };
             s.note(line.clone());
@@ -358,14 +363,17 @@ async fn run_task(
         match result {
             Ok(done) => {
                 view.done += 1;
-                view.last = render::fit(done.text.lines().next().unwrap_or_default(), 60);
+                view.last = render::fit(done.result.text.lines().next().unwrap_or_default(), 60);
                 (
                     Reply {
                         ok: true,
-                        text: Some(done.text),
+                        text: Some(done.result.text),
                         error: None,
                     },
-                    format!("{agent}: task {id} done; spent {spent} of {}", view.budget),
+                    format!(
+                        "{agent}: task {id} done: {} model turns, {}; {agent} has spent {spent} of {}",
+                        done.turns, done.cost, view.budget
+                    ),
                 )
             }
             Err(e) => {

@@ -8,8 +8,9 @@
 //! - `doc-bot` adds documentation to the changed items and commits it;
 //! - any other agent runs its agent loop once per task.
 //!
-//! The model comes from the environment (`fleet_providers::from_env`). Tests are run with the
-//! command in the task's `input.test_command` (an array: program and arguments).
+//! The worker holds no model credentials: every model turn goes to the supervisor's gateway
+//! ([`Task::model`]), which meters and charges it. Tests are run with the command in the
+//! task's `input.test_command` (an array: program and arguments), or the project's usual one.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -22,7 +23,6 @@ use fleet_core::command::WorkUnitDraft;
 use fleet_core::exec::{CommandRequest, CommandSandbox};
 use fleet_core::ipc::{InitializeResult, TaskResult};
 use fleet_core::journal::{Journal, SharedStore};
-use fleet_core::provider::DynProvider;
 use fleet_core::spec::AgentSpec;
 use fleet_core::store::memory::MemoryStore;
 use fleet_core::work_unit::WorkUnitKind;
@@ -67,7 +67,6 @@ enum Kind {
 struct Ready {
     spec: Arc<AgentSpec>,
     kind: Kind,
-    runner: ModelAgentRunner<Arc<dyn DynProvider>>,
     workspace: PathBuf,
     commits: CommitQueue,
 }
@@ -81,22 +80,27 @@ impl Role for Specialist {
     async fn init(&mut self, ctx: &WorkerContext) -> Result<InitializeResult, String> {
         let spec: AgentSpec = serde_json::from_value(ctx.spec.clone())
             .map_err(|e| format!("initialize: the spec is not an agent spec: {e}"))?;
-        let (provider, said) = fleet_providers::from_env().map_err(|e| e.to_string())?;
-        eprintln!("fleet worker {}: {said}", spec.name);
+        match &ctx.gateway {
+            Some(gateway) => eprintln!(
+                "fleet worker {}: model turns go to the supervisor's gateway ({}, {})",
+                spec.name, gateway.provider, gateway.model
+            ),
+            None => {
+                return Err(
+                    "the supervisor has no model gateway, so this worker cannot reach a model"
+                        .into(),
+                );
+            }
+        }
         let kind = match spec.name.as_str() {
             "patch-bot" => Kind::PatchBot,
             "test-writer-bot" => Kind::TestWriter,
             "doc-bot" => Kind::DocBot,
             _ => Kind::Plain,
         };
-        let runner = ModelAgentRunner::builder(provider)
-            .workdir(&ctx.workspace)
-            .commands(Arc::new(HostCommands))
-            .build();
         self.ready = Some(Ready {
             spec: Arc::new(spec.clone()),
             kind,
-            runner,
             workspace: ctx.workspace.clone(),
             commits: CommitQueue::new(&ctx.workspace),
         });
@@ -119,8 +123,12 @@ impl Role for Specialist {
     }
 }
 
-/// One run of the agent loop; its usage is reported to the supervisor.
+/// One run of the agent loop, its model turns through the gateway.
 async fn ask(ready: &Ready, task: &Task, prompt: String) -> Result<String, String> {
+    let runner = ModelAgentRunner::builder(task.model())
+        .workdir(&ready.workspace)
+        .commands(Arc::new(HostCommands))
+        .build();
     let store: SharedStore = Arc::new(MemoryStore::new());
     let journal = Journal::create(store, None)
         .await
@@ -135,12 +143,7 @@ async fn ask(ready: &Ready, task: &Task, prompt: String) -> Result<String, Strin
     };
     let mut ctx = CallContext::new(journal, root);
     ctx.cancel = task.cancel.clone();
-    let outcome = ready
-        .runner
-        .run(call, ctx)
-        .await
-        .map_err(|e| e.to_string())?;
-    task.usage(outcome.model.clone(), outcome.usage);
+    let outcome = runner.run(call, ctx).await.map_err(|e| e.to_string())?;
     Ok(outcome.text)
 }
 

@@ -6,6 +6,14 @@
 //! worker sends `task/progress`, `task/usage` and `task/log` notifications), `task/cancel` and
 //! `shutdown`. Every line is checked against the schema at the boundary ([`decode_line`]); a
 //! malformed or oversized line gets a JSON-RPC error, never a crash.
+//!
+//! The supervisor is also the worker's only way to a model (its *model gateway*): the worker
+//! asks for one model turn with a `model/stream` request carrying a normalized
+//! [`ModelRequest`], and the supervisor answers with `model/event` notifications carrying the
+//! normalized [`StreamEvent`]s as they arrive, then a [`ModelStreamResult`] with the usage it
+//! metered from the provider's own stream. Either side may stop a request of its own with
+//! `$/cancelRequest`. A worker holds no credentials, and what it says it spent (`task/usage`)
+//! is a diagnostic that never moves money.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -15,13 +23,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::activity::LogLevel;
+use crate::money::Usd;
+use crate::provider::{ErrorKind, ModelRequest, StopReason, StreamEvent};
 use crate::usage::TokenUsage;
 
-/// The protocol version tag every message carries.
+/// The JSON-RPC version tag every message carries.
 pub const JSONRPC: &str = "2.0";
 
-/// The longest line accepted, in bytes.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// The version of fleet's protocol on top of JSON-RPC, sent with `initialize`. Version 2 added
+/// the model gateway (`model/stream`, `model/event`, `$/cancelRequest`).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The longest line accepted, in bytes (a model turn carries its whole conversation, images
+/// included).
+pub const MAX_LINE_BYTES: usize = 8 << 20;
 
 /// JSON-RPC's error codes.
 pub mod codes {
@@ -39,6 +54,14 @@ pub mod codes {
     pub const TASK_FAILED: i64 = -32000;
     /// A task was cancelled.
     pub const TASK_CANCELLED: i64 = -32001;
+    /// The gateway refused a model turn: its worst case does not fit the agent's or the
+    /// fleet's budget (the agent is paused).
+    pub const BUDGET_EXCEEDED: i64 = -32002;
+    /// The model turn failed at the provider, or the gateway cannot make it as asked;
+    /// `data` is a [`super::ModelErrorData`].
+    pub const MODEL_FAILED: i64 = -32003;
+    /// A request stopped by `$/cancelRequest` (the Language Server Protocol's code).
+    pub const REQUEST_CANCELLED: i64 = -32800;
 }
 
 /// A request id.
@@ -85,7 +108,8 @@ pub struct Request {
     pub call: Call,
 }
 
-/// What the supervisor asks of a worker.
+/// A request's method and params: what the supervisor asks of a worker, and (`model/stream`)
+/// what a worker asks of the supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "method", content = "params")]
 pub enum Call {
@@ -102,6 +126,12 @@ pub enum Call {
     /// Finish and exit; answered with `null` first.
     #[serde(rename = "shutdown")]
     Shutdown(Empty),
+    /// (worker → supervisor) One model turn through the supervisor's gateway, for a task
+    /// running on the worker: answered with `model/event` notifications as the model streams,
+    /// then a [`ModelStreamResult`] (or an error: [`codes::BUDGET_EXCEEDED`],
+    /// [`codes::MODEL_FAILED`], [`codes::REQUEST_CANCELLED`]).
+    #[serde(rename = "model/stream")]
+    ModelStream(ModelStreamParams),
 }
 
 /// A notification: `{"jsonrpc":"2.0","method":…,"params":…}`.
@@ -115,19 +145,28 @@ pub struct Notification {
     pub note: Note,
 }
 
-/// What a worker tells the supervisor while it works.
+/// A notification's method and params: what a worker tells the supervisor while it works,
+/// and (`model/event`) the model's stream the supervisor forwards to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "method", content = "params")]
 pub enum Note {
     /// How far a task is.
     #[serde(rename = "task/progress")]
     Progress(Progress),
-    /// Tokens a task spent on a model request (the supervisor prices and charges them).
+    /// Tokens a worker says a task spent: a diagnostic, shown but never charged (the
+    /// gateway meters model turns from the provider's own stream).
     #[serde(rename = "task/usage")]
     Usage(UsageReport),
     /// A log line.
     #[serde(rename = "task/log")]
     Log(LogLine),
+    /// (supervisor → worker) One event of a `model/stream` answer, in order.
+    #[serde(rename = "model/event")]
+    ModelEvent(ModelEventParams),
+    /// (either way) Stop a request the sender made; it is answered with
+    /// [`codes::REQUEST_CANCELLED`].
+    #[serde(rename = "$/cancelRequest")]
+    CancelRequest(CancelParams),
 }
 
 /// A response: a result or an error.
@@ -180,6 +219,8 @@ pub struct Empty {}
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitializeParams {
+    /// The protocol version the supervisor speaks ([`PROTOCOL_VERSION`]).
+    pub protocol: u32,
     /// The agent's spec, as loaded from `agents/<name>.yaml` (JSON).
     pub spec: Value,
     /// The directory the worker works in (writable).
@@ -187,6 +228,34 @@ pub struct InitializeParams {
     /// Limits per task.
     #[serde(default)]
     pub limits: TaskLimits,
+    /// The model gateway the worker's turns go through, when the supervisor has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayInfo>,
+}
+
+/// What the supervisor's model gateway offers (the worker reaches it with `model/stream`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayInfo {
+    /// The provider behind it (`anthropic`, `openai`, `offline`, …).
+    pub provider: String,
+    /// The model the agent's turns use (its spec's).
+    pub model: String,
+    /// The provider can call tools.
+    #[serde(default)]
+    pub tools: bool,
+    /// It takes images.
+    #[serde(default)]
+    pub images: bool,
+    /// It can think.
+    #[serde(default)]
+    pub thinking: bool,
+    /// It honours cache hints or caches by itself.
+    #[serde(default)]
+    pub prompt_cache: bool,
+    /// Its turns cost nothing (the offline provider, a local server).
+    #[serde(default)]
+    pub free: bool,
 }
 
 /// Limits the worker must keep to per task.
@@ -270,6 +339,66 @@ pub struct UsageReport {
     pub usage: TokenUsage,
 }
 
+/// `model/stream`'s params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelStreamParams {
+    /// The task the turn is for (one running on this worker).
+    pub task_id: String,
+    /// The turn, normalized: system, messages (text, image, tool-use and tool-result content),
+    /// tools with their schemas, model, most output tokens, effort and cache hints.
+    pub request: ModelRequest,
+}
+
+/// `model/event`'s params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEventParams {
+    /// The `model/stream` request this event answers.
+    pub request_id: RequestId,
+    /// The event.
+    pub event: StreamEvent,
+}
+
+/// `$/cancelRequest`'s params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelParams {
+    /// The request to stop.
+    pub id: RequestId,
+}
+
+/// `model/stream`'s result: what the gateway metered and charged for the turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelStreamResult {
+    /// The model that answered.
+    pub model: String,
+    /// The tokens, from the provider's own stream.
+    pub usage: TokenUsage,
+    /// Why the model stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<StopReason>,
+    /// The dollars charged for it.
+    pub cost: Usd,
+}
+
+/// The `data` of a [`codes::MODEL_FAILED`] error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelErrorData {
+    /// What kind of failure the provider reported.
+    pub kind: ErrorKind,
+    /// The HTTP status, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Whether trying the turn again may succeed.
+    pub retryable: bool,
+    /// How long the provider asked to wait before trying again, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
 /// `task/log`'s params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -342,6 +471,8 @@ pub fn ipc_schema() -> Value {
     // workers need their shapes.
     generator.subschema_for::<InitializeResult>();
     generator.subschema_for::<TaskResult>();
+    generator.subschema_for::<ModelStreamResult>();
+    generator.subschema_for::<ModelErrorData>();
     let mut schema = Value::from(generator.root_schema_for::<Message>());
     if let Some(object) = schema.as_object_mut() {
         object.insert(
@@ -351,6 +482,24 @@ pub fn ipc_schema() -> Value {
     }
     schema
 }
+
+/// The methods of requests.
+const CALLS: &[&str] = &[
+    "initialize",
+    "task/run",
+    "task/cancel",
+    "shutdown",
+    "model/stream",
+];
+
+/// The methods of notifications.
+const NOTES: &[&str] = &[
+    "task/progress",
+    "task/usage",
+    "task/log",
+    "model/event",
+    "$/cancelRequest",
+];
 
 fn validator() -> &'static Result<jsonschema::Validator, String> {
     static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
@@ -392,25 +541,18 @@ pub fn decode_line(line: &[u8]) -> Result<Message, (Option<RequestId>, RpcError)
         .get("method")
         .and_then(Value::as_str)
         .map(str::to_owned);
-    const METHODS: &[&str] = &[
-        "initialize",
-        "task/run",
-        "task/cancel",
-        "shutdown",
-        "task/progress",
-        "task/usage",
-        "task/log",
-    ];
     if let Some(method) = &method
-        && !METHODS.contains(&method.as_str())
+        && !CALLS.contains(&method.as_str())
+        && !NOTES.contains(&method.as_str())
     {
         return Err((
             id,
             RpcError::new(
                 codes::METHOD_NOT_FOUND,
                 format!(
-                    "unknown method \"{method}\" (known: {})",
-                    METHODS.join(", ")
+                    "unknown method \"{method}\" (known: {}, {})",
+                    CALLS.join(", "),
+                    NOTES.join(", ")
                 ),
             ),
         ));
@@ -426,9 +568,7 @@ pub fn decode_line(line: &[u8]) -> Result<Message, (Option<RequestId>, RpcError)
                 "method": method,
                 "params": value.get("params").cloned().unwrap_or(Value::Null),
             });
-            let problem = if method.starts_with("task/")
-                && !matches!(method.as_str(), "task/run" | "task/cancel")
-            {
+            let problem = if NOTES.contains(&method.as_str()) {
                 serde_json::from_value::<Note>(pair).err()
             } else {
                 serde_json::from_value::<Call>(pair).err()
@@ -471,14 +611,54 @@ mod tests {
             Message::request(
                 RequestId::Number(1),
                 Call::Initialize(InitializeParams {
+                    protocol: PROTOCOL_VERSION,
                     spec: json!({"name": "doc-bot"}),
                     workspace: "/w".into(),
                     limits: TaskLimits {
                         max_tokens: Some(100),
                         ..TaskLimits::default()
                     },
+                    gateway: Some(GatewayInfo {
+                        provider: "anthropic".into(),
+                        model: "claude-haiku-4-5".into(),
+                        tools: true,
+                        images: true,
+                        thinking: false,
+                        prompt_cache: true,
+                        free: false,
+                    }),
                 }),
             ),
+            Message::request(
+                RequestId::Number(9),
+                Call::ModelStream(ModelStreamParams {
+                    task_id: "u1".into(),
+                    request: {
+                        let mut request = ModelRequest::new("claude-haiku-4-5", "look", 64);
+                        request.messages[0]
+                            .content
+                            .push(crate::provider::Content::Image {
+                                source: crate::provider::ImageSource::Base64 {
+                                    media_type: "image/png".into(),
+                                    data: "iVBORw0KGgo=".into(),
+                                },
+                            });
+                        request.tools.push(crate::provider::ToolSpec {
+                            name: "read_file".into(),
+                            description: "reads".into(),
+                            input_schema: json!({"type": "object"}),
+                        });
+                        request
+                    },
+                }),
+            ),
+            Message::notification(Note::ModelEvent(ModelEventParams {
+                request_id: RequestId::Number(9),
+                event: StreamEvent::TextDelta { text: "hi".into() },
+            })),
+            Message::notification(Note::CancelRequest(CancelParams {
+                id: RequestId::Number(9),
+            })),
             Message::request(
                 RequestId::Text("t".into()),
                 Call::TaskRun(TaskRunParams {
@@ -541,12 +721,47 @@ mod tests {
     }
 
     #[test]
+    fn model_turn_lines_are_checked_like_every_other() {
+        let err = |line: &str| decode_line(line.as_bytes()).unwrap_err();
+        let (id, e) = err(
+            r#"{"jsonrpc":"2.0","id":4,"method":"model/stream","params":{"task_id":"t","request":{"model":"m"}}}"#,
+        );
+        assert_eq!(
+            (id, e.code),
+            (Some(RequestId::Number(4)), codes::INVALID_PARAMS)
+        );
+        assert!(
+            e.message.starts_with("model/stream params:"),
+            "{}",
+            e.message
+        );
+        let (_, e) = err(
+            r#"{"jsonrpc":"2.0","method":"model/event","params":{"request_id":4,"event":{"type":"warp"}}}"#,
+        );
+        assert_eq!(e.code, codes::INVALID_PARAMS, "{}", e.message);
+        let ok = decode_line(br#"{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":4}}"#);
+        assert!(matches!(
+            ok,
+            Ok(Message::Notification(Notification {
+                note: Note::CancelRequest(CancelParams {
+                    id: RequestId::Number(4)
+                }),
+                ..
+            }))
+        ));
+    }
+
+    #[test]
     fn the_schema_names_the_results_workers_return() {
         let schema = ipc_schema();
         let defs = schema["$defs"].as_object().unwrap();
         for name in [
             "InitializeResult",
             "TaskResult",
+            "ModelStreamResult",
+            "ModelErrorData",
+            "ModelRequest",
+            "StreamEvent",
             "Request",
             "Notification",
             "Response",

@@ -25,7 +25,7 @@ use crate::work_unit::WorkUnitState;
 pub use tokio_util::sync::CancellationToken as CancelToken;
 
 /// One request to a model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModelRequest {
     /// The model id (`claude-haiku-4-5`, `gpt-5-mini`, `llama3.2`, …).
     pub model: String,
@@ -82,10 +82,19 @@ impl ModelRequest {
             .sum();
         system + messages + tools
     }
+
+    /// The input tokens the request is worth, by the usual four characters a token: what
+    /// admission reserves for its prompt before the model says how many it really read.
+    #[must_use]
+    pub fn estimated_input_tokens(&self) -> u64 {
+        (self.approx_chars() as u64).div_ceil(4)
+    }
 }
 
 /// Prompt-cache breakpoints (Anthropic `cache_control`; OpenAI caches by itself).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct CacheHints {
     /// Cache the system prompt and the tools.
     #[serde(default)]
@@ -99,7 +108,7 @@ pub struct CacheHints {
 }
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageRole {
     /// The user, or tool results sent back.
@@ -109,7 +118,7 @@ pub enum MessageRole {
 }
 
 /// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Message {
     /// Who wrote it.
     pub role: MessageRole,
@@ -155,7 +164,7 @@ impl Message {
 }
 
 /// One block of a message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Content {
@@ -199,7 +208,7 @@ pub enum Content {
 }
 
 /// Where an image's bytes are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ImageSource {
     /// Inline, base64-encoded.
@@ -217,7 +226,7 @@ pub enum ImageSource {
 }
 
 /// A tool the model may call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ToolSpec {
     /// Its name.
     pub name: String,
@@ -228,7 +237,7 @@ pub struct ToolSpec {
 }
 
 /// Whether the model must call a tool.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "name", rename_all = "snake_case")]
 pub enum ToolChoice {
     /// The model decides.
@@ -249,7 +258,7 @@ impl ToolChoice {
 }
 
 /// Why the model stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StopReason {
@@ -270,7 +279,7 @@ pub enum StopReason {
 }
 
 /// One normalized event of a model's streamed answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StreamEvent {
@@ -432,7 +441,7 @@ impl Capabilities {
 }
 
 /// What kind of failure a provider reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorKind {

@@ -1,6 +1,7 @@
 //! The supervisor's side of one worker process: requests with their answers routed by id,
-//! notifications handed over as they come, and a worker that dies failing every call in
-//! flight with its exit status and the tail of its log.
+//! notifications handed over as they come, the worker's own requests (`model/stream`, for the
+//! gateway) handed to whoever serves them, and a worker that dies failing every call in flight
+//! with its exit status and the tail of its log.
 
 use std::collections::HashMap;
 use std::process::{ExitStatus, Stdio};
@@ -8,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fleet_core::ipc::{
-    Call, InitializeParams, InitializeResult, Message, Note, RequestId, RpcError, TaskResult,
-    TaskRunParams, decode_line,
+    Call, InitializeParams, InitializeResult, Message, ModelStreamParams, Note, RequestId,
+    RpcError, TaskResult, TaskRunParams, codes, decode_line,
 };
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
@@ -54,6 +55,24 @@ fn tail_suffix(tail: &str) -> String {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, RpcError>>>>>;
 
+/// What a worker asks of the supervisor.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum WorkerRequest {
+    /// A model turn for the gateway (answer it with [`WorkerProcess::answer`]).
+    ModelStream {
+        /// The request's id, for the answer and its `model/event`s.
+        id: RequestId,
+        /// The turn.
+        params: ModelStreamParams,
+    },
+    /// `$/cancelRequest`: stop the worker's request with this id.
+    Cancel(RequestId),
+}
+
+/// Where the worker's requests go, once someone serves them.
+type Served = Arc<Mutex<Option<mpsc::UnboundedSender<WorkerRequest>>>>;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -69,6 +88,7 @@ pub struct WorkerProcess {
     ended: watch::Receiver<Option<(String, String)>>,
     pid: Option<u32>,
     errors: Arc<Mutex<ProtocolErrors>>,
+    served: Served,
 }
 
 /// What the worker wrote that broke the protocol.
@@ -106,6 +126,7 @@ impl WorkerProcess {
         let tail = Arc::new(Mutex::new(String::new()));
         let pid = child.id();
         let stderr_done = tokio::spawn(keep_tail(stderr, tail.clone()));
+        let served: Served = Arc::default();
         tokio::spawn(read_messages(
             stdout,
             child,
@@ -117,6 +138,7 @@ impl WorkerProcess {
                 errors: errors.clone(),
                 outbox: outbox.clone(),
                 tail,
+                served: served.clone(),
             },
         ));
         tokio::spawn(write_lines(stdin, lines));
@@ -128,7 +150,36 @@ impl WorkerProcess {
             ended: ended_rx,
             pid,
             errors,
+            served,
         })
+    }
+
+    /// The worker's own requests, from now on (once: the first caller serves them). Until
+    /// then, or when no one does, they are answered with an error.
+    pub fn requests(&self) -> Option<mpsc::UnboundedReceiver<WorkerRequest>> {
+        let mut served = lock(&self.served);
+        if served.is_some() {
+            return None;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        *served = Some(tx);
+        Some(rx)
+    }
+
+    /// Answers the worker's request `id`. A worker that is gone is not an error here: its
+    /// end is reported to whoever waits on its task.
+    pub fn answer(&self, id: RequestId, answer: Result<Value, RpcError>) {
+        let message = match answer {
+            Ok(value) => Message::result(id, value),
+            Err(error) => Message::error(Some(id), error),
+        };
+        let _ = self.outbox.send(message.to_line());
+    }
+
+    /// Sends the worker a notification (as for [`WorkerProcess::answer`], a worker that is
+    /// gone is not an error here).
+    pub fn notify(&self, note: Note) {
+        let _ = self.outbox.send(Message::notification(note).to_line());
     }
 
     /// How many lines from the worker broke the protocol (each answered with a JSON-RPC
@@ -289,6 +340,7 @@ struct Routes {
     errors: Arc<Mutex<ProtocolErrors>>,
     outbox: mpsc::UnboundedSender<String>,
     tail: Arc<Mutex<String>>,
+    served: Served,
 }
 
 async fn read_messages(stdout: impl AsyncRead + Unpin, mut child: Child, routes: Routes) {
@@ -300,6 +352,7 @@ async fn read_messages(stdout: impl AsyncRead + Unpin, mut child: Child, routes:
         errors,
         outbox,
         tail,
+        served,
     } = routes;
     let broke = |message: String| {
         let mut errors = lock(&errors);
@@ -339,16 +392,43 @@ async fn read_messages(stdout: impl AsyncRead + Unpin, mut child: Child, routes:
                 };
                 let _ = waiter.send(answer);
             }
-            Ok(Message::Notification(notification)) => {
-                let _ = notes.send(notification.note);
-            }
+            Ok(Message::Notification(notification)) => match notification.note {
+                Note::CancelRequest(cancel) => {
+                    if let Some(served) = &*lock(&served) {
+                        let _ = served.send(WorkerRequest::Cancel(cancel.id));
+                    }
+                }
+                Note::ModelEvent(_) => {
+                    broke("a model/event from the worker (the gateway sends those)".into());
+                }
+                note => {
+                    let _ = notes.send(note);
+                }
+            },
             Ok(Message::Request(request)) => {
-                broke(format!("a request from the worker ({:?})", request.call));
-                let error = RpcError::new(
-                    fleet_core::ipc::codes::METHOD_NOT_FOUND,
-                    "workers answer the supervisor; they do not call it",
-                );
-                let _ = outbox.send(Message::error(Some(request.id), error).to_line());
+                let refused = match request.call {
+                    Call::ModelStream(params) => {
+                        let served = lock(&served);
+                        match &*served {
+                            Some(to) => to
+                                .send(WorkerRequest::ModelStream {
+                                    id: request.id.clone(),
+                                    params,
+                                })
+                                .err()
+                                .map(|_| "the supervisor stopped serving model turns"),
+                            None => Some("this supervisor has no model gateway"),
+                        }
+                    }
+                    other => {
+                        broke(format!("a request from the worker ({other:?})"));
+                        Some("workers may ask the supervisor only for model/stream")
+                    }
+                };
+                if let Some(why) = refused {
+                    let error = RpcError::new(codes::METHOD_NOT_FOUND, why);
+                    let _ = outbox.send(Message::error(Some(request.id), error).to_line());
+                }
             }
             Err((id, error)) => {
                 broke(error.to_string());

@@ -5,7 +5,8 @@
 //! that then `exec`s the worker ([`helper_main`]; the `fleet-sandbox-helper` binary, or the
 //! `fleet` binary's hidden subcommand). [`Sandbox`] starts programs through the helper, and
 //! [`SandboxedCommands`] is the [`CommandSandbox`] that confines agents' `run_command` the
-//! same way.
+//! same way. The [`Supervisor`] keeps pools of sandboxed workers and is their model gateway:
+//! it holds the provider and its credentials, and meters and charges every model turn.
 //!
 //! ```no_run
 //! use fleet_core::SandboxPolicy;
@@ -19,6 +20,7 @@
 //! ```
 
 mod client;
+mod gateway;
 mod helper;
 mod landlock;
 mod profile;
@@ -36,13 +38,14 @@ pub use fleet_core::SandboxPolicy;
 use fleet_core::exec::{CommandOutput, CommandRequest, CommandSandbox, ExecError, run_captured};
 use fleet_core::spec::LandlockMode;
 
-pub use self::client::{WorkerError, WorkerProcess};
+pub use self::client::{WorkerError, WorkerProcess, WorkerRequest};
 pub use self::helper::{SETUP_FAILED, UNPRIVILEGED_ID, helper_main};
 pub use self::landlock::{Enforcement, landlock_available};
 pub use self::profile::baseline;
 pub use self::runner::SpecialistRunner;
 pub use self::supervisor::{
-    DEFAULT_COST_BUDGET, OverBudget, Supervisor, SupervisorError, SupervisorEvent, WorkerPlan,
+    DEFAULT_COST_BUDGET, MeteredTurn, OverBudget, Supervisor, SupervisorError, SupervisorEvent,
+    TaskReport, TaskUpdate, WorkerPlan,
 };
 pub use self::workspace::{CommitQueue, CommitRequest, WorkspaceLock};
 

@@ -1,7 +1,8 @@
 //! [`SpecialistRunner`]: the [`AgentRunner`] that sends agent calls to the named specialist's
 //! sandboxed workers, so that a workflow's `agent(…, {agentType: 'patch-bot'})` runs there.
-//! The call's work unit follows the task: running, its usage (priced) and log lines as they
-//! are reported, then completed or failed with the reason (a dead worker's exit status).
+//! The call's work unit follows the task: running, each model turn as the gateway metered and
+//! priced it, log lines as they are reported, then completed or failed with the reason (a dead
+//! worker's exit status).
 
 use fleet_core::activity::{ActivityKind, LogLevel};
 use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
@@ -14,7 +15,7 @@ use fleet_core::usage::TokenUsage;
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use tokio::sync::mpsc;
 
-use crate::{Supervisor, SupervisorError, WorkerError};
+use crate::{Supervisor, SupervisorError, TaskUpdate, WorkerError};
 
 /// Runs agent calls on the supervisor's specialists (the call's `agent` names which).
 #[derive(Debug, Clone)]
@@ -94,19 +95,19 @@ impl AgentRunner for SpecialistRunner {
                 .await
         };
         match outcome {
-            Ok(result) => {
+            Ok(report) => {
                 ctx.journal
                     .set_state(unit, WorkUnitState::Completed, None)
                     .await?;
                 Ok(AgentOutcome {
                     work_unit_id: unit,
-                    text: result.text,
+                    text: report.result.text,
                     // A call without a schema answers with text, as the workflow API says.
-                    output: result.output.filter(|_| call.schema.is_some()),
+                    output: report.result.output.filter(|_| call.schema.is_some()),
                     model: spec.model.clone(),
                     usage,
                     cost,
-                    model_requests: 0,
+                    model_requests: report.turns,
                     tool_calls: 0,
                 })
             }
@@ -126,24 +127,36 @@ impl AgentRunner for SpecialistRunner {
     }
 }
 
-/// Records one of the task's notifications on its unit.
+/// Records one of the task's updates on its unit: metered turns as usage, log lines and
+/// progress as activities. What the worker says it spent is not recorded as usage.
 async fn record(
     ctx: &CallContext,
     unit: WorkUnitId,
-    note: Note,
+    update: TaskUpdate,
     usage: &mut TokenUsage,
     cost: &mut Cost,
 ) -> Result<(), AgentError> {
+    let note = match update {
+        TaskUpdate::Turn(turn) => {
+            ctx.journal
+                .usage(unit, &turn.model, turn.usage, Some(turn.cost))
+                .await?;
+            *usage += turn.usage;
+            cost.usd += turn.cost;
+            return Ok(());
+        }
+        TaskUpdate::Note(note) => note,
+    };
     match note {
         Note::Usage(report) => {
-            let priced = ctx
-                .journal
-                .usage(unit, &report.model, report.usage, None)
-                .await?;
-            *usage += report.usage;
-            if let Some(usd) = priced {
-                cost.usd += usd;
-            }
+            let kind = ActivityKind::Log {
+                level: LogLevel::Debug,
+                message: format!(
+                    "the worker says it used {} input and {} output tokens of {} (not charged: the gateway meters model turns)",
+                    report.usage.input, report.usage.output, report.model
+                ),
+            };
+            ctx.journal.activity(unit, kind).await?;
         }
         Note::Log(line) => {
             let kind = ActivityKind::Log {
@@ -159,6 +172,7 @@ async fn record(
             };
             ctx.journal.activity(unit, kind).await?;
         }
+        Note::ModelEvent(_) | Note::CancelRequest(_) => {}
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! The supervisor: per specialist agent, a pool of sandboxed worker processes (at least `min`,
 //! at most `max`, idle ones beyond `min` stopped after `idle_timeout`); tasks go to an idle
 //! worker or a new one; a worker that dies mid-task is reported, replaced after a backoff, and
-//! the task retried per the plan.
+//! the task retried per the plan. With a provider ([`Supervisor::with_gateway`]) it is also
+//! every worker's model gateway and only meter (see `gateway.rs`).
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -10,14 +11,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use fleet_core::budget::{Amount, BudgetId, BudgetLimits, BudgetStatus, Budgets};
+use fleet_core::budget::{BudgetId, BudgetLimits, BudgetStatus, Budgets};
 use fleet_core::ipc::{
-    Call, InitializeParams, Note, TaskLimits, TaskRef, TaskResult, TaskRunParams, UsageReport,
+    Call, GatewayInfo, InitializeParams, Note, PROTOCOL_VERSION, TaskLimits, TaskRef, TaskResult,
+    TaskRunParams,
 };
+use fleet_core::provider::DynProvider;
+use fleet_core::usage::TokenUsage;
 use fleet_core::{PriceTable, SandboxPolicy, Usd};
 use serde_json::Value;
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
+use crate::gateway::{self, Assignment};
 use crate::{Sandbox, SandboxError, WorkerError, WorkerProcess};
 
 /// How one agent's workers are started and kept.
@@ -27,6 +32,9 @@ pub struct WorkerPlan {
     pub agent: String,
     /// Its spec, sent with `initialize`.
     pub spec: Value,
+    /// The one model its turns may use through the gateway (its spec's); `None` allows any
+    /// priced model.
+    pub model: Option<String>,
     /// The worker program and its arguments.
     pub program: PathBuf,
     /// Its arguments.
@@ -79,6 +87,7 @@ impl WorkerPlan {
     ) -> Self {
         let mut plan = Self::new(spec.name.clone(), program, policy);
         plan.spec = serde_json::to_value(spec).unwrap_or(Value::Null);
+        plan.model = Some(spec.model.clone());
         plan.cost_budget = spec.cost_budget.unwrap_or(DEFAULT_COST_BUDGET);
         plan.limits = TaskLimits {
             max_tokens: spec.max_tokens,
@@ -127,6 +136,7 @@ impl WorkerPlan {
         Self {
             agent: agent.into(),
             spec: Value::Null,
+            model: None,
             program: program.into(),
             args: Vec::new(),
             policy,
@@ -192,14 +202,62 @@ pub enum SupervisorEvent {
         /// What was wrong.
         message: String,
     },
-    /// A worker reported tokens of a model with no price: they are counted, but no dollars
-    /// are charged for them. Add the model to the price table.
-    UnpricedUsage {
+    /// The gateway forwarded a model turn and metered it from the provider's stream.
+    ModelTurn {
         /// The agent.
         agent: String,
-        /// The model.
-        model: String,
+        /// The task.
+        task_id: String,
+        /// What was metered and charged.
+        turn: MeteredTurn,
     },
+    /// A worker said it spent tokens (`task/usage`): shown, never charged.
+    ReportedUsage {
+        /// The agent.
+        agent: String,
+        /// The task.
+        task_id: String,
+        /// The model it named.
+        model: String,
+        /// The tokens it claimed.
+        usage: TokenUsage,
+    },
+}
+
+/// One model turn as the gateway metered it from the provider's own stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeteredTurn {
+    /// The model.
+    pub model: String,
+    /// Its tokens.
+    pub usage: TokenUsage,
+    /// What it was charged.
+    pub cost: Usd,
+    /// Whether it ended in an error or was cancelled (its tokens are charged all the same).
+    pub failed: bool,
+}
+
+/// What a running task sends its caller.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TaskUpdate {
+    /// A notification from the worker (progress, log lines, its own usage claims).
+    Note(Note),
+    /// A model turn the gateway metered and charged.
+    Turn(MeteredTurn),
+}
+
+/// A finished task: the worker's answer and what the gateway metered for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskReport {
+    /// The worker's answer.
+    pub result: TaskResult,
+    /// The tokens of all its model turns.
+    pub usage: TokenUsage,
+    /// What they cost.
+    pub cost: Usd,
+    /// How many model turns it made.
+    pub turns: u32,
 }
 
 /// Why a task could not be run.
@@ -230,22 +288,24 @@ pub enum SupervisorError {
     },
 }
 
-struct Pooled {
-    process: WorkerProcess,
+pub(crate) struct Pooled {
+    pub(crate) process: WorkerProcess,
     notes: tokio::sync::Mutex<mpsc::UnboundedReceiver<Note>>,
+    /// The task it runs now, with its model turns in flight.
+    pub(crate) task: Mutex<Option<Assignment>>,
 }
 
-struct Pool {
-    plan: WorkerPlan,
+pub(crate) struct Pool {
+    pub(crate) plan: WorkerPlan,
     slots: Arc<Semaphore>,
     idle: Mutex<Vec<(Arc<Pooled>, Instant)>>,
     busy: Mutex<Vec<Arc<Pooled>>>,
     deaths_in_a_row: AtomicU32,
-    budget: BudgetId,
-    paused: Mutex<Option<String>>,
+    pub(crate) budget: BudgetId,
+    pub(crate) paused: Mutex<Option<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -255,9 +315,10 @@ pub struct Supervisor {
     sandbox: Sandbox,
     pools: Arc<Mutex<HashMap<String, Arc<Pool>>>>,
     events: broadcast::Sender<SupervisorEvent>,
-    budgets: Budgets,
+    pub(crate) budgets: Budgets,
     run_budget: Option<BudgetId>,
-    prices: Arc<PriceTable>,
+    pub(crate) prices: Arc<PriceTable>,
+    pub(crate) gateway: Option<Arc<dyn DynProvider>>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -280,7 +341,37 @@ impl Supervisor {
             budgets: Budgets::new(),
             run_budget: None,
             prices,
+            gateway: None,
         }
+    }
+
+    /// Workers' model turns go to `provider` (one provider, or a router of providers by
+    /// model): the supervisor holds its credentials, forwards each turn after reserving its
+    /// worst case against the agent's and the fleet's budgets, and charges what the
+    /// provider's own stream says it used. Without a gateway, a worker's `model/stream` is
+    /// refused.
+    #[must_use]
+    pub fn with_gateway(mut self, provider: Arc<dyn DynProvider>) -> Self {
+        self.gateway = Some(provider);
+        self
+    }
+
+    pub(crate) fn emit(&self, event: SupervisorEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Pauses `pool`'s agent with `reason` (once) and tells the listeners.
+    pub(crate) fn pause(&self, pool: &Pool, reason: String) {
+        let mut paused = lock(&pool.paused);
+        if paused.is_some() {
+            return;
+        }
+        *paused = Some(reason.clone());
+        drop(paused);
+        self.emit(SupervisorEvent::AgentPaused {
+            agent: pool.plan.agent.clone(),
+            reason,
+        });
     }
 
     /// Agents added from now on are charged in `budgets`, under `run` (whose caps then pause
@@ -334,6 +425,18 @@ impl Supervisor {
                 agent: plan.agent.clone(),
                 reason: e.to_string(),
             })?;
+        if let (Some(provider), Some(model)) = (&self.gateway, &plan.model)
+            && !provider.capabilities_dyn().free
+            && self.prices.price(model).is_none()
+        {
+            return Err(SupervisorError::Start {
+                agent: plan.agent.clone(),
+                reason: format!(
+                    "model {model} has no price, so its spend cannot be metered against the agent's budget: \
+                     add it to the price table (a `prices.file` in fleet.toml, in the built-in table's format) or pick a priced model"
+                ),
+            });
+        }
         let budget = self.budgets.add(
             format!("agent {}", plan.agent),
             self.run_budget,
@@ -377,7 +480,7 @@ impl Supervisor {
             .map_or(0, |p| lock(&p.idle).len() + lock(&p.busy).len())
     }
 
-    async fn start(&self, pool: &Pool) -> Result<Arc<Pooled>, SupervisorError> {
+    async fn start(&self, pool: &Arc<Pool>) -> Result<Arc<Pooled>, SupervisorError> {
         let plan = &pool.plan;
         let failed = |reason: String| SupervisorError::Start {
             agent: plan.agent.clone(),
@@ -391,21 +494,47 @@ impl Supervisor {
         let notes = process
             .notifications()
             .ok_or_else(|| failed("its notifications are taken".into()))?;
-        process
+        let requests = process
+            .requests()
+            .ok_or_else(|| failed("its requests are taken".into()))?;
+        let gateway = self.gateway.as_ref().map(|provider| {
+            let c = provider.capabilities_dyn();
+            GatewayInfo {
+                provider: provider.name_dyn().to_owned(),
+                model: plan.model.clone().unwrap_or_default(),
+                tools: c.tools,
+                images: c.images,
+                thinking: c.thinking,
+                prompt_cache: c.prompt_cache,
+                free: c.free,
+            }
+        });
+        let worker = Arc::new(Pooled {
+            process,
+            notes: tokio::sync::Mutex::new(notes),
+            task: Mutex::new(None),
+        });
+        tokio::spawn(gateway::serve(
+            self.clone(),
+            pool.clone(),
+            Arc::downgrade(&worker),
+            requests,
+        ));
+        worker
+            .process
             .initialize(InitializeParams {
+                protocol: PROTOCOL_VERSION,
                 spec: plan.spec.clone(),
                 workspace: plan.workspace.clone(),
                 limits: plan.limits,
+                gateway,
             })
             .await
             .map_err(|e| failed(e.to_string()))?;
-        let _ = self.events.send(SupervisorEvent::WorkerStarted {
+        self.emit(SupervisorEvent::WorkerStarted {
             agent: plan.agent.clone(),
         });
-        Ok(Arc::new(Pooled {
-            process,
-            notes: tokio::sync::Mutex::new(notes),
-        }))
+        Ok(worker)
     }
 
     /// Runs a task on one of `agent`'s workers and waits for its result.
@@ -416,11 +545,12 @@ impl Supervisor {
         &self,
         agent: &str,
         task: TaskRunParams,
-    ) -> Result<TaskResult, SupervisorError> {
+    ) -> Result<TaskReport, SupervisorError> {
         self.stream(agent, task, None).await
     }
 
-    /// As [`Supervisor::call`], handing the task's notifications to `notes` as they come.
+    /// As [`Supervisor::call`], handing the task's notifications and metered model turns to
+    /// `updates` as they come.
     ///
     /// # Errors
     /// See [`SupervisorError`].
@@ -428,8 +558,8 @@ impl Supervisor {
         &self,
         agent: &str,
         task: TaskRunParams,
-        notes: Option<mpsc::UnboundedSender<Note>>,
-    ) -> Result<TaskResult, SupervisorError> {
+        updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
+    ) -> Result<TaskReport, SupervisorError> {
         let pool = lock(&self.pools)
             .get(agent)
             .cloned()
@@ -462,7 +592,7 @@ impl Supervisor {
             };
             lock(&pool.busy).push(worker.clone());
             let outcome = self
-                .run_on(&pool, &worker, task.clone(), notes.as_ref())
+                .run_on(&pool, &worker, task.clone(), updates.as_ref())
                 .await;
             for message in worker.process.take_protocol_errors() {
                 let _ = self.events.send(SupervisorEvent::ProtocolError {
@@ -508,90 +638,67 @@ impl Supervisor {
         }
     }
 
-    /// Runs one task on `worker`, forwarding its notifications and charging its usage.
+    /// Runs one task on `worker`, forwarding its notifications; its model turns are served
+    /// (and metered) by the gateway while it runs.
     async fn run_on(
         &self,
         pool: &Pool,
         worker: &Pooled,
         task: TaskRunParams,
-        notes: Option<&mpsc::UnboundedSender<Note>>,
-    ) -> Result<TaskResult, WorkerError> {
+        updates: Option<&mpsc::UnboundedSender<TaskUpdate>>,
+    ) -> Result<TaskReport, WorkerError> {
         let task_id = task.task_id.clone();
+        *lock(&worker.task) = Some(Assignment::new(task_id.clone(), updates.cloned()));
         let mut inbox = worker.notes.lock().await;
         let run = worker.process.run_task(task);
         tokio::pin!(run);
         let handle = |note: Note| {
-            if let Note::Usage(usage) = &note
-                && self.charge(pool, usage)
-                && pool.plan.over_budget == OverBudget::CancelTask
-            {
-                let cancel = Call::TaskCancel(TaskRef {
-                    task_id: task_id.clone(),
+            if let Note::Usage(report) = &note {
+                // What a worker says it spent is shown, never charged.
+                self.emit(SupervisorEvent::ReportedUsage {
+                    agent: pool.plan.agent.clone(),
+                    task_id: report.task_id.clone(),
+                    model: report.model.clone(),
+                    usage: report.usage,
                 });
-                // The answer does not matter: the task's own answer says how it ended.
-                let _ = worker.process.send(cancel);
             }
-            if let Some(notes) = notes {
-                let _ = notes.send(note);
+            if let Some(updates) = updates {
+                let _ = updates.send(TaskUpdate::Note(note));
             }
         };
-        loop {
+        let result = loop {
             tokio::select! {
                 result = &mut run => {
                     // Notifications sent before the answer are already queued.
                     while let Ok(note) = inbox.try_recv() {
                         handle(note);
                     }
-                    return result;
+                    break result;
                 }
                 Some(note) = inbox.recv() => handle(note),
             }
-        }
+        };
+        // Turns still in flight when the task ended are stopped (and charged what they used).
+        let assignment = lock(&worker.task).take();
+        let meter = assignment.map(Assignment::finish).unwrap_or_default();
+        result.map(|result| TaskReport {
+            result,
+            usage: meter.usage,
+            cost: meter.cost,
+            turns: meter.turns,
+        })
     }
 
-    /// Prices and charges reported usage; pauses the agent when a budget is used up. Returns
-    /// whether this report paused it.
-    fn charge(&self, pool: &Pool, report: &UsageReport) -> bool {
-        let agent = &pool.plan.agent;
-        let usd = match self.prices.cost(&report.model, &report.usage) {
-            Some(usd) => usd,
-            None => {
-                let _ = self.events.send(SupervisorEvent::UnpricedUsage {
-                    agent: agent.clone(),
-                    model: report.model.clone(),
-                });
-                Usd::ZERO
-            }
-        };
-        let amount = Amount {
-            output_tokens: report.usage.output,
-            usd,
-        };
-        let Ok(exhausted) = self.budgets.charge(&[pool.budget], amount) else {
-            return false;
-        };
-        if exhausted.is_empty() {
-            return false;
+    /// Stops the task running on `worker` when the agent's plan says so (it went over its
+    /// budget).
+    pub(crate) fn over_budget(&self, pool: &Pool, worker: &Pooled, task_id: &str) {
+        if pool.plan.over_budget == OverBudget::CancelTask {
+            let cancel = Call::TaskCancel(TaskRef {
+                task_id: task_id.to_owned(),
+            });
+            // The answer does not matter: the task's own answer says how it ended.
+            let _ = worker.process.send(cancel);
         }
-        let mut paused = lock(&pool.paused);
-        if paused.is_some() {
-            return false;
-        }
-        let spent = self
-            .budgets
-            .status(pool.budget)
-            .map_or(Usd::ZERO, |s| s.spent.usd);
-        let reason = format!(
-            "{} used up ({agent} has spent {spent} of {})",
-            exhausted.join(", "),
-            pool.plan.cost_budget
-        );
-        *paused = Some(reason.clone());
-        let _ = self.events.send(SupervisorEvent::AgentPaused {
-            agent: agent.clone(),
-            reason,
-        });
-        true
     }
 
     /// Kills every worker of `agent`; tasks running on them fail (and are retried per the

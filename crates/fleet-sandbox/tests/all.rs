@@ -256,6 +256,22 @@ fn python_plan(place: &Place, extra: &str) -> fleet_sandbox::WorkerPlan {
     plan
 }
 
+/// The gateway: model turns, metering and budgets through real sandboxed workers.
+#[path = "gateway/mod.rs"]
+mod gateway;
+/// The model behind the test supervisors' gateway.
+#[path = "gateway/mock.rs"]
+mod mock;
+
+/// A supervisor whose gateway is the mock model.
+fn supervisor_with_mock(sandbox: Sandbox) -> fleet_sandbox::Supervisor {
+    fleet_sandbox::Supervisor::new(
+        sandbox,
+        std::sync::Arc::new(fleet_core::PriceTable::builtin().unwrap()),
+    )
+    .with_gateway(std::sync::Arc::new(mock::MockModel))
+}
+
 #[test]
 fn python_runs_under_the_baseline_profile() {
     let Some(sandbox) = sandbox_or_skip("python_runs…") else {
@@ -430,9 +446,11 @@ mod protocol {
         let mut notes = worker.notifications().unwrap();
         let init = worker
             .initialize(InitializeParams {
+                protocol: fleet_core::ipc::PROTOCOL_VERSION,
                 spec: json!({"name": "echo-bot"}),
                 workspace: place.path("work"),
                 limits: TaskLimits::default(),
+                gateway: None,
             })
             .await
             .unwrap();
@@ -484,9 +502,11 @@ mod protocol {
         let worker = start();
         worker
             .initialize(InitializeParams {
+                protocol: fleet_core::ipc::PROTOCOL_VERSION,
                 spec: json!({"name": "echo-bot"}),
                 workspace: place.path("work"),
                 limits: TaskLimits::default(),
+                gateway: None,
             })
             .await
             .unwrap();
@@ -517,7 +537,9 @@ mod supervisor {
 
     use fleet_core::PriceTable;
     use fleet_core::ipc::Note;
-    use fleet_sandbox::{Supervisor, SupervisorError, SupervisorEvent, WorkerError, WorkerPlan};
+    use fleet_sandbox::{
+        Supervisor, SupervisorError, SupervisorEvent, TaskUpdate, WorkerError, WorkerPlan,
+    };
 
     use super::*;
 
@@ -539,7 +561,7 @@ mod supervisor {
             return;
         };
         let place = Place::new();
-        let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()));
+        let supervisor = supervisor_with_mock(sandbox);
         let mut events = supervisor.subscribe();
         let mut plan = plan(&place);
         plan.min = 1;
@@ -551,14 +573,31 @@ mod supervisor {
             .stream("echo-bot", task("t1", "abc"), Some(tx))
             .await
             .unwrap();
-        assert_eq!(done.text, "cba");
-        assert!(matches!(notes.recv().await, Some(Note::Progress(_))));
-        assert!(matches!(notes.recv().await, Some(Note::Usage(_))));
+        assert_eq!(done.result.text, "cba");
+        assert_eq!(done.result.output.unwrap()["model"], "echo: abc");
+        let updates: Vec<_> = std::iter::from_fn(|| notes.try_recv().ok()).collect();
+        assert!(
+            updates
+                .iter()
+                .any(|u| matches!(u, TaskUpdate::Note(Note::Progress(_)))),
+            "{updates:?}"
+        );
+        assert!(
+            updates
+                .iter()
+                .any(|u| matches!(u, TaskUpdate::Note(Note::Usage(_)))),
+            "{updates:?}"
+        );
+        assert!(
+            updates.iter().any(|u| matches!(u, TaskUpdate::Turn(_))),
+            "{updates:?}"
+        );
         assert_eq!(
             supervisor
                 .call("echo-bot", task("t2", "xy"))
                 .await
                 .unwrap()
+                .result
                 .text,
             "yx"
         );
@@ -611,6 +650,7 @@ mod supervisor {
                 .call("echo-bot", task("t4", "ok"))
                 .await
                 .unwrap()
+                .result
                 .text,
             "ko"
         );
@@ -657,128 +697,18 @@ mod supervisor {
     }
 }
 
-mod budgets {
-    //! Usage reported by workers is priced and charged; an agent over budget is paused.
-
-    use std::sync::Arc;
-
-    use fleet_core::budget::{BudgetLimits, Budgets};
-    use fleet_core::ipc::codes;
-    use fleet_core::{PriceTable, Usd};
-    use fleet_sandbox::{
-        DEFAULT_COST_BUDGET, OverBudget, Supervisor, SupervisorError, SupervisorEvent, WorkerError,
-        WorkerPlan,
-    };
-
-    use super::*;
-
-    fn plan(place: &Place, cost_budget: Option<&str>) -> WorkerPlan {
-        python_plan(
-            place,
-            &cost_budget.map_or(String::new(), |b| format!("cost_budget: {b}\n")),
-        )
-    }
-
-    #[tokio::test]
-    async fn an_agent_over_its_budget_is_paused_and_says_so() {
-        let Some(sandbox) = sandbox_or_skip("an_agent_over_its_budget…") else {
-            return;
-        };
-        let place = Place::new();
-        let supervisor = Supervisor::new(sandbox.clone(), Arc::new(PriceTable::builtin().unwrap()));
-        let mut events = supervisor.subscribe();
-        // Each task reports 100 input and 20 output tokens of claude-haiku-4-5: $0.0002.
-        supervisor.add(plan(&place, Some("0.0003"))).await.unwrap();
-        supervisor.call("echo-bot", task("t1", "a")).await.unwrap();
-        assert_eq!(
-            supervisor.spent("echo-bot").unwrap().spent.usd,
-            Usd::from_dollars(0.0002).unwrap()
-        );
-        // The second task takes it over: it finishes (the default policy), then nothing starts.
-        supervisor.call("echo-bot", task("t2", "b")).await.unwrap();
-        let refused = supervisor
-            .call("echo-bot", task("t3", "c"))
-            .await
-            .unwrap_err();
-        let reason = "agent echo-bot used up (echo-bot has spent $0.000400 of $0.000300)";
-        assert_eq!(
-            refused,
-            SupervisorError::Paused {
-                agent: "echo-bot".into(),
-                reason: reason.into()
-            }
-        );
-        let paused: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
-            .filter(|e| matches!(e, SupervisorEvent::AgentPaused { .. }))
-            .collect();
-        assert_eq!(
-            paused,
-            [SupervisorEvent::AgentPaused {
-                agent: "echo-bot".into(),
-                reason: reason.into()
-            }]
-        );
-        // The user raises the budget: it runs again.
-        supervisor.resume("echo-bot", Some(Usd::from_dollars(1.0).unwrap()));
-        assert_eq!(
-            supervisor
-                .call("echo-bot", task("t4", "d"))
-                .await
-                .unwrap()
-                .text,
-            "d"
-        );
-    }
-
-    #[tokio::test]
-    async fn without_a_cost_budget_the_default_applies_and_cancel_policy_stops_the_task() {
-        let Some(sandbox) = sandbox_or_skip("without_a_cost_budget…") else {
-            return;
-        };
-        let place = Place::new();
-        let budgets = Budgets::new();
-        let run = budgets.add("run", None, BudgetLimits::default());
-        let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()))
-            .charging(budgets.clone(), Some(run));
-        let mut plan = plan(&place, None);
-        assert_eq!(plan.cost_budget, DEFAULT_COST_BUDGET);
-        plan.over_budget = OverBudget::CancelTask;
-        supervisor.add(plan).await.unwrap();
-        // A million output tokens of claude-haiku-4-5 is $5: over the $1 default at once, so
-        // the running task is cancelled.
-        let stopped = supervisor
-            .call("echo-bot", task("t1", "spend"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&stopped, SupervisorError::Task(WorkerError::Rpc(e)) if e.code == codes::TASK_CANCELLED),
-            "{stopped:?}"
-        );
-        assert!(matches!(
-            supervisor.call("echo-bot", task("t2", "x")).await,
-            Err(SupervisorError::Paused { .. })
-        ));
-        // The run's budget was charged too.
-        assert_eq!(
-            budgets.status(run).unwrap().spent.usd,
-            Usd::from_dollars(5.0).unwrap()
-        );
-    }
-}
-
 mod runner {
     //! Agent calls sent to a specialist's sandboxed workers, recorded as work units.
 
     use std::sync::Arc;
 
-    use fleet_core::PriceTable;
     use fleet_core::agent::{AgentCall, AgentError, AgentRunner, CallContext};
     use fleet_core::command::WorkUnitDraft;
     use fleet_core::journal::{Journal, SharedStore};
     use fleet_core::spec::AgentSpec;
     use fleet_core::store::memory::MemoryStore;
     use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
-    use fleet_sandbox::{SpecialistRunner, Supervisor};
+    use fleet_sandbox::SpecialistRunner;
 
     use super::*;
 
@@ -792,9 +722,9 @@ mod runner {
         plan.task_retries = 0;
         // The calls name the same spec the workers were started with.
         let spec: Arc<AgentSpec> = Arc::new(serde_json::from_value(plan.spec.clone()).unwrap());
-        let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()));
+        let supervisor = supervisor_with_mock(sandbox);
         supervisor.add(plan).await.unwrap();
-        let runner = SpecialistRunner::new(supervisor);
+        let runner = SpecialistRunner::new(supervisor.clone());
 
         let store: SharedStore = Arc::new(MemoryStore::new());
         let journal = Journal::create(store, None).await.unwrap();
@@ -811,7 +741,10 @@ mod runner {
             .await
             .unwrap();
         assert_eq!(outcome.text, "desserts");
-        assert_eq!((outcome.usage.input, outcome.usage.output), (100, 20));
+        // The unit records what the gateway metered (the mock's 2 input and 20 output
+        // tokens), not what the worker claimed (100 and 20).
+        assert_eq!((outcome.usage.input, outcome.usage.output), (2, 20));
+        assert_eq!(outcome.model_requests, 1);
         let (state, usage, agent) = journal
             .read(|t| {
                 let u = t.work_unit(outcome.work_unit_id).unwrap();
@@ -819,8 +752,12 @@ mod runner {
             })
             .await;
         assert_eq!(state, WorkUnitState::Completed);
-        assert_eq!((usage.input, usage.output), (100, 20));
+        assert_eq!((usage.input, usage.output), (2, 20));
         assert_eq!(agent.as_deref(), Some("echo-bot"));
+        assert_eq!(
+            outcome.cost.usd,
+            supervisor.spent("echo-bot").unwrap().spent.usd
+        );
         assert!(outcome.cost.usd > fleet_core::Usd::ZERO);
 
         let died = runner

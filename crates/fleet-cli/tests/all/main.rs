@@ -198,8 +198,8 @@ mod patch_bot {
     use fleet_core::spec::AgentSpec;
     use fleet_core::usage::TokenUsage;
     use fleet_core::{PriceTable, SandboxPolicy};
-    use fleet_providers::Cassette;
     use fleet_providers::scripted::Exchange;
+    use fleet_providers::{Cassette, ScriptedProvider};
     use fleet_sandbox::{Sandbox, Supervisor, WorkerPlan};
     use serde_json::json;
 
@@ -324,8 +324,6 @@ mod patch_bot {
             ],
             ..Cassette::default()
         };
-        let cassette_path = project.join("cassette.json");
-        std::fs::write(&cassette_path, serde_json::to_string(&cassette).unwrap()).unwrap();
         // The worker binary must be reachable by the unprivileged user wherever the build is.
         let fleet: PathBuf = project.join("fleet");
         std::fs::copy(env!("CARGO_BIN_EXE_fleet"), &fleet).unwrap();
@@ -335,18 +333,15 @@ mod patch_bot {
         )
         .unwrap();
         let mut policy = SandboxPolicy::from_spec(&spec.sandbox, &project);
-        policy.env.extend([
-            ("FLEET_PROVIDER".to_owned(), "scripted".to_owned()),
-            (
-                "FLEET_CASSETTE".to_owned(),
-                cassette_path.display().to_string(),
-            ),
-            ("HOME".to_owned(), repo.display().to_string()),
-        ]);
+        policy
+            .env
+            .push(("HOME".to_owned(), repo.display().to_string()));
         let mut plan = WorkerPlan::for_spec(&spec, &fleet, policy);
         plan.args = vec!["__worker".into()];
         let sandbox = Sandbox::new(&fleet, vec!["__sandbox-helper".into()]);
-        let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()));
+        // The model is the supervisor's: the worker's turns come to it through the gateway.
+        let supervisor = Supervisor::new(sandbox, Arc::new(PriceTable::builtin().unwrap()))
+            .with_gateway(Arc::new(ScriptedProvider::new(cassette)));
         supervisor.add(plan).await.unwrap();
 
         Some(Setup {
@@ -387,15 +382,17 @@ mod patch_bot {
             .unwrap();
         let head = git(&repo, &["rev-parse", "HEAD"]);
         assert_eq!(
-            done.output.as_ref().unwrap()["commit"],
+            done.result.output.as_ref().unwrap()["commit"],
             json!(head),
             "{}",
-            done.text
+            done.result.text
         );
         assert!(
-            done.text.contains(&format!("the fix is commit {head}")),
+            done.result
+                .text
+                .contains(&format!("the fix is commit {head}")),
             "{}",
-            done.text
+            done.result.text
         );
         assert_eq!(
             git(&repo, &["log", "-1", "--format=%s"]),
@@ -525,10 +522,10 @@ mod patch_bot {
             .unwrap();
         let head = git(&repo, &["rev-parse", "HEAD"]);
         assert_eq!(
-            done.output.as_ref().unwrap()["commit"],
+            done.result.output.as_ref().unwrap()["commit"],
             json!(head),
             "{}",
-            done.text
+            done.result.text
         );
         assert_eq!(
             git(&repo, &["log", "-1", "--format=%s", "--name-only"]),

@@ -271,11 +271,6 @@ impl<P: Provider + 'static> AgentRunner for ModelAgentRunner<P> {
     }
 }
 
-/// Tokens a request's text is worth, by the usual four characters a token.
-fn estimate_tokens(request: &ModelRequest) -> u64 {
-    (request.approx_chars() as u64).div_ceil(4)
-}
-
 impl<P: Provider + 'static> ModelAgentRunner<P> {
     async fn converse(
         &self,
@@ -354,7 +349,7 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                 output_tokens: u64::from(plan.max_tokens),
                 usd: match (free, price) {
                     (false, Some(p)) => {
-                        p.worst_case(estimate_tokens(&request), u64::from(plan.max_tokens))
+                        p.worst_case(request.estimated_input_tokens(), u64::from(plan.max_tokens))
                     }
                     _ => Usd::ZERO,
                 },

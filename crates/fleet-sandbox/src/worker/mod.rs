@@ -1,6 +1,12 @@
 //! The worker side of the protocol: a [`Role`] and [`serve`], which reads the supervisor's
-//! requests from stdin and answers on stdout (see [`fleet_core::ipc`]). Workers need not be
-//! written in Rust: anything that speaks the protocol's JSON lines will do.
+//! requests from stdin and answers on stdout (see [`fleet_core::ipc`]). A task reaches its
+//! model through the supervisor's gateway ([`Task::model`]). Workers need not be written in
+//! Rust: anything that speaks the protocol's JSON lines will do.
+
+mod model;
+
+pub use self::model::GatewayModel;
+use self::model::Link;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,8 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use fleet_core::activity::LogLevel;
 use fleet_core::ipc::{
-    Call, InitializeResult, LogLine, MAX_LINE_BYTES, Message, Note, Progress, RequestId, RpcError,
-    TaskLimits, TaskResult, UsageReport, codes, decode_line,
+    Call, GatewayInfo, InitializeResult, LogLine, MAX_LINE_BYTES, Message, Note, Progress,
+    RequestId, RpcError, TaskLimits, TaskResult, UsageReport, codes, decode_line,
 };
 use fleet_core::provider::CancelToken;
 use fleet_core::usage::TokenUsage;
@@ -27,10 +33,14 @@ pub struct WorkerContext {
     pub workspace: PathBuf,
     /// Limits per task.
     pub limits: TaskLimits,
+    /// The protocol version the supervisor speaks.
+    pub protocol: u32,
+    /// The supervisor's model gateway, when it has one.
+    pub gateway: Option<GatewayInfo>,
 }
 
-/// One task, with the means to report on it.
-#[derive(Debug, Clone)]
+/// One task, with the means to report on it and to reach its model.
+#[derive(Clone)]
 pub struct Task {
     /// Its id.
     pub id: String,
@@ -41,9 +51,29 @@ pub struct Task {
     /// Cancelled by `task/cancel` (or shutdown).
     pub cancel: CancelToken,
     out: mpsc::UnboundedSender<Message>,
+    link: Link,
+    gateway: Option<GatewayInfo>,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task")
+            .field("id", &self.id)
+            .field("prompt", &self.prompt)
+            .field("input", &self.input)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Task {
+    /// The task's model: a [`fleet_core::Provider`] whose turns go to the supervisor's gateway
+    /// (which holds the credentials, and meters and charges every turn). Give it to the agent
+    /// loop like any provider.
+    #[must_use]
+    pub fn model(&self) -> GatewayModel {
+        GatewayModel::new(self.link.clone(), self.id.clone(), self.gateway.as_ref())
+    }
+
     fn note(&self, note: Note) {
         // The writer is gone only when the supervisor went away.
         let _ = self.out.send(Message::notification(note));
@@ -58,7 +88,8 @@ impl Task {
         }));
     }
 
-    /// Sends `task/usage`: tokens spent on `model` (the supervisor prices and charges them).
+    /// Sends `task/usage`: tokens the worker believes it spent on `model`. A diagnostic for the
+    /// log: the supervisor charges only what its gateway metered.
     pub fn usage(&self, model: impl Into<String>, usage: TokenUsage) {
         self.note(Note::Usage(UsageReport {
             task_id: self.id.clone(),
@@ -119,6 +150,7 @@ pub async fn serve<R: Role>(
     output: impl AsyncWrite + Unpin + Send + 'static,
 ) -> std::io::Result<()> {
     let (out, mut queue) = mpsc::unbounded_channel::<Message>();
+    let link = Link::new(out.clone());
     let writer = tokio::spawn(async move {
         let mut output = output;
         let mut batch = String::new();
@@ -137,6 +169,7 @@ pub async fn serve<R: Role>(
     // Before `initialize` the role is ours to set up; after, the tasks share it.
     let mut fresh = Some(role);
     let mut ready: Option<Arc<R>> = None;
+    let mut gateway: Option<GatewayInfo> = None;
     let running: Arc<Mutex<HashMap<String, CancelToken>>> = Arc::default();
     let reply = |id: RequestId, answer: Result<Value, RpcError>| {
         let _ = out.send(match answer {
@@ -155,8 +188,24 @@ pub async fn serve<R: Role>(
         }
         let request = match decode_line(trim_newline(&line)) {
             Ok(Message::Request(r)) => r,
-            // Responses and notifications are not expected from the supervisor.
-            Ok(_) => continue,
+            Ok(Message::Response(response)) => {
+                if !link.route_response(response) {
+                    log_stderr("an answer from the supervisor to no request in flight");
+                }
+                continue;
+            }
+            Ok(Message::Notification(notification)) => {
+                match notification.note {
+                    Note::ModelEvent(event) => {
+                        // A turn dropped by its task still gets the events already on the way.
+                        link.route_event(event);
+                    }
+                    other => log_stderr(&format!(
+                        "a notification workers do not take from the supervisor: {other:?}"
+                    )),
+                }
+                continue;
+            }
             Err((id, error)) => {
                 log_stderr(&format!("bad message from the supervisor: {error}"));
                 let _ = out.send(Message::error(id, error));
@@ -169,10 +218,13 @@ pub async fn serve<R: Role>(
                 let Some(mut role) = fresh.take() else {
                     continue;
                 };
+                gateway.clone_from(&params.gateway);
                 let ctx = WorkerContext {
                     spec: params.spec,
                     workspace: params.workspace,
                     limits: params.limits,
+                    protocol: params.protocol,
+                    gateway: params.gateway,
                 };
                 let answer = role
                     .init(&ctx)
@@ -215,6 +267,8 @@ pub async fn serve<R: Role>(
                     input: params.input,
                     cancel: cancel.clone(),
                     out: out.clone(),
+                    link: link.clone(),
+                    gateway: gateway.clone(),
                 };
                 let (out, running) = (out.clone(), running.clone());
                 tokio::spawn(async move {
@@ -260,9 +314,18 @@ pub async fn serve<R: Role>(
                 reply(id, Ok(Value::Null));
                 break;
             }
+            (Call::ModelStream(_), _) => reply(
+                id,
+                Err(RpcError::new(
+                    codes::METHOD_NOT_FOUND,
+                    "model/stream is the worker's request to the supervisor, not the other way",
+                )),
+            ),
             (Call::Initialize(_), _) => {}
         }
     }
+    link.close();
+    drop(link);
     drop(out);
     writer.await.unwrap_or(Ok(()))
 }
@@ -367,7 +430,7 @@ mod tests {
             next().await["error"]["message"],
             "the first request must be `initialize`"
         );
-        send(r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"spec":{"name":"shout-bot"},"workspace":"/w"}}"#).await;
+        send(r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocol":2,"spec":{"name":"shout-bot"},"workspace":"/w"}}"#).await;
         assert_eq!(
             next().await,
             json!({"jsonrpc":"2.0","id":2,"result":{"role":"shout-bot"}})

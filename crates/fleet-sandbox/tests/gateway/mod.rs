@@ -1,0 +1,309 @@
+//! The model gateway through real sandboxed workers (the Python fixture worker, and the
+//! standard-library example in `examples/python-worker/`): turns stream through the
+//! supervisor, only what the gateway metered moves money, and budgets hold under concurrency.
+
+use fleet_core::budget::{BudgetLimits, Budgets};
+use fleet_core::provider::ModelRequest;
+use fleet_core::{PriceTable, Usd};
+use fleet_sandbox::{SupervisorError, SupervisorEvent, WorkerError};
+use serde_json::Value;
+
+use super::*;
+
+fn haiku() -> fleet_core::pricing::ModelPrice {
+    *PriceTable::builtin()
+        .unwrap()
+        .price("claude-haiku-4-5")
+        .unwrap()
+}
+
+/// What the mock's turn for `prompt` with `max_tokens` costs.
+fn turn_cost(prompt: &str, max_tokens: u32) -> Usd {
+    haiku().cost(&mock::usage_of(&ModelRequest::new(
+        "claude-haiku-4-5",
+        prompt,
+        max_tokens,
+    )))
+}
+
+fn failed_with(error: &SupervisorError) -> String {
+    match error {
+        SupervisorError::Task(WorkerError::Rpc(e)) => e.message.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn turns_stream_through_the_gateway_and_only_what_it_metered_is_charged() {
+    let Some(sandbox) = sandbox_or_skip("turns_stream_through_the_gateway…") else {
+        return;
+    };
+    let place = Place::new();
+    let supervisor = supervisor_with_mock(sandbox);
+    let mut events = supervisor.subscribe();
+    supervisor.add(python_plan(&place, "")).await.unwrap();
+
+    // The worker claims a billion tokens of each kind; its one model turn is what counts.
+    let done = supervisor
+        .call("echo-bot", task("t1", "forge"))
+        .await
+        .unwrap();
+    let output = done.result.output.unwrap();
+    assert_eq!(output["model"], "echo: forge", "{output}");
+    assert_eq!(output["error"], Value::Null);
+    let cost = turn_cost("forge", 20);
+    assert_eq!((done.turns, done.cost), (1, cost));
+    assert_eq!((done.usage.input, done.usage.output), (2, 20));
+    // The worker is told what was metered and charged.
+    assert_eq!(output["result"]["usage"]["output"], 20);
+    assert_eq!(output["result"]["model"], "claude-haiku-4-5");
+    assert_eq!(supervisor.spent("echo-bot").unwrap().spent.usd, cost);
+    assert_eq!(
+        supervisor.spent("echo-bot").unwrap().reserved.usd,
+        Usd::ZERO
+    );
+    let seen: Vec<_> = std::iter::from_fn(|| events.try_recv().ok()).collect();
+    assert!(
+        seen.iter().any(|e| matches!(e, SupervisorEvent::ReportedUsage { usage, .. } if usage.output == 1_000_000_000)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|e| matches!(e, SupervisorEvent::ModelTurn { task_id, turn, .. } if task_id == "t1" && turn.cost == cost)),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn turns_are_only_for_the_workers_own_task_and_its_agents_model() {
+    let Some(sandbox) = sandbox_or_skip("turns_are_only_for…") else {
+        return;
+    };
+    let place = Place::new();
+    let supervisor = supervisor_with_mock(sandbox);
+    supervisor.add(python_plan(&place, "")).await.unwrap();
+    let stranger = supervisor
+        .call("echo-bot", task("t1", "stranger"))
+        .await
+        .unwrap_err();
+    assert!(
+        failed_with(&stranger).contains(r#"no task \"not-t1\" is running on this worker"#),
+        "{stranger}"
+    );
+    let dear = supervisor
+        .call("echo-bot", task("t2", "dear"))
+        .await
+        .unwrap_err();
+    assert!(
+        failed_with(&dear).contains(
+            "agent echo-bot uses the model of its spec, claude-haiku-4-5; the turn asked for claude-opus-4-1"
+        ),
+        "{dear}"
+    );
+    assert_eq!(supervisor.spent("echo-bot").unwrap().spent.usd, Usd::ZERO);
+}
+
+#[tokio::test]
+async fn a_worker_cancels_its_turn_and_the_reservation_is_released() {
+    let Some(sandbox) = sandbox_or_skip("a_worker_cancels_its_turn…") else {
+        return;
+    };
+    let place = Place::new();
+    let supervisor = supervisor_with_mock(sandbox);
+    supervisor.add(python_plan(&place, "")).await.unwrap();
+    let cancelled = supervisor
+        .call("echo-bot", task("t1", "long"))
+        .await
+        .unwrap_err();
+    let message = failed_with(&cancelled);
+    assert!(message.contains("-32800"), "{message}");
+    let status = supervisor.spent("echo-bot").unwrap();
+    assert_eq!(
+        (status.spent.usd, status.reserved.usd),
+        (Usd::ZERO, Usd::ZERO)
+    );
+}
+
+#[tokio::test]
+async fn a_turn_that_does_not_fit_is_refused_and_pauses_the_agent_until_resumed() {
+    let Some(sandbox) = sandbox_or_skip("a_turn_that_does_not_fit…") else {
+        return;
+    };
+    let place = Place::new();
+    let supervisor = supervisor_with_mock(sandbox);
+    let mut events = supervisor.subscribe();
+    // A turn of 2000 output tokens of claude-haiku-4-5 is $0.010002: one fits in $0.015.
+    supervisor
+        .add(python_plan(&place, "cost_budget: 0.015\n"))
+        .await
+        .unwrap();
+    let one = turn_cost("budget", 2000);
+    supervisor
+        .call("echo-bot", task("t1", "budget"))
+        .await
+        .unwrap();
+    assert_eq!(supervisor.spent("echo-bot").unwrap().spent.usd, one);
+    let refused = supervisor
+        .call("echo-bot", task("t2", "budget"))
+        .await
+        .unwrap_err();
+    let message = failed_with(&refused);
+    assert!(
+        message.contains("-32002")
+            && message.contains("agent echo-bot: model turn refused")
+            && message.contains("echo-bot has spent $0.0100 of its $0.0150 budget"),
+        "{message}"
+    );
+    // Nothing more was spent, and the agent is paused: the next task does not start.
+    assert_eq!(supervisor.spent("echo-bot").unwrap().spent.usd, one);
+    assert!(matches!(
+        supervisor.call("echo-bot", task("t3", "x")).await,
+        Err(SupervisorError::Paused { agent, .. }) if agent == "echo-bot"
+    ));
+    let paused: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| matches!(e, SupervisorEvent::AgentPaused { .. }))
+        .collect();
+    assert_eq!(paused.len(), 1, "{paused:?}");
+    // The user raises the budget: it runs again.
+    supervisor.resume("echo-bot", Some(Usd::from_dollars(1.0).unwrap()));
+    supervisor
+        .call("echo-bot", task("t4", "budget"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_tasks_never_spend_past_the_budget() {
+    let Some(sandbox) = sandbox_or_skip("a_hundred_concurrent_tasks…") else {
+        return;
+    };
+    let place = Place::new();
+    let supervisor = supervisor_with_mock(sandbox);
+    let mut plan = python_plan(&place, "cost_budget: 0.05\n");
+    plan.max = 8;
+    supervisor.add(plan).await.unwrap();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let supervisor = supervisor.clone();
+            tokio::spawn(async move {
+                supervisor
+                    .call("echo-bot", task(&format!("t{i}"), "budget"))
+                    .await
+            })
+        })
+        .collect();
+    let mut done = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => done += 1,
+            Err(SupervisorError::Paused { agent, reason }) => {
+                assert_eq!(agent, "echo-bot");
+                assert!(reason.contains("of its $0.05 budget"), "{reason}");
+            }
+            Err(e) => {
+                let message = failed_with(&e);
+                // Refused at its reservation, or after the agent was paused by another's.
+                assert!(
+                    (message.contains("agent echo-bot: model turn refused")
+                        || message.contains("agent echo-bot is paused"))
+                        && message.contains("of its $0.05 budget"),
+                    "{message}"
+                );
+            }
+        }
+    }
+    let status = supervisor.spent("echo-bot").unwrap();
+    let budget = Usd::from_dollars(0.05).unwrap();
+    assert!(
+        status.spent.usd <= budget,
+        "{} > {budget}",
+        status.spent.usd
+    );
+    assert_eq!(status.reserved.usd, Usd::ZERO);
+    // What was spent is exactly the turns that were admitted: four of $0.010002.
+    assert_eq!(done, 4);
+    assert_eq!(
+        status.spent.usd.nanos(),
+        turn_cost("budget", 2000).nanos() * 4
+    );
+}
+
+#[tokio::test]
+async fn the_fleets_budget_caps_every_agent_under_it() {
+    let Some(sandbox) = sandbox_or_skip("the_fleets_budget…") else {
+        return;
+    };
+    let place = Place::new();
+    let budgets = Budgets::new();
+    let fleet = budgets.add(
+        "the fleet",
+        None,
+        BudgetLimits {
+            output_tokens: None,
+            usd: Some(Usd::from_dollars(0.015).unwrap()),
+        },
+    );
+    let supervisor = supervisor_with_mock(sandbox).charging(budgets.clone(), Some(fleet));
+    supervisor
+        .add(python_plan(&place, "cost_budget: 5\n"))
+        .await
+        .unwrap();
+    supervisor
+        .call("echo-bot", task("t1", "budget"))
+        .await
+        .unwrap();
+    let refused = supervisor
+        .call("echo-bot", task("t2", "budget"))
+        .await
+        .unwrap_err();
+    let message = failed_with(&refused);
+    assert!(message.contains("the fleet"), "{message}");
+    assert_eq!(
+        budgets.status(fleet).unwrap().spent.usd,
+        turn_cost("budget", 2000)
+    );
+}
+
+#[tokio::test]
+async fn a_worker_cannot_reach_the_network_itself() {
+    let Some(sandbox) = sandbox_or_skip("a_worker_cannot_reach_the_network…") else {
+        return;
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let place = Place::new();
+    let supervisor = supervisor_with_mock(sandbox);
+    supervisor.add(python_plan(&place, "")).await.unwrap();
+    let said = supervisor
+        .call("echo-bot", task("t1", &format!("connect 127.0.0.1 {port}")))
+        .await
+        .unwrap()
+        .result
+        .text;
+    assert!(said.starts_with("refused: "), "{said}");
+}
+
+#[tokio::test]
+async fn the_standard_library_python_example_answers_through_the_gateway() {
+    let Some(sandbox) = sandbox_or_skip("the_standard_library_python_example…") else {
+        return;
+    };
+    let place = Place::new();
+    let example = place.path("out").join("example_worker.py");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python-worker/worker.py"),
+        &example,
+    )
+    .unwrap();
+    let mut plan = python_plan(&place, "system: Answer briefly.\n");
+    plan.args = vec![example.into()];
+    let supervisor = supervisor_with_mock(sandbox);
+    supervisor.add(plan).await.unwrap();
+    let done = supervisor
+        .call("echo-bot", task("t1", "name three colours"))
+        .await
+        .unwrap();
+    assert_eq!(done.result.text, "echo: name three colours");
+    assert_eq!(done.turns, 1);
+    assert!(done.cost > Usd::ZERO);
+    assert_eq!(supervisor.spent("echo-bot").unwrap().spent.usd, done.cost);
+}
