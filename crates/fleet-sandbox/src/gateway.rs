@@ -9,7 +9,7 @@
 //!    pausing the agent, with an error that names the agent, its spend and its budget;
 //! 3. forwards the turn to the provider and streams its events back as `model/event`
 //!    notifications as they arrive, metering the tokens from the provider's own usage events
-//!    (a turn that reports more than it was admitted for is cut off there);
+//!    (a turn that reports more output than its `max_tokens` is cut off there);
 //! 4. settles the reservation to what was used (released on cancel or error, after charging
 //!    what the provider reported), charges the task, and answers with a [`ModelStreamResult`].
 //!
@@ -249,8 +249,9 @@ impl Turn {
                 match &event {
                     StreamEvent::Usage { usage: reported } => {
                         usage = *reported;
-                        over = price.is_some_and(|p| p.cost(&usage) > worst.usd)
-                            || usage.output > max_output;
+                        // The input is an estimate until the provider says; output past
+                        // the turn's max_tokens is what the gateway refuses to pay for.
+                        over = usage.output > max_output;
                     }
                     StreamEvent::Done { stop_reason: why } => stop_reason = Some(why.clone()),
                     _ => {}
@@ -265,8 +266,7 @@ impl Turn {
                     failure = Some(RpcError::new(
                         codes::BUDGET_EXCEEDED,
                         format!(
-                            "agent {agent}: the turn used more than the {} it was admitted for, and was cut off",
-                            worst.usd
+                            "agent {agent}: the turn produced more than the {max_output} output tokens it was admitted for, and was cut off"
                         ),
                     ));
                     break;

@@ -34,7 +34,8 @@ fn unavailable(need_tmux: bool) -> Option<String> {
 
 /// A project made by `fleet init`, with a git workspace the sandboxed agents may write, a
 /// copy of `fleet` the unprivileged user can run, and a cassette: every model turn says it is
-/// done and spends 200k input and 10k output tokens of claude-haiku-4-5 ($0.25).
+/// done and spends 230k input and 4k output tokens of claude-haiku-4-5 ($0.25), as metered by
+/// the supervisor's gateway.
 fn project() -> (Project, PathBuf, PathBuf) {
     let p = Project::init();
     std::fs::set_permissions(p.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -65,7 +66,7 @@ fn project() -> (Project, PathBuf, PathBuf) {
     }
     let turn = serde_json::json!({"expect": {}, "events": [
         {"type": "text_delta", "text": "Documented the public items."},
-        {"type": "usage", "usage": {"input": 200_000, "output": 10_000}},
+        {"type": "usage", "usage": {"input": 230_000, "output": 4_000}},
         {"type": "done", "stop_reason": "end_turn"}
     ]});
     // In the project: the sandbox lets the workers read nothing else of it.
@@ -300,8 +301,8 @@ fn headless_start_logs_the_same_as_lines() {
         assert_eq!(code, 0, "{err}");
     }
     until_all(&[
-        "doc-bot: PAUSED: agent doc-bot used up (doc-bot has spent $0.50 of $0.50)",
-        "doc-bot: task 2 done; spent $0.50 of $0.50",
+        "doc-bot: PAUSED: agent doc-bot used up; doc-bot has spent $0.50 of its $0.50 budget",
+        "doc-bot: task 2 done: 1 model turns, $0.25; doc-bot has spent $0.50 of $0.50",
     ]);
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
