@@ -29,6 +29,52 @@ const FILES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Where the sample agents work (their specs' `sandbox.writable`).
+const WORKSPACE: &str = "workspace";
+
+/// Makes `dir` the sample agents' workspace: a git repository with a first commit (they
+/// commit their work there), unless it already is one.
+fn workspace(app: &App, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if dir.join(".git").exists() {
+        return Ok(());
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=fleet", "-c", "user.email=fleet@localhost"])
+            .args(args)
+            .output()
+    };
+    let made = git(&["init", "--quiet"]).and_then(|out| {
+        if out.status.success() {
+            git(&[
+                "commit",
+                "--quiet",
+                "--allow-empty",
+                "-m",
+                "fleet init: the agents' workspace",
+            ])
+        } else {
+            Ok(out)
+        }
+    });
+    let said = match made {
+        Ok(out) if out.status.success() => app.say(&format!(
+            "created {WORKSPACE}/ (a git repository: the sample agents work and commit there; put the code they work on in it)"
+        )),
+        Ok(out) => app.say(&format!(
+            "created {WORKSPACE}/, but `git init` there failed ({}): the sample agents commit their work, so make it a git repository",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => app.say(&format!(
+            "created {WORKSPACE}/, but git cannot be run ({e}): the sample agents commit their work, so install git and run `git init {WORKSPACE}`"
+        )),
+    };
+    Ok(said?)
+}
+
 /// Writes every file, or none when any already exists.
 pub(crate) fn init(app: &App) -> anyhow::Result<u8> {
     let root = app.config.cwd.clone();
@@ -62,6 +108,7 @@ pub(crate) fn init(app: &App) -> anyhow::Result<u8> {
             path.strip_prefix(&root).unwrap_or(&path).display()
         ))?;
     }
+    workspace(app, &root.join(WORKSPACE))?;
     app.say("\nnext: fleet run hello    (then: fleet trace, fleet agents list, fleet start)")?;
     Ok(exit::OK)
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fleet_core::activity::ActivityKind;
+use fleet_core::activity::{ActivityKind, LogLevel};
 use fleet_core::spec::SpecSet;
 use fleet_core::{EventStore, SqliteStore, Thread, ThreadId, Timestamp, TurnState, WorkUnitKind};
 use serde_json::Value;
@@ -44,9 +44,10 @@ fn info(app: &App, thread: &Thread) -> RunInfo {
         .turns
         .first()
         .and_then(|t| thread.work_unit(t.root_id));
-    let kind = match root.map(|u| u.kind) {
-        Some(WorkUnitKind::Workflow) => "workflow",
-        Some(WorkUnitKind::PrimaryAgent) => "ask",
+    let kind = match root.map(|u| (u.kind, u.agent.as_deref())) {
+        Some((WorkUnitKind::Workflow, _)) => "workflow",
+        Some((WorkUnitKind::PrimaryAgent, Some(crate::fleet::FLEET_LABEL))) => "fleet",
+        Some((WorkUnitKind::PrimaryAgent, _)) => "ask",
         _ => "thread",
     };
     let name = thread
@@ -337,6 +338,26 @@ pub(crate) fn trace(app: &App, run: Option<&str>) -> anyhow::Result<u8> {
                     }
                 }
             }
+        }
+    }
+    // Warnings and errors logged on a unit (a paused agent, say) are its note when it has
+    // no other.
+    for activity in &thread.activities {
+        if let (
+            Some(unit),
+            ActivityKind::Log {
+                level: LogLevel::Warn | LogLevel::Error,
+                message,
+            },
+        ) = (activity.work_unit_id, &activity.kind)
+        {
+            notes
+                .entry(unit)
+                .and_modify(|note: &mut String| {
+                    note.push_str("; ");
+                    note.push_str(message);
+                })
+                .or_insert_with(|| message.clone());
         }
     }
     let now = Timestamp::now();

@@ -18,7 +18,7 @@ mod init;
 mod inspect;
 mod render;
 mod run;
-mod worker;
+mod specialists;
 
 /// Exit codes, documented in `fleet --help`.
 pub(crate) mod exit {
@@ -153,14 +153,25 @@ Examples:
         provider: ProviderArgs,
     },
     /// Give a task to an agent of the fleet `fleet start` is running here, and print its answer.
-    #[command(
-        after_help = "Example:\n  fleet send doc-bot \"document the public items in src/lib.rs\""
-    )]
+    #[command(after_help = "\
+Exits 4 when the agent is paused (its budget or the fleet's is used up).
+
+Examples:
+  fleet send doc-bot \"document the public items in src/lib.rs\"
+  fleet send patch-bot \"make the failing test pass\" --test-command \"python3 -m unittest -q\"
+  fleet send test-writer-bot \"pin down parse()\" --input @task.json")]
     Send {
         /// The agent, by its spec's name.
         agent: String,
         /// The task.
         task: String,
+        /// The task's structured input: a JSON object, or @FILE to read one.
+        #[arg(long, value_name = "JSON|@FILE")]
+        input: Option<String>,
+        /// The command that runs the project's tests (program and arguments, quoted as in a
+        /// shell), for patch-bot and test-writer-bot; the input's `test_command`.
+        #[arg(long, value_name = "COMMAND")]
+        test_command: Option<String>,
     },
     /// Show the effective configuration.
     #[command(subcommand)]
@@ -281,7 +292,8 @@ enum ConfigCommand {
 /// The hidden subcommand that makes `fleet` the sandbox helper (see `fleet_sandbox::helper_main`).
 pub(crate) const SANDBOX_HELPER: &str = "__sandbox-helper";
 
-/// The hidden subcommand that makes `fleet` a specialist worker (see `worker`).
+/// The hidden subcommand that makes `fleet` a specialist worker serving the sample roles
+/// (`fleet_specialists::Samples`).
 pub(crate) const WORKER: &str = "__worker";
 
 fn main() -> ExitCode {
@@ -294,7 +306,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     match args.next() {
         Some(a) if a == SANDBOX_HELPER => fleet_sandbox::helper_main(args.collect()),
-        Some(a) if a == WORKER => return worker::main(),
+        Some(a) if a == WORKER => return fleet_specialists::main(fleet_specialists::Samples),
         _ => {}
     }
     let cli = match Cli::try_parse() {
@@ -384,7 +396,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Init => init::init(&app),
         Command::Start { headless, .. } => fleet::start(&app, headless),
-        Command::Send { agent, task } => fleet::send(&app, &agent, &task),
+        Command::Send {
+            agent,
+            task,
+            input,
+            test_command,
+        } => {
+            let input = fleet::task_input(input.as_deref(), test_command.as_deref())?;
+            fleet::send(&app, &agent, &task, input)
+        }
         Command::Config(ConfigCommand::Show) => {
             app.say(app.config.show(&app.store_path()).trim_end())?;
             Ok(exit::OK)

@@ -131,7 +131,7 @@ fn parse_args(text: &str) -> anyhow::Result<Value> {
 
 /// Leaves this process's pid where `fleet stop` and `fleet status` look for it, until the run
 /// is over. Without it `fleet stop` cannot reach the run, so failing to write it is said.
-fn pid_file(dir: &Path, run: RunId) -> Option<RemoveOnDrop> {
+pub(crate) fn pid_file(dir: &Path, run: RunId) -> Option<RemoveOnDrop> {
     let path = dir.join(format!("{run}.pid"));
     let written = std::fs::create_dir_all(dir)
         .and_then(|()| std::fs::write(&path, std::process::id().to_string()));
@@ -147,14 +147,18 @@ fn pid_file(dir: &Path, run: RunId) -> Option<RemoveOnDrop> {
     }
 }
 
+/// The agent loop on `provider`, for calls that name no specialist; those its
+/// `spawn_subagent` starts go to `specialists`.
 fn runner(
     app: &App,
     provider: Arc<dyn fleet_core::DynProvider>,
     specs: Arc<SpecSet>,
+    specialists: Arc<dyn fleet_core::DynAgentRunner>,
 ) -> ModelAgentRunner<Arc<dyn fleet_core::DynProvider>> {
     let mut builder = ModelAgentRunner::builder(provider)
         .workdir(app.config.root())
-        .specs(specs);
+        .specs(specs)
+        .delegate(specialists);
     if let Some(model) = app.config.model() {
         builder = builder.defaults(RunnerDefaults {
             model: model.to_owned(),
@@ -164,13 +168,13 @@ fn runner(
     builder.build()
 }
 
-/// The runner of a workflow's calls: an agent whose spec says `provider: claude-code`, `codex`
-/// or `codex-exec` runs on that CLI (`FLEET_CLAUDE_BIN`/`FLEET_CODEX_BIN`, else `claude`/`codex`
-/// on PATH), any other on fleet's agent loop.
-fn workflow_runner(
+/// Where calls that name a specialist of `agents/*.yaml` go: an agent whose spec says
+/// `provider: claude-code`, `codex` or `codex-exec` runs on that CLI
+/// (`FLEET_CLAUDE_BIN`/`FLEET_CODEX_BIN`, else `claude`/`codex` on PATH); any other in its
+/// sandboxed worker, through the supervisor (its model turns through the gateway).
+fn specialists(
     app: &App,
     provider: Arc<dyn fleet_core::DynProvider>,
-    specs: Arc<SpecSet>,
 ) -> anyhow::Result<Arc<dyn fleet_core::DynAgentRunner>> {
     let prices = Arc::new(
         fleet_core::PriceTable::builtin()
@@ -182,14 +186,29 @@ fn workflow_runner(
         .unwrap_or_else(|| "claude".into());
     let codex = app.env("FLEET_CODEX_BIN").unwrap_or_else(|| "codex".into());
     let codex_runner = CodexRunner::new(codex, root, Arc::clone(&prices));
+    let sandboxed = Arc::new(crate::specialists::Delegation::new(app, provider)?);
     Ok(Arc::new(
-        AgentRouter::new(Arc::new(runner(app, provider, specs)))
+        AgentRouter::new(sandboxed)
             .route(
                 fleet_providers::claude_code::NAME,
                 Arc::new(ClaudeCodeRunner::new(claude, root, prices)),
             )
             .route("codex-exec", Arc::new(codex_runner.clone().exec()))
             .route(fleet_providers::codex::NAME, Arc::new(codex_runner)),
+    ))
+}
+
+/// The runner of a workflow's calls: a call that names a specialist goes to it
+/// ([`specialists`]); any other runs on fleet's agent loop.
+fn workflow_runner(
+    app: &App,
+    provider: Arc<dyn fleet_core::DynProvider>,
+    specs: Arc<SpecSet>,
+) -> anyhow::Result<Arc<dyn fleet_core::DynAgentRunner>> {
+    let specialists = specialists(app, provider.clone())?;
+    Ok(Arc::new(
+        AgentRouter::new(Arc::new(runner(app, provider, specs, specialists.clone())))
+            .specialists(specialists),
     ))
 }
 
@@ -787,7 +806,8 @@ async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> 
         eprintln!("{}", app.style.paint(Paint::Dim, &said));
     }
     let specs = Arc::new(app.specs()?);
-    let runner = runner(app, provider, Arc::clone(&specs));
+    let specialists = specialists(app, provider.clone())?;
+    let runner = runner(app, provider, Arc::clone(&specs), specialists);
     let model = app.config.ask_model().to_owned();
     let journal = Journal::create(
         Arc::clone(&store) as SharedStore,

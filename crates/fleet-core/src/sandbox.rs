@@ -79,18 +79,29 @@ impl Default for SandboxPolicy {
 
 impl SandboxPolicy {
     /// The policy of an agent spec's `sandbox` block; relative `writable` paths are under
-    /// `project`, which is also readable.
+    /// `project`, which is also readable. The environment tells git that the writable paths
+    /// are safe repositories (`safe.directory`, as command-line configuration: a worker that
+    /// runs as another user than the files' owner would otherwise be refused with "dubious
+    /// ownership", and no setting of the user's reaches a worker).
     #[must_use]
     pub fn from_spec(spec: &SandboxSpec, project: &Path) -> Self {
+        let writable: Vec<PathBuf> = spec.writable.iter().map(|p| project.join(p)).collect();
+        let mut env = Self::default().env;
+        env.push(("GIT_CONFIG_COUNT".into(), writable.len().to_string()));
+        for (i, path) in writable.iter().enumerate() {
+            env.push((format!("GIT_CONFIG_KEY_{i}"), "safe.directory".into()));
+            env.push((format!("GIT_CONFIG_VALUE_{i}"), path.display().to_string()));
+        }
         Self {
             profile: spec.profile,
             allowed_syscalls: spec.allowed_syscalls.clone(),
             network: spec.network,
             subprocesses: spec.subprocesses,
-            writable: spec.writable.iter().map(|p| project.join(p)).collect(),
+            writable,
             readable: vec![project.to_path_buf()],
             landlock: spec.landlock,
             learn: spec.learn,
+            env,
             ..Self::default()
         }
     }
@@ -121,6 +132,10 @@ mod tests {
         assert!(policy.network && !policy.subprocesses && !policy.learn);
         assert_eq!(policy.landlock, LandlockMode::BestEffort);
         assert_eq!(policy.allowed_syscalls, ["mlock"]);
-        assert_eq!(policy.env.len(), 1);
+        let env: std::collections::HashMap<_, _> = policy.env.iter().cloned().collect();
+        assert_eq!(env["GIT_CONFIG_COUNT"], "2");
+        assert_eq!(env["GIT_CONFIG_KEY_0"], "safe.directory");
+        assert_eq!(env["GIT_CONFIG_VALUE_1"], "/var/cache/x");
+        assert_eq!(env.len(), 6);
     }
 }

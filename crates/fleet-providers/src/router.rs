@@ -12,6 +12,7 @@ use fleet_core::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, 
 pub struct AgentRouter {
     default: Arc<dyn DynAgentRunner>,
     routes: HashMap<String, Arc<dyn DynAgentRunner>>,
+    specialists: Option<Arc<dyn DynAgentRunner>>,
 }
 
 impl std::fmt::Debug for AgentRouter {
@@ -31,6 +32,7 @@ impl AgentRouter {
         Self {
             default,
             routes: HashMap::new(),
+            specialists: None,
         }
     }
 
@@ -41,12 +43,24 @@ impl AgentRouter {
         self
     }
 
+    /// Sends calls that name an agent spec whose `provider` has no route of its own to
+    /// `runner` (a supervisor's sandboxed specialists, say) instead of the default runner,
+    /// which keeps the calls that name no spec.
+    #[must_use]
+    pub fn specialists(mut self, runner: Arc<dyn DynAgentRunner>) -> Self {
+        self.specialists = Some(runner);
+        self
+    }
+
     /// The runner for `call`.
     fn runner_for(&self, call: &AgentCall) -> &Arc<dyn DynAgentRunner> {
-        call.agent
-            .as_ref()
-            .and_then(|spec| spec.provider.as_deref())
+        let Some(spec) = call.agent.as_ref() else {
+            return &self.default;
+        };
+        spec.provider
+            .as_deref()
             .and_then(|provider| self.routes.get(provider))
+            .or(self.specialists.as_ref())
             .unwrap_or(&self.default)
     }
 }

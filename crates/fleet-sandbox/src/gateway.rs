@@ -30,30 +30,41 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::client::WorkerRequest;
-use crate::supervisor::{MeteredTurn, Pool, Pooled, Supervisor, SupervisorEvent, TaskUpdate, lock};
+use crate::supervisor::{
+    Charge, MeteredTurn, Pool, Pooled, Supervisor, SupervisorEvent, TaskUpdate, lock,
+};
 
 /// What the gateway metered for one task.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Meter {
     pub(crate) usage: TokenUsage,
     pub(crate) cost: Usd,
     pub(crate) turns: u32,
+    /// Why the gateway refused a turn of the task, when it did (a budget).
+    pub(crate) refused: Option<String>,
 }
 
 /// The task a worker runs now, as the gateway sees it.
 pub(crate) struct Assignment {
     task_id: String,
     updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
+    /// The caller's budgets, charged too.
+    charge: Option<Charge>,
     meter: Meter,
     /// Its turns in flight, by the worker's request id.
     turns: HashMap<RequestId, CancelToken>,
 }
 
 impl Assignment {
-    pub(crate) fn new(task_id: String, updates: Option<mpsc::UnboundedSender<TaskUpdate>>) -> Self {
+    pub(crate) fn new(
+        task_id: String,
+        updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
+        charge: Option<Charge>,
+    ) -> Self {
         Self {
             task_id,
             updates,
+            charge,
             meter: Meter::default(),
             turns: HashMap::new(),
         }
@@ -84,7 +95,7 @@ pub(crate) async fn serve(
                 let cancel = CancelToken::new();
                 match admit(&pooled, &id, &params.task_id, &cancel) {
                     Err(error) => pooled.process.answer(id, Err(error)),
-                    Ok(updates) => {
+                    Ok((updates, charge)) => {
                         let turn = Turn {
                             supervisor: supervisor.clone(),
                             pool: pool.clone(),
@@ -92,6 +103,7 @@ pub(crate) async fn serve(
                             id,
                             cancel,
                             updates,
+                            charge,
                         };
                         tokio::spawn(turn.run(params));
                     }
@@ -114,7 +126,7 @@ fn admit(
     id: &RequestId,
     task_id: &str,
     cancel: &CancelToken,
-) -> Result<Option<mpsc::UnboundedSender<TaskUpdate>>, RpcError> {
+) -> Result<(Option<mpsc::UnboundedSender<TaskUpdate>>, Option<Charge>), RpcError> {
     let mut task = lock(&worker.task);
     let Some(assignment) = task.as_mut().filter(|a| a.task_id == task_id) else {
         return Err(RpcError::new(
@@ -131,7 +143,7 @@ fn admit(
         ));
     }
     assignment.turns.insert(id.clone(), cancel.clone());
-    Ok(assignment.updates.clone())
+    Ok((assignment.updates.clone(), assignment.charge.clone()))
 }
 
 /// One model turn being forwarded.
@@ -142,6 +154,7 @@ struct Turn {
     id: RequestId,
     cancel: CancelToken,
     updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
+    charge: Option<Charge>,
 }
 
 impl Turn {
@@ -160,10 +173,9 @@ impl Turn {
         let plan = &self.pool.plan;
         let agent = &plan.agent;
         if let Some(reason) = lock(&self.pool.paused).clone() {
-            return Err(RpcError::new(
-                codes::BUDGET_EXCEEDED,
-                format!("agent {agent} is paused: {reason}"),
-            ));
+            let reason = format!("agent {agent} is paused: {reason}");
+            self.refused(&params.task_id, &reason);
+            return Err(RpcError::new(codes::BUDGET_EXCEEDED, reason));
         }
         let Some(provider) = self.supervisor.gateway.clone() else {
             return Err(RpcError::new(
@@ -207,16 +219,28 @@ impl Turn {
                 p.worst_case(request.estimated_input_tokens(), max_output)
             }),
         };
+        // The caller's budgets first: refusing there leaves the agent as it was.
+        let caller = match &self.charge {
+            None => None,
+            Some(charge) => match charge.budgets.reserve(&charge.to, worst) {
+                Ok(reservation) => Some(reservation),
+                Err(e) => {
+                    let reason =
+                        format!("agent {agent}: model turn refused by its caller's budget: {e}");
+                    self.refused(&params.task_id, &reason);
+                    return Err(RpcError::new(codes::BUDGET_EXCEEDED, reason));
+                }
+            },
+        };
         let budgets = &self.supervisor.budgets;
         let reservation = match budgets.reserve(&[self.pool.budget], worst) {
             Ok(reservation) => reservation,
             Err(e) => {
                 let reason = format!("{e}; {}", self.spend());
                 self.supervisor.pause(&self.pool, reason.clone());
-                return Err(RpcError::new(
-                    codes::BUDGET_EXCEEDED,
-                    format!("agent {agent}: model turn refused: {reason}"),
-                ));
+                let reason = format!("agent {agent}: model turn refused: {reason}");
+                self.refused(&params.task_id, &reason);
+                return Err(RpcError::new(codes::BUDGET_EXCEEDED, reason));
             }
         };
 
@@ -275,10 +299,14 @@ impl Turn {
         }
 
         let cost = price.map_or(Usd::ZERO, |p| p.cost(&usage));
-        let exhausted = reservation.settle(Amount {
+        let actual = Amount {
             output_tokens: usage.output,
             usd: cost,
-        });
+        };
+        if let Some(caller) = caller {
+            caller.settle(actual);
+        }
+        let exhausted = reservation.settle(actual);
         let turn = MeteredTurn {
             model: model.clone(),
             usage,
@@ -315,6 +343,18 @@ impl Turn {
             "{} has spent {spent} of its {} budget",
             self.pool.plan.agent, self.pool.plan.cost_budget
         )
+    }
+
+    /// Notes on the task (when it is still the worker's) that a turn of it was refused.
+    fn refused(&self, task_id: &str, reason: &str) {
+        if let Some(assignment) = lock(&self.worker.task).as_mut()
+            && assignment.task_id == task_id
+        {
+            assignment
+                .meter
+                .refused
+                .get_or_insert_with(|| reason.to_owned());
+        }
     }
 
     /// Charges the task (when it is still the worker's) and tells the listeners.

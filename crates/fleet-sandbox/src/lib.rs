@@ -23,6 +23,8 @@ mod client;
 mod gateway;
 mod helper;
 mod landlock;
+mod plan;
+mod prepare;
 mod profile;
 mod runner;
 mod seccomp;
@@ -41,11 +43,12 @@ use fleet_core::spec::LandlockMode;
 pub use self::client::{WorkerError, WorkerProcess, WorkerRequest};
 pub use self::helper::{SETUP_FAILED, UNPRIVILEGED_ID, helper_main};
 pub use self::landlock::{Enforcement, landlock_available};
+pub use self::plan::{DEFAULT_COST_BUDGET, OverBudget, PlanError, WorkerPlan};
+pub use self::prepare::{Prepared, prepare_writable, runnable_by_workers};
 pub use self::profile::baseline;
 pub use self::runner::SpecialistRunner;
 pub use self::supervisor::{
-    DEFAULT_COST_BUDGET, MeteredTurn, OverBudget, Supervisor, SupervisorError, SupervisorEvent,
-    TaskReport, TaskUpdate, WorkerPlan,
+    Charge, MeteredTurn, Supervisor, SupervisorError, SupervisorEvent, TaskReport, TaskUpdate,
 };
 pub use self::workspace::{CommitQueue, CommitRequest, WorkspaceLock};
 

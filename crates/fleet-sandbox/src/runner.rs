@@ -15,7 +15,7 @@ use fleet_core::usage::TokenUsage;
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use tokio::sync::mpsc;
 
-use crate::{Supervisor, SupervisorError, TaskUpdate, WorkerError};
+use crate::{Charge, Supervisor, SupervisorError, TaskUpdate, WorkerError};
 
 /// Runs agent calls on the supervisor's specialists (the call's `agent` names which).
 #[derive(Debug, Clone)]
@@ -33,6 +33,22 @@ impl SpecialistRunner {
 
 impl AgentRunner for SpecialistRunner {
     async fn run(&self, call: AgentCall, ctx: CallContext) -> Result<AgentOutcome, AgentError> {
+        self.run_with_input(call, None, ctx).await
+    }
+}
+
+impl SpecialistRunner {
+    /// As [`AgentRunner::run`], with the task's structured `input` (merged with the call's
+    /// schema, as `input.schema`): what `fleet send --input` gives a specialist.
+    ///
+    /// # Errors
+    /// As [`AgentRunner::run`].
+    pub async fn run_with_input(
+        &self,
+        call: AgentCall,
+        input: Option<serde_json::Value>,
+        ctx: CallContext,
+    ) -> Result<AgentOutcome, AgentError> {
         let Some(spec) = call.agent.clone() else {
             return Err(AgentError::Config(
                 "a specialist call names its agent (agentType)".into(),
@@ -49,21 +65,26 @@ impl AgentRunner for SpecialistRunner {
             }
         };
         ctx.journal
-            .set_state(unit, WorkUnitState::Running, None)
+            .set_running(unit, Some(spec.model.clone()))
             .await?;
         let (tx, mut notes) = mpsc::unbounded_channel();
         let task = TaskRunParams {
             task_id: unit.to_string(),
             prompt: call.prompt.clone(),
-            input: call
-                .schema
-                .clone()
-                .map(|schema| serde_json::json!({ "schema": schema })),
+            input: task_input(input, call.schema.clone()),
         };
         let supervisor = self.supervisor.clone();
         let agent = spec.name.clone();
-        let mut running =
-            tokio::spawn(async move { supervisor.stream(&agent, task, Some(tx)).await });
+        // The caller's budgets (a workflow run's) are charged for every turn too.
+        let charge = (!ctx.charge_to.is_empty()).then(|| Charge {
+            budgets: ctx.budgets.clone(),
+            to: ctx.charge_to.clone(),
+        });
+        let mut running = tokio::spawn(async move {
+            supervisor
+                .stream_charged(&agent, task, Some(tx), charge)
+                .await
+        });
         let mut usage = TokenUsage::default();
         let mut cost = Cost::default();
         let outcome = loop {
@@ -118,11 +139,36 @@ impl AgentRunner for SpecialistRunner {
                     what: reason,
                 }))
             }
+            Err(SupervisorError::Refused { agent, reason }) => {
+                failed(reason.clone()).await?;
+                Err(AgentError::Budget(BudgetError::Exceeded {
+                    budget: format!("agent {agent}"),
+                    what: reason,
+                }))
+            }
             Err(e) => {
                 let reason = e.to_string();
                 failed(reason.clone()).await?;
                 Err(AgentError::Worker(reason))
             }
+        }
+    }
+}
+
+/// The task's input: the caller's, with the call's schema as `schema`.
+fn task_input(
+    input: Option<serde_json::Value>,
+    schema: Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    match (input, schema) {
+        (None, None) => None,
+        (None, Some(schema)) => Some(serde_json::json!({ "schema": schema })),
+        (Some(input), None) => Some(input),
+        (Some(mut input), Some(schema)) => {
+            if let Some(map) = input.as_object_mut() {
+                map.insert("schema".into(), schema);
+            }
+            Some(input)
         }
     }
 }

@@ -5,154 +5,21 @@
 //! every worker's model gateway and only meter (see `gateway.rs`).
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fleet_core::budget::{BudgetId, BudgetLimits, BudgetStatus, Budgets};
 use fleet_core::ipc::{
-    Call, GatewayInfo, InitializeParams, Note, PROTOCOL_VERSION, TaskLimits, TaskRef, TaskResult,
-    TaskRunParams,
+    Call, GatewayInfo, InitializeParams, Note, PROTOCOL_VERSION, TaskRef, TaskResult, TaskRunParams,
 };
 use fleet_core::provider::DynProvider;
 use fleet_core::usage::TokenUsage;
-use fleet_core::{PriceTable, SandboxPolicy, Usd};
-use serde_json::Value;
+use fleet_core::{PriceTable, Usd};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 use crate::gateway::{self, Assignment};
-use crate::{Sandbox, SandboxError, WorkerError, WorkerProcess};
-
-/// How one agent's workers are started and kept.
-#[derive(Debug, Clone)]
-pub struct WorkerPlan {
-    /// The agent's name.
-    pub agent: String,
-    /// Its spec, sent with `initialize`.
-    pub spec: Value,
-    /// The one model its turns may use through the gateway (its spec's); `None` allows any
-    /// priced model.
-    pub model: Option<String>,
-    /// The worker program and its arguments.
-    pub program: PathBuf,
-    /// Its arguments.
-    pub args: Vec<OsString>,
-    /// The sandbox it runs in.
-    pub policy: SandboxPolicy,
-    /// Its workspace (one of the policy's writable paths).
-    pub workspace: PathBuf,
-    /// Limits per task, sent with `initialize`.
-    pub limits: TaskLimits,
-    /// Workers kept running even when idle.
-    pub min: usize,
-    /// Most workers at once (and so most tasks at once).
-    pub max: usize,
-    /// How long a worker beyond `min` may stay idle.
-    pub idle_timeout: Duration,
-    /// How many times a task whose worker died is tried again on a fresh worker.
-    pub task_retries: u32,
-    /// The first pause before replacing a worker that died; it doubles with each death in a
-    /// row, up to 5 s.
-    pub restart_backoff: Duration,
-    /// Most dollars the agent may spend in all (its spec's `cost_budget`, else
-    /// [`DEFAULT_COST_BUDGET`]); it is paused when it reaches this.
-    pub cost_budget: Usd,
-    /// What happens to the task running when the agent goes over budget.
-    pub over_budget: OverBudget,
-}
-
-/// The budget of an agent whose spec sets none: low, never unlimited.
-pub const DEFAULT_COST_BUDGET: Usd = Usd::from_nanos(1_000_000_000);
-
-/// What happens to the task that takes an agent over its budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OverBudget {
-    /// It may finish; no new task starts.
-    #[default]
-    FinishTask,
-    /// It is cancelled at once.
-    CancelTask,
-}
-
-impl WorkerPlan {
-    /// The plan of an agent spec: its name, spec, limits and `cost_budget` (or the default),
-    /// with one to four workers of `program`.
-    #[must_use]
-    pub fn for_spec(
-        spec: &fleet_core::spec::AgentSpec,
-        program: impl Into<PathBuf>,
-        policy: SandboxPolicy,
-    ) -> Self {
-        let mut plan = Self::new(spec.name.clone(), program, policy);
-        plan.spec = serde_json::to_value(spec).unwrap_or(Value::Null);
-        plan.model = Some(spec.model.clone());
-        plan.cost_budget = spec.cost_budget.unwrap_or(DEFAULT_COST_BUDGET);
-        plan.limits = TaskLimits {
-            max_tokens: spec.max_tokens,
-            max_tool_calls: spec.max_tool_calls,
-            timeout_ms: spec
-                .timeout
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        };
-        plan
-    }
-
-    /// The plans of every valid spec in `agents_dir` (`agents/*.yaml`), each sandboxed per its
-    /// spec under `project`, with workers `program args…`; and the problems of the files that
-    /// are not valid, each at its file, line and column.
-    ///
-    /// # Errors
-    /// `agents_dir` exists but cannot be read.
-    pub fn from_dir(
-        agents_dir: &std::path::Path,
-        project: &std::path::Path,
-        program: &std::path::Path,
-        args: &[OsString],
-    ) -> std::io::Result<(Vec<Self>, Vec<fleet_core::Diagnostic>)> {
-        let set = fleet_core::spec::SpecSet::load_dir(agents_dir)?;
-        let plans = set
-            .specs
-            .iter()
-            .map(|spec| {
-                let policy = SandboxPolicy::from_spec(&spec.sandbox, project);
-                let mut plan = Self::for_spec(spec, program, policy);
-                plan.args = args.to_vec();
-                plan
-            })
-            .collect();
-        Ok((plans, set.errors))
-    }
-
-    /// A plan with one to four workers, idle ones stopped after a minute, one retry.
-    #[must_use]
-    pub fn new(
-        agent: impl Into<String>,
-        program: impl Into<PathBuf>,
-        policy: SandboxPolicy,
-    ) -> Self {
-        let workspace = policy.writable.first().cloned().unwrap_or_default();
-        Self {
-            agent: agent.into(),
-            spec: Value::Null,
-            model: None,
-            program: program.into(),
-            args: Vec::new(),
-            policy,
-            workspace,
-            limits: TaskLimits::default(),
-            min: 0,
-            max: 4,
-            idle_timeout: Duration::from_secs(60),
-            task_retries: 1,
-            restart_backoff: Duration::from_millis(100),
-            cost_budget: DEFAULT_COST_BUDGET,
-            over_budget: OverBudget::FinishTask,
-        }
-    }
-}
-
+use crate::{OverBudget, Sandbox, SandboxError, WorkerError, WorkerPlan, WorkerProcess};
 /// What the supervisor tells whoever listens.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -286,6 +153,25 @@ pub enum SupervisorError {
         /// Why.
         reason: String,
     },
+    /// The task failed because the gateway refused one of its model turns (over the agent's,
+    /// the fleet's or the caller's budget).
+    #[error("{reason}")]
+    Refused {
+        /// The agent.
+        agent: String,
+        /// The refusal, naming the budget, the spend and the limit.
+        reason: String,
+    },
+}
+
+/// Budgets of the caller's that a task's model turns are charged to as well as the agent's:
+/// a ledger and the budgets in it (their ancestors too).
+#[derive(Debug, Clone)]
+pub struct Charge {
+    /// The ledger.
+    pub budgets: Budgets,
+    /// The budgets charged.
+    pub to: Vec<BudgetId>,
 }
 
 pub(crate) struct Pooled {
@@ -390,6 +276,13 @@ impl Supervisor {
         self.budgets.status(budget)
     }
 
+    /// Why `agent` is paused, when it is (a refused reservation or a used-up budget).
+    #[must_use]
+    pub fn paused(&self, agent: &str) -> Option<String> {
+        let pool = lock(&self.pools).get(agent).cloned()?;
+        lock(&pool.paused).clone()
+    }
+
     /// Lets a paused agent take tasks again, with a new budget if given.
     pub fn resume(&self, agent: &str, cost_budget: Option<Usd>) {
         let Some(pool) = lock(&self.pools).get(agent).cloned() else {
@@ -425,6 +318,10 @@ impl Supervisor {
                 agent: plan.agent.clone(),
                 reason: e.to_string(),
             })?;
+        crate::runnable_by_workers(&plan.program).map_err(|reason| SupervisorError::Start {
+            agent: plan.agent.clone(),
+            reason,
+        })?;
         if let (Some(provider), Some(model)) = (&self.gateway, &plan.model)
             && !provider.capabilities_dyn().free
             && self.prices.price(model).is_none()
@@ -560,6 +457,22 @@ impl Supervisor {
         task: TaskRunParams,
         updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
     ) -> Result<TaskReport, SupervisorError> {
+        self.stream_charged(agent, task, updates, None).await
+    }
+
+    /// As [`Supervisor::stream`], with every model turn of the task also reserved against,
+    /// and charged to, the caller's budgets (`charge`: a workflow run's, say). A turn that
+    /// does not fit them is refused (the agent is not paused: it is the caller's budget).
+    ///
+    /// # Errors
+    /// See [`SupervisorError`].
+    pub async fn stream_charged(
+        &self,
+        agent: &str,
+        task: TaskRunParams,
+        updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
+        charge: Option<Charge>,
+    ) -> Result<TaskReport, SupervisorError> {
         let pool = lock(&self.pools)
             .get(agent)
             .cloned()
@@ -592,7 +505,13 @@ impl Supervisor {
             };
             lock(&pool.busy).push(worker.clone());
             let outcome = self
-                .run_on(&pool, &worker, task.clone(), updates.as_ref())
+                .run_on(
+                    &pool,
+                    &worker,
+                    task.clone(),
+                    updates.as_ref(),
+                    charge.as_ref(),
+                )
                 .await;
             for message in worker.process.take_protocol_errors() {
                 let _ = self.events.send(SupervisorEvent::ProtocolError {
@@ -602,10 +521,10 @@ impl Supervisor {
             }
             lock(&pool.busy).retain(|w| !Arc::ptr_eq(w, &worker));
             match outcome {
-                Err(WorkerError::Exited {
+                Err(SupervisorError::Task(WorkerError::Exited {
                     status,
                     stderr_tail,
-                }) => {
+                })) => {
                     pool.deaths_in_a_row.fetch_add(1, Ordering::Relaxed);
                     let _ = self.events.send(SupervisorEvent::WorkerDied {
                         agent: agent.to_owned(),
@@ -632,7 +551,7 @@ impl Supervisor {
                     if worker.process.ended().is_none() {
                         lock(&pool.idle).push((worker, Instant::now()));
                     }
-                    return other.map_err(SupervisorError::from);
+                    return other;
                 }
             }
         }
@@ -646,9 +565,14 @@ impl Supervisor {
         worker: &Pooled,
         task: TaskRunParams,
         updates: Option<&mpsc::UnboundedSender<TaskUpdate>>,
-    ) -> Result<TaskReport, WorkerError> {
+        charge: Option<&Charge>,
+    ) -> Result<TaskReport, SupervisorError> {
         let task_id = task.task_id.clone();
-        *lock(&worker.task) = Some(Assignment::new(task_id.clone(), updates.cloned()));
+        *lock(&worker.task) = Some(Assignment::new(
+            task_id.clone(),
+            updates.cloned(),
+            charge.cloned(),
+        ));
         let mut inbox = worker.notes.lock().await;
         let run = worker.process.run_task(task);
         tokio::pin!(run);
@@ -681,12 +605,21 @@ impl Supervisor {
         // Turns still in flight when the task ended are stopped (and charged what they used).
         let assignment = lock(&worker.task).take();
         let meter = assignment.map(Assignment::finish).unwrap_or_default();
-        result.map(|result| TaskReport {
-            result,
-            usage: meter.usage,
-            cost: meter.cost,
-            turns: meter.turns,
-        })
+        match (result, meter.refused) {
+            // A task that failed after the gateway refused one of its turns failed for that.
+            (Err(WorkerError::Rpc(_)), Some(reason)) => Err(SupervisorError::Refused {
+                agent: pool.plan.agent.clone(),
+                reason,
+            }),
+            (result, _) => result
+                .map_err(SupervisorError::from)
+                .map(|result| TaskReport {
+                    result,
+                    usage: meter.usage,
+                    cost: meter.cost,
+                    turns: meter.turns,
+                }),
+        }
     }
 
     /// Stops the task running on `worker` when the agent's plan says so (it went over its
@@ -740,34 +673,4 @@ fn reap(pool: &Pool, events: &broadcast::Sender<SupervisorEvent>) {
         }
     }
     *idle = keep;
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    #[test]
-    fn the_sample_agents_become_plans_with_their_budgets_and_sandboxes() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let (plans, problems) = WorkerPlan::from_dir(
-            &root.join("agents"),
-            Path::new("/srv/project"),
-            Path::new("/usr/bin/fleet"),
-            &["__worker".into()],
-        )
-        .unwrap();
-        assert!(problems.is_empty(), "{problems:?}");
-        let names: Vec<&str> = plans.iter().map(|p| p.agent.as_str()).collect();
-        assert_eq!(names, ["doc-bot", "patch-bot", "test-writer-bot"]);
-        let patch = &plans[1];
-        assert_eq!(patch.cost_budget, Usd::from_dollars(2.0).unwrap());
-        assert_eq!(patch.workspace, Path::new("/srv/project/workspace"));
-        assert!(patch.policy.subprocesses);
-        assert_eq!(patch.limits.max_tool_calls, Some(60));
-        assert_eq!(patch.limits.timeout_ms, Some(600_000));
-        assert_eq!(patch.spec["name"], "patch-bot");
-        assert_eq!(patch.args, [OsString::from("__worker")]);
-    }
 }

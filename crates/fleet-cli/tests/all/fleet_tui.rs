@@ -32,7 +32,7 @@ fn unavailable(need_tmux: bool) -> Option<String> {
     None
 }
 
-/// A project made by `fleet init`, with a git workspace the sandboxed agents may write, a
+/// A project made by `fleet init` (whose git workspace the sandboxed agents may write), a
 /// copy of `fleet` the unprivileged user can run, and a cassette: every model turn says it is
 /// done and spends 230k input and 4k output tokens of claude-haiku-4-5 ($0.25), as metered by
 /// the supervisor's gateway.
@@ -40,30 +40,13 @@ fn project() -> (Project, PathBuf, PathBuf) {
     let p = Project::init();
     std::fs::set_permissions(p.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(p.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // `fleet init` made the workspace a git repository; as root, `fleet start` hands it to
+    // the workers' group itself.
     let workspace = p.root().join("workspace");
-    std::fs::create_dir(&workspace).unwrap();
-    let git = |args: &[&str]| {
-        let ok = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .current_dir(&workspace)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "git {args:?}");
-    };
-    git(&["init", "-q", "-b", "main"]);
-    git(&["commit", "-q", "--allow-empty", "-m", "start"]);
-    if rustix::process::geteuid().is_root() {
-        let id = fleet_sandbox::UNPRIVILEGED_ID;
-        let ok = Command::new("chown")
-            .args(["-R", &format!("{id}:{id}")])
-            .arg(&workspace)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
+    assert!(
+        workspace.join(".git").is_dir(),
+        "fleet init makes workspace/ a git repository"
+    );
     let turn = serde_json::json!({"expect": {}, "events": [
         {"type": "text_delta", "text": "Documented the public items."},
         {"type": "usage", "usage": {"input": 230_000, "output": 4_000}},
@@ -233,8 +216,12 @@ fn the_fleet_tui_shows_agents_cost_rising_a_paused_agent_and_quits_cleanly() {
     );
     assert!(screen.contains("paused: doc-bot"), "{screen}");
     let (code, _, err) = send(&p, &fleet, "doc-bot", "and more");
-    assert_eq!(code, 1);
+    assert_eq!(code, 4, "a paused agent exits with the budget code: {err}");
     assert!(err.contains("agent doc-bot is paused"), "{err}");
+    assert!(
+        err.contains("used up") && err.contains("press r"),
+        "says how to resume: {err}"
+    );
     // The other agents are not affected.
     assert!(
         cost_line(&screen, "patch-bot").contains("$0.00 / $2.00"),
@@ -247,6 +234,44 @@ fn the_fleet_tui_shows_agents_cost_rising_a_paused_agent_and_quits_cleanly() {
     let (code, _, err) = send(&p, &fleet, "doc-bot", "anyone there?");
     assert_eq!(code, 1);
     assert!(err.contains("no fleet is running here"), "{err}");
+
+    // The session is in the store: its tasks as units, with what the gateway metered.
+    let inspect = |args: &[&str]| {
+        let out = Command::new(&fleet)
+            .args(args)
+            .current_dir(p.root())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", p.home())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let runs = inspect(&["runs"]);
+    let row = runs
+        .lines()
+        .find(|l| l.contains(" fleet "))
+        .unwrap_or_else(|| panic!("the session is a run of kind fleet:\n{runs}"));
+    assert!(row.contains("completed") && row.contains("$0.50"), "{runs}");
+    let id = row.split_whitespace().next().unwrap();
+    let trace = inspect(&["trace", id]);
+    assert!(
+        trace.contains("task 1: document the public items")
+            && trace.contains("task 2: document some more")
+            && trace.contains("doc-bot: PAUSED: agent doc-bot used up"),
+        "{trace}"
+    );
+    let cost = inspect(&["cost", "--run", id]);
+    assert!(
+        cost.contains("claude-haiku-4-5") && cost.contains("0.50"),
+        "{cost}"
+    );
 }
 
 #[test]

@@ -62,6 +62,7 @@ struct Inner<P> {
     workdir: PathBuf,
     commands: Option<Arc<dyn DynCommandSandbox>>,
     specs: Option<Arc<SpecSet>>,
+    delegate: Option<Arc<dyn DynAgentRunner>>,
     extra_tools: Vec<Arc<dyn Tool>>,
 }
 
@@ -129,6 +130,14 @@ impl<P: Provider + 'static> RunnerBuilder<P> {
         self
     }
 
+    /// Where `spawn_subagent` sends the calls that name a specialist (`agent_type`): a
+    /// supervisor's sandboxed workers, say. Without it they run on this runner, in process.
+    #[must_use]
+    pub fn delegate(mut self, runner: Arc<dyn DynAgentRunner>) -> Self {
+        self.inner.delegate = Some(runner);
+        self
+    }
+
     /// A tool offered to every call, whatever its capabilities.
     #[must_use]
     pub fn tool(mut self, tool: Arc<dyn Tool>) -> Self {
@@ -167,6 +176,7 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                 workdir: PathBuf::from("."),
                 commands: None,
                 specs: None,
+                delegate: None,
                 extra_tools: Vec::new(),
             },
         }
@@ -234,6 +244,7 @@ impl<P: Provider + 'static> AgentRunner for ModelAgentRunner<P> {
         let unit = self.open_unit(&call, &ctx, &plan).await?;
         let subagents = Subagents::new(
             Arc::new(self.clone()) as Arc<dyn DynAgentRunner>,
+            self.inner.delegate.clone(),
             self.inner.specs.clone(),
         );
         let tool_ctx = ToolContext {

@@ -472,14 +472,21 @@ struct Task {
 pub(crate) struct Subagents {
     inner: Arc<Mutex<HashMap<String, Task>>>,
     pub(crate) runner: Option<Arc<dyn DynAgentRunner>>,
+    /// Where calls naming a specialist go, when not to `runner`.
+    pub(crate) delegate: Option<Arc<dyn DynAgentRunner>>,
     pub(crate) specs: Option<Arc<SpecSet>>,
 }
 
 impl Subagents {
-    pub(crate) fn new(runner: Arc<dyn DynAgentRunner>, specs: Option<Arc<SpecSet>>) -> Self {
+    pub(crate) fn new(
+        runner: Arc<dyn DynAgentRunner>,
+        delegate: Option<Arc<dyn DynAgentRunner>>,
+        specs: Option<Arc<SpecSet>>,
+    ) -> Self {
         Self {
             inner: Arc::default(),
             runner: Some(runner),
+            delegate,
             specs,
         }
     }
@@ -559,6 +566,11 @@ impl Tool for SpawnSubagent {
                         ));
                     }
                 },
+            };
+            // A specialist runs where the delegate puts it (its sandboxed worker).
+            let runner = match (&agent, &ctx.subagents.delegate) {
+                (Some(_), Some(delegate)) => delegate.clone(),
+                _ => runner,
             };
             let call = AgentCall {
                 label: input

@@ -29,6 +29,8 @@ fn turn_cost(prompt: &str, max_tokens: u32) -> Usd {
 fn failed_with(error: &SupervisorError) -> String {
     match error {
         SupervisorError::Task(WorkerError::Rpc(e)) => e.message.clone(),
+        // The task failed because the gateway refused a turn: the refusal is the error.
+        SupervisorError::Refused { reason, .. } => reason.clone(),
         other => panic!("{other:?}"),
     }
 }
@@ -148,8 +150,11 @@ async fn a_turn_that_does_not_fit_is_refused_and_pauses_the_agent_until_resumed(
         .unwrap_err();
     let message = failed_with(&refused);
     assert!(
-        message.contains("-32002")
-            && message.contains("agent echo-bot: model turn refused")
+        matches!(&refused, SupervisorError::Refused { agent, .. } if agent == "echo-bot"),
+        "{refused:?}"
+    );
+    assert!(
+        message.contains("agent echo-bot: model turn refused")
             && message.contains("echo-bot has spent $0.0100 of its $0.0150 budget"),
         "{message}"
     );
