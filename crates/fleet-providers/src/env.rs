@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fleet_core::provider::{DynProvider, ProviderError};
 
+use crate::model_router::ModelRouter;
 use crate::{
     AnthropicProvider, ApiKey, HttpClient, HttpConfig, OfflineProvider, OpenAiApi, OpenAiProvider,
     ScriptedProvider,
@@ -163,6 +164,18 @@ pub fn from_settings(
         ))),
         None => {
             if let Some(key) = &settings.anthropic_api_key {
+                if has_openai {
+                    // Both: each model goes to its maker's API.
+                    let router = ModelRouter::new(anthropic(key)?)
+                        .route("gpt-", openai(OpenAiApi::ChatCompletions, "openai")?)
+                        .route("o1", openai(OpenAiApi::ChatCompletions, "openai")?)
+                        .route("o3", openai(OpenAiApi::ChatCompletions, "openai")?)
+                        .route("o4", openai(OpenAiApi::ChatCompletions, "openai")?);
+                    return Ok((
+                        Arc::new(router),
+                        "provider: anthropic for claude-* models, openai for gpt-* and o* (both keys are configured)".into(),
+                    ));
+                }
                 return Ok((
                     anthropic(key)?,
                     "provider: anthropic (an Anthropic API key is configured)".into(),
@@ -200,6 +213,15 @@ mod tests {
         let (p, said) = from_settings(&keyed).unwrap();
         assert_eq!(p.name_dyn(), "anthropic");
         assert!(!said.contains("sk-test"));
+
+        let both = ProviderSettings {
+            anthropic_api_key: Some(ApiKey::new("sk-a")),
+            openai_api_key: Some(ApiKey::new("sk-o")),
+            ..ProviderSettings::default()
+        };
+        let (p, said) = from_settings(&both).unwrap();
+        assert_eq!(p.name_dyn(), "anthropic+openai", "each model to its maker");
+        assert!(said.contains("openai for gpt-*"), "{said}");
 
         let local = ProviderSettings {
             openai_base_url: Some("http://127.0.0.1:9/v1".into()),
