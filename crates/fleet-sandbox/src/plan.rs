@@ -84,8 +84,8 @@ impl WorkerPlan {
     }
 
     /// The plan of an agent spec in `project`: sandboxed per its spec (relative writable
-    /// paths under `project`), served by its spec's `worker:` program, or by `program args…`
-    /// (fleet's own worker) when it names none.
+    /// paths under `project`), served by its spec's `worker:` program (a bare name looked up on
+    /// the workers' `PATH`), or by `program args…` (fleet's own worker) when it names none.
     ///
     /// # Errors
     /// The spec's worker program cannot be found.
@@ -101,15 +101,22 @@ impl WorkerPlan {
             plan.args = args.to_vec();
             return Ok(plan);
         };
-        let found = find_program(own, project).ok_or_else(|| PlanError::NoWorkerProgram {
-            agent: spec.name.clone(),
-            program: own.clone(),
-            looked: if own.contains('/') {
-                project.join(own).display().to_string()
-            } else {
-                "PATH".into()
-            },
-        })?;
+        let path = policy
+            .env
+            .iter()
+            .find(|(name, _)| name == "PATH")
+            .map(|(_, value)| value.clone())
+            .unwrap_or_default();
+        let found =
+            find_program(own, project, &path).ok_or_else(|| PlanError::NoWorkerProgram {
+                agent: spec.name.clone(),
+                program: own.clone(),
+                looked: if own.contains('/') {
+                    project.join(own).display().to_string()
+                } else {
+                    format!("the workers' PATH, {path}")
+                },
+            })?;
         let mut plan = Self::for_spec(spec, found, policy);
         plan.args = own_args
             .iter()
@@ -197,13 +204,14 @@ pub enum PlanError {
 }
 
 /// `program` as a spec names it: a path (under `project` unless absolute) when it has a `/`,
-/// else the first executable file of that name on `PATH`.
-fn find_program(program: &str, project: &Path) -> Option<PathBuf> {
+/// else the first executable file of that name on `path` (the workers' `PATH`, which is
+/// where they would look).
+fn find_program(program: &str, project: &Path, path: &str) -> Option<PathBuf> {
     if program.contains('/') {
         let path = project.join(program);
         return path.is_file().then_some(path);
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
+    std::env::split_paths(path)
         .map(|dir| dir.join(program))
         .find(|path| is_executable(path))
 }
@@ -283,6 +291,9 @@ mod tests {
             WorkerPlan::for_project(&spec("[no-such-program-here]"), project.path(), fleet, &[])
                 .unwrap_err()
                 .to_string();
-        assert!(err.contains("looked in PATH"), "{err}");
+        assert!(
+            err.contains("looked in the workers' PATH, /usr/local/bin:/usr/bin:/bin"),
+            "{err}"
+        );
     }
 }

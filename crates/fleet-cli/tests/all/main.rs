@@ -536,5 +536,6 @@ mod patch_bot {
 
 mod bench_workloads;
 mod coding_agents;
+mod fleet_e2e;
 mod fleet_tui;
 mod user;

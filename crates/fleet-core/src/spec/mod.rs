@@ -100,8 +100,8 @@ pub struct AgentSpec {
     /// `[python3, workers/lint_bot.py]`: started under the agent's sandbox and spoken to over
     /// stdin/stdout (JSON-RPC, `docs/ipc.schema.json`), its model turns through the
     /// supervisor's gateway. A program with a `/` is under the project unless absolute, a bare
-    /// name is looked up on `PATH`; an argument naming a file of the project is passed as that
-    /// file's absolute path. Without it, fleet's own worker serves the agent: the sample roles
+    /// name is looked up on the workers' `PATH` (`/usr/local/bin:/usr/bin:/bin`); an argument
+    /// naming a file of the project is passed as that file's absolute path. Without it, fleet's own worker serves the agent: the sample roles
     /// for `patch-bot`, `test-writer-bot` and `doc-bot`, the agent loop for any other.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(min = 1), inner(length(min = 1)))]
