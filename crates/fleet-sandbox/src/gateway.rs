@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use fleet_core::Usd;
-use fleet_core::budget::Amount;
+use fleet_core::budget::{Amount, BudgetError};
 use fleet_core::ipc::{
     ModelErrorData, ModelEventParams, ModelStreamParams, ModelStreamResult, Note, RequestId,
     RpcError, codes,
@@ -41,7 +41,32 @@ pub(crate) struct Meter {
     pub(crate) cost: Usd,
     pub(crate) turns: u32,
     /// Why the gateway refused a turn of the task, when it did (a budget).
-    pub(crate) refused: Option<String>,
+    pub(crate) refused: Option<Refusal>,
+}
+
+/// A turn the gateway refused for a budget.
+#[derive(Debug, Clone)]
+pub(crate) struct Refusal {
+    /// The budget that refused it ("agent patch-bot", "the fleet", "run").
+    pub(crate) budget: String,
+    /// Its spend and limit, in words.
+    pub(crate) what: String,
+    /// What the worker was told.
+    pub(crate) message: String,
+}
+
+impl Refusal {
+    fn new(error: &BudgetError, message: String) -> Self {
+        let (budget, what) = match error {
+            BudgetError::Exceeded { budget, what } => (budget.clone(), what.clone()),
+            other => (String::new(), other.to_string()),
+        };
+        Self {
+            budget,
+            what,
+            message,
+        }
+    }
 }
 
 /// The task a worker runs now, as the gateway sees it.
@@ -173,9 +198,16 @@ impl Turn {
         let plan = &self.pool.plan;
         let agent = &plan.agent;
         if let Some(reason) = lock(&self.pool.paused).clone() {
-            let reason = format!("agent {agent} is paused: {reason}");
-            self.refused(&params.task_id, &reason);
-            return Err(RpcError::new(codes::BUDGET_EXCEEDED, reason));
+            let message = format!("agent {agent} is paused: {reason}");
+            self.refused(
+                &params.task_id,
+                Refusal {
+                    budget: format!("agent {agent}"),
+                    what: format!("the agent is paused: {reason}"),
+                    message: message.clone(),
+                },
+            );
+            return Err(RpcError::new(codes::BUDGET_EXCEEDED, message));
         }
         let Some(provider) = self.supervisor.gateway.clone() else {
             return Err(RpcError::new(
@@ -227,7 +259,7 @@ impl Turn {
                 Err(e) => {
                     let reason =
                         format!("agent {agent}: model turn refused by its caller's budget: {e}");
-                    self.refused(&params.task_id, &reason);
+                    self.refused(&params.task_id, Refusal::new(&e, reason.clone()));
                     return Err(RpcError::new(codes::BUDGET_EXCEEDED, reason));
                 }
             },
@@ -238,9 +270,11 @@ impl Turn {
             Err(e) => {
                 let reason = format!("{e}; {}", self.spend());
                 self.supervisor.pause(&self.pool, reason.clone());
-                let reason = format!("agent {agent}: model turn refused: {reason}");
-                self.refused(&params.task_id, &reason);
-                return Err(RpcError::new(codes::BUDGET_EXCEEDED, reason));
+                let message = format!("agent {agent}: model turn refused: {reason}");
+                let mut refusal = Refusal::new(&e, message.clone());
+                refusal.what = format!("{}; {}", refusal.what, self.spend());
+                self.refused(&params.task_id, refusal);
+                return Err(RpcError::new(codes::BUDGET_EXCEEDED, message));
             }
         };
 
@@ -346,14 +380,11 @@ impl Turn {
     }
 
     /// Notes on the task (when it is still the worker's) that a turn of it was refused.
-    fn refused(&self, task_id: &str, reason: &str) {
+    fn refused(&self, task_id: &str, refusal: Refusal) {
         if let Some(assignment) = lock(&self.worker.task).as_mut()
             && assignment.task_id == task_id
         {
-            assignment
-                .meter
-                .refused
-                .get_or_insert_with(|| reason.to_owned());
+            assignment.meter.refused.get_or_insert(refusal);
         }
     }
 

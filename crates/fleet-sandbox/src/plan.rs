@@ -191,7 +191,7 @@ pub enum PlanError {
     /// The spec's `worker:` program is not where it says.
     #[error(
         "agent {agent}: its worker program `{program}` is not found (looked in {looked}): \
-         fix `worker:` in its spec (a path under the project, an absolute path, or a program on PATH)"
+         fix `worker:` in its spec (a path under the project, an absolute path, or a program on the workers' PATH)"
     )]
     NoWorkerProgram {
         /// The agent.

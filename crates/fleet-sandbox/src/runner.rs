@@ -139,12 +139,15 @@ impl SpecialistRunner {
                     what: reason,
                 }))
             }
-            Err(SupervisorError::Refused { agent, reason }) => {
-                failed(reason.clone()).await?;
-                Err(AgentError::Budget(BudgetError::Exceeded {
-                    budget: format!("agent {agent}"),
-                    what: reason,
-                }))
+            Err(SupervisorError::Refused {
+                agent,
+                budget,
+                what,
+                ..
+            }) => {
+                let what = format!("{agent}'s model turn was refused at the gateway: {what}");
+                failed(format!("budget \"{budget}\" exhausted: {what}")).await?;
+                Err(AgentError::Budget(BudgetError::Exceeded { budget, what }))
             }
             Err(e) => {
                 let reason = e.to_string();

@@ -159,7 +159,12 @@ pub enum SupervisorError {
     Refused {
         /// The agent.
         agent: String,
-        /// The refusal, naming the budget, the spend and the limit.
+        /// The budget that refused the turn ("agent patch-bot", "the fleet", or the caller's).
+        budget: String,
+        /// Its spend and limit, in words.
+        what: String,
+        /// The refusal as the worker was told it: the agent, the budget, the spend and the
+        /// limit.
         reason: String,
     },
 }
@@ -607,9 +612,11 @@ impl Supervisor {
         let meter = assignment.map(Assignment::finish).unwrap_or_default();
         match (result, meter.refused) {
             // A task that failed after the gateway refused one of its turns failed for that.
-            (Err(WorkerError::Rpc(_)), Some(reason)) => Err(SupervisorError::Refused {
+            (Err(WorkerError::Rpc(_)), Some(refusal)) => Err(SupervisorError::Refused {
                 agent: pool.plan.agent.clone(),
-                reason,
+                budget: refusal.budget,
+                what: refusal.what,
+                reason: refusal.message,
             }),
             (result, _) => result
                 .map_err(SupervisorError::from)

@@ -868,6 +868,12 @@ impl CallSite {
             Err(AgentError::Cancelled) if !host.cancel.is_cancelled() => {
                 Ending::Null("skipped".into())
             }
+            // Refused for a budget (the run's, or a sandboxed specialist's at the gateway):
+            // the run ends as a budget that ran out, as when it is refused at admission.
+            Err(e @ AgentError::Budget(_)) => {
+                host.budget_exhausted.store(true, Ordering::Relaxed);
+                Ending::Failed(e.to_string())
+            }
             Err(e) => Ending::Failed(e.to_string()),
         };
         Attempt::Settle(ending, None)

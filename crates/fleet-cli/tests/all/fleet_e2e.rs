@@ -361,3 +361,104 @@ fn the_three_sample_agents_do_their_work_on_a_real_wire_format_through_the_gatew
         .unwrap_or_else(|| panic!("{runs}"));
     assert!(row.contains("completed"), "{runs}");
 }
+
+/// `fleet run` in the project, with `envs`; (exit code, stdout, stderr).
+fn fleet_in(
+    p: &Project,
+    fleet: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (i32, String, String) {
+    let out = Command::new(fleet)
+        .args(args)
+        .current_dir(p.root())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", p.home())
+        .env("NO_COLOR", "1")
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_workflows_specialist_runs_in_its_sandbox_and_is_charged_to_the_run() {
+    if let Err(e) = fleet_sandbox::landlock_available() {
+        assert!(
+            std::env::var("FLEET_SANDBOX_REQUIRE").as_deref() != Ok("1"),
+            "FLEET_SANDBOX_REQUIRE=1 but {e}"
+        );
+        eprintln!("skipping: {e}");
+        return;
+    }
+    let (p, fleet) = project();
+    // Every turn spends 230k input and 4k output tokens of claude-haiku-4-5: $0.25.
+    let turn = serde_json::json!({"expect": {}, "events": [
+        {"type": "text_delta", "text": "Documented."},
+        {"type": "usage", "usage": {"input": 230_000, "output": 4_000}},
+        {"type": "done", "stop_reason": "end_turn"}
+    ]});
+    let cassette = p.root().join("cassette.json");
+    std::fs::write(
+        &cassette,
+        serde_json::json!({"exchanges": vec![turn; 3]}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        p.root().join(".fleet/workflows/docs.js"),
+        "export const meta = { name: 'docs', description: 'doc-bot twice' };\n\
+         const first = await agent('document a', { agentType: 'doc-bot', label: 'first' });\n\
+         const second = await agent('document b', { agentType: 'doc-bot', label: 'second' });\n\
+         return { first, second };\n",
+    )
+    .unwrap();
+    let scripted = [
+        ("FLEET_PROVIDER", "scripted"),
+        ("FLEET_CASSETTE", cassette.to_str().unwrap()),
+    ];
+    // The run may spend $0.26: the first call's $0.25 fits, the second's worst case does not.
+    let mut envs = scripted.to_vec();
+    envs.push(("FLEET_BUDGET_USD", "0.26"));
+    let (code, _, err) = fleet_in(&p, &fleet, &["run", "docs"], &envs);
+    assert_eq!(code, 4, "the run's budget ran out: {err}");
+    let (_, trace, _) = fleet_in(&p, &fleet, &["trace"], &[]);
+    let first = trace
+        .lines()
+        .find(|l| l.contains(" first "))
+        .unwrap_or_else(|| panic!("{trace}"));
+    assert!(
+        first.starts_with("completed")
+            && first.contains("doc-bot")
+            && first.contains("claude-haiku-4-5")
+            && first.contains("$0.2500"),
+        "the sandboxed specialist's metered turn is on its unit: {trace}"
+    );
+    assert!(
+        trace.contains(
+            "budget \"run\" exhausted: doc-bot's model turn was refused at the gateway: $0.25 spent"
+        ),
+        "the second turn was refused at the gateway against the run's budget: {trace}"
+    );
+
+    // A specialist that cannot be sandboxed fails its call; it never runs outside.
+    std::fs::write(
+        p.root().join("agents/doc-bot.yaml"),
+        "name: doc-bot\nrole: documents\nmodel: claude-haiku-4-5\nworker: [./no-such-worker]\n",
+    )
+    .unwrap();
+    let (code, _, err) = fleet_in(&p, &fleet, &["run", "docs"], &scripted);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "✗ first: agent call misconfigured: specialist doc-bot cannot run in its sandbox here, \
+             and specialists never run unsandboxed: agent doc-bot: its worker program \
+             `./no-such-worker` is not found"
+        ),
+        "{err}"
+    );
+}
