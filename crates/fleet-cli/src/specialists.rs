@@ -79,6 +79,9 @@ pub(crate) struct Delegation {
     supervisor: Supervisor,
     runner: SpecialistRunner,
     root: std::path::PathBuf,
+    /// Most workers per agent: the run's concurrency cap, so that the cap is what limits a
+    /// fan-out to one specialist, as for calls run in process.
+    workers: usize,
     /// Per agent: added, or why it cannot be.
     added: Mutex<HashMap<String, Arc<Added>>>,
 }
@@ -90,6 +93,11 @@ impl Delegation {
             runner: SpecialistRunner::new(supervisor.clone()),
             supervisor,
             root: app.config.root().to_owned(),
+            workers: app
+                .config
+                .concurrency()
+                .unwrap_or_else(|| fleet_workflow::RunOptions::default().concurrency)
+                .max(1),
             added: Mutex::default(),
         })
     }
@@ -104,9 +112,10 @@ impl Delegation {
             .or_default()
             .clone();
         cell.get_or_init(|| async {
-            let plan = plan(spec, &self.root)
+            let mut plan = plan(spec, &self.root)
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
+            plan.max = plan.max.max(self.workers);
             for done in prepare(spec, &plan).map_err(|e| format!("{e:#}"))? {
                 eprintln!("fleet: {}: {done}", spec.name);
             }

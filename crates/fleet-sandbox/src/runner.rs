@@ -15,7 +15,7 @@ use fleet_core::usage::TokenUsage;
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use tokio::sync::mpsc;
 
-use crate::{Charge, Supervisor, SupervisorError, TaskUpdate, WorkerError};
+use crate::{Charge, Supervisor, SupervisorError, TaskOptions, TaskUpdate, WorkerError};
 
 /// Runs agent calls on the supervisor's specialists (the call's `agent` names which).
 #[derive(Debug, Clone)]
@@ -80,10 +80,15 @@ impl SpecialistRunner {
             budgets: ctx.budgets.clone(),
             to: ctx.charge_to.clone(),
         });
+        // Cancelling the call cancels the task on its worker (which then answers).
+        let cancel = ctx.cancel.clone();
         let mut running = tokio::spawn(async move {
-            supervisor
-                .stream_charged(&agent, task, Some(tx), charge)
-                .await
+            let with = TaskOptions {
+                updates: Some(tx),
+                charge,
+                cancel: Some(cancel),
+            };
+            supervisor.stream_with(&agent, task, with).await
         });
         let mut usage = TokenUsage::default();
         let mut cost = Cost::default();
@@ -101,11 +106,7 @@ impl SpecialistRunner {
                     }
                     break done;
                 }
-                () = ctx.cancel.cancelled() => {
-                    running.abort();
-                    ctx.journal.set_state(unit, WorkUnitState::Cancelled, None).await?;
-                    return Err(AgentError::Cancelled);
-                }
+
             };
             record(&ctx, unit, note, &mut usage, &mut cost).await?;
         };
@@ -138,6 +139,12 @@ impl SpecialistRunner {
                     budget: format!("agent {agent}"),
                     what: reason,
                 }))
+            }
+            Err(SupervisorError::Cancelled { .. }) => {
+                ctx.journal
+                    .set_state(unit, WorkUnitState::Cancelled, None)
+                    .await?;
+                Err(AgentError::Cancelled)
             }
             Err(SupervisorError::Refused {
                 agent,

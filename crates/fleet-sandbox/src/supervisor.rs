@@ -13,7 +13,7 @@ use fleet_core::budget::{BudgetId, BudgetLimits, BudgetStatus, Budgets};
 use fleet_core::ipc::{
     Call, GatewayInfo, InitializeParams, Note, PROTOCOL_VERSION, TaskRef, TaskResult, TaskRunParams,
 };
-use fleet_core::provider::DynProvider;
+use fleet_core::provider::{CancelToken, DynProvider};
 use fleet_core::usage::TokenUsage;
 use fleet_core::{PriceTable, Usd};
 use tokio::sync::{Semaphore, broadcast, mpsc};
@@ -153,6 +153,12 @@ pub enum SupervisorError {
         /// Why.
         reason: String,
     },
+    /// The task was cancelled by its caller.
+    #[error("agent {agent}: the task was cancelled")]
+    Cancelled {
+        /// The agent.
+        agent: String,
+    },
     /// The task failed because the gateway refused one of its model turns (over the agent's,
     /// the fleet's or the caller's budget).
     #[error("{reason}")]
@@ -167,6 +173,43 @@ pub enum SupervisorError {
         /// limit.
         reason: String,
     },
+}
+
+/// How long a cancelled task has to answer before its worker is killed.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// Tells the worker to stop a task whose caller went away (and stops its in-flight turns).
+struct CancelOnDrop<'a> {
+    worker: &'a Pooled,
+    task_id: &'a str,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let _ = self.worker.process.send(Call::TaskCancel(TaskRef {
+            task_id: self.task_id.to_owned(),
+        }));
+        if let Some(assignment) = lock(&self.worker.task).take() {
+            assignment.finish();
+        }
+    }
+}
+
+/// What a task is given besides its params.
+#[derive(Debug, Default, Clone)]
+pub struct TaskOptions {
+    /// Where its notifications and metered model turns go as they come.
+    pub updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
+    /// The caller's budgets, charged for every model turn as well as the agent's: a turn that
+    /// does not fit them is refused (the agent is not paused: it is the caller's budget).
+    pub charge: Option<Charge>,
+    /// Cancels the task: the worker is sent `task/cancel`, and killed if it has not answered
+    /// within 5 s.
+    pub cancel: Option<CancelToken>,
 }
 
 /// Budgets of the caller's that a task's model turns are charged to as well as the agent's:
@@ -462,21 +505,23 @@ impl Supervisor {
         task: TaskRunParams,
         updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
     ) -> Result<TaskReport, SupervisorError> {
-        self.stream_charged(agent, task, updates, None).await
+        let with = TaskOptions {
+            updates,
+            ..TaskOptions::default()
+        };
+        self.stream_with(agent, task, with).await
     }
 
-    /// As [`Supervisor::stream`], with every model turn of the task also reserved against,
-    /// and charged to, the caller's budgets (`charge`: a workflow run's, say). A turn that
-    /// does not fit them is refused (the agent is not paused: it is the caller's budget).
+    /// As [`Supervisor::stream`], with the [`TaskOptions`]: the caller's budgets charged too,
+    /// and a cancellation.
     ///
     /// # Errors
-    /// See [`SupervisorError`].
-    pub async fn stream_charged(
+    /// See [`SupervisorError`]; [`SupervisorError::Cancelled`] once `with.cancel` is cancelled.
+    pub async fn stream_with(
         &self,
         agent: &str,
         task: TaskRunParams,
-        updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
-        charge: Option<Charge>,
+        with: TaskOptions,
     ) -> Result<TaskReport, SupervisorError> {
         let pool = lock(&self.pools)
             .get(agent)
@@ -509,15 +554,7 @@ impl Supervisor {
                 }
             };
             lock(&pool.busy).push(worker.clone());
-            let outcome = self
-                .run_on(
-                    &pool,
-                    &worker,
-                    task.clone(),
-                    updates.as_ref(),
-                    charge.as_ref(),
-                )
-                .await;
+            let outcome = self.run_on(&pool, &worker, task.clone(), &with).await;
             for message in worker.process.take_protocol_errors() {
                 let _ = self.events.send(SupervisorEvent::ProtocolError {
                     agent: agent.to_owned(),
@@ -569,15 +606,23 @@ impl Supervisor {
         pool: &Pool,
         worker: &Pooled,
         task: TaskRunParams,
-        updates: Option<&mpsc::UnboundedSender<TaskUpdate>>,
-        charge: Option<&Charge>,
+        with: &TaskOptions,
     ) -> Result<TaskReport, SupervisorError> {
         let task_id = task.task_id.clone();
+        let updates = with.updates.as_ref();
         *lock(&worker.task) = Some(Assignment::new(
             task_id.clone(),
-            updates.cloned(),
-            charge.cloned(),
+            with.updates.clone(),
+            with.charge.clone(),
         ));
+        // Dropped before the task answers (its caller went away): the worker is told to stop.
+        let mut guard = CancelOnDrop {
+            worker,
+            task_id: &task_id,
+            armed: true,
+        };
+        let cancel = with.cancel.clone().unwrap_or_default();
+        let mut cancelled_at: Option<tokio::time::Instant> = None;
         let mut inbox = worker.notes.lock().await;
         let run = worker.process.run_task(task);
         tokio::pin!(run);
@@ -605,11 +650,27 @@ impl Supervisor {
                     break result;
                 }
                 Some(note) = inbox.recv() => handle(note),
+                () = cancel.cancelled(), if cancelled_at.is_none() => {
+                    // Asked to stop: the task's own answer says how it ended.
+                    let _ = worker.process.send(Call::TaskCancel(TaskRef { task_id: task_id.clone() }));
+                    cancelled_at = Some(tokio::time::Instant::now());
+                }
+                () = tokio::time::sleep_until(cancelled_at.map_or_else(tokio::time::Instant::now, |at| at + CANCEL_GRACE)), if cancelled_at.is_some() => {
+                    // It did not stop: it goes, and its in-flight turns with it.
+                    worker.process.kill();
+                    break Err(WorkerError::Io("the worker did not stop its cancelled task".into()));
+                }
             }
         };
+        guard.armed = false;
         // Turns still in flight when the task ended are stopped (and charged what they used).
         let assignment = lock(&worker.task).take();
         let meter = assignment.map(Assignment::finish).unwrap_or_default();
+        if cancel.is_cancelled() && result.is_err() {
+            return Err(SupervisorError::Cancelled {
+                agent: pool.plan.agent.clone(),
+            });
+        }
         match (result, meter.refused) {
             // A task that failed after the gateway refused one of its turns failed for that.
             (Err(WorkerError::Rpc(_)), Some(refusal)) => Err(SupervisorError::Refused {

@@ -126,6 +126,52 @@ async fn a_worker_cancels_its_turn_and_the_reservation_is_released() {
 }
 
 #[tokio::test]
+async fn a_cancelled_task_is_told_to_stop_and_its_worker_takes_the_next() {
+    let Some(sandbox) = sandbox_or_skip("a_cancelled_task_is_told_to_stop…") else {
+        return;
+    };
+    let place = Place::new();
+    let supervisor = supervisor_with_mock(sandbox);
+    let mut plan = python_plan(&place, "");
+    plan.max = 1;
+    supervisor.add(plan).await.unwrap();
+    let cancel = fleet_core::provider::CancelToken::new();
+    let running = tokio::spawn({
+        let supervisor = supervisor.clone();
+        let cancel = cancel.clone();
+        async move {
+            let with = fleet_sandbox::TaskOptions {
+                cancel: Some(cancel),
+                ..Default::default()
+            };
+            // "spend" waits for its task/cancel, then answers that it was cancelled.
+            supervisor
+                .stream_with("echo-bot", task("t1", "spend"), with)
+                .await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    cancel.cancel();
+    let ended = running.await.unwrap().unwrap_err();
+    assert!(
+        matches!(&ended, SupervisorError::Cancelled { agent } if agent == "echo-bot"),
+        "{ended:?}"
+    );
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(3),
+        "the worker stopped when told, without the grace period running out"
+    );
+    // The one worker is free again, and its next task runs.
+    let next = supervisor
+        .call("echo-bot", task("t2", "abc"))
+        .await
+        .unwrap();
+    assert_eq!(next.result.text, "cba");
+    assert_eq!(supervisor.workers("echo-bot"), 1);
+}
+
+#[tokio::test]
 async fn a_turn_that_does_not_fit_is_refused_and_pauses_the_agent_until_resumed() {
     let Some(sandbox) = sandbox_or_skip("a_turn_that_does_not_fit…") else {
         return;
