@@ -23,6 +23,7 @@ impl Role for Echo {
 
 fn main() -> std::io::Result<()> {
     tokio::runtime::Builder::new_current_thread()
+        .enable_io()
         .build()?
         .block_on(serve_stdio(Echo))
 }

@@ -560,7 +560,10 @@ pub fn decode_line(line: &[u8]) -> Result<Message, (Option<RequestId>, RpcError)
     let validator = validator()
         .as_ref()
         .map_err(|e| (id.clone(), RpcError::new(codes::INTERNAL_ERROR, e.clone())))?;
-    if let Some(error) = validator.iter_errors(&value).next() {
+    // Valid, the common case, is the cheap question; the errors are looked for only when not.
+    if !validator.is_valid(&value)
+        && let Some(error) = validator.iter_errors(&value).next()
+    {
         // The schema is a union, so its first error rarely names the culprit: when the method
         // is known, its params are checked on their own for a precise message.
         if let Some(method) = &method {
@@ -591,7 +594,14 @@ pub fn decode_line(line: &[u8]) -> Result<Message, (Option<RequestId>, RpcError)
             RpcError::new(codes::INVALID_REQUEST, format!("{at}: {error}")),
         ));
     }
-    serde_json::from_value(value).map_err(|e| {
+    // Which kind it is is plain from its keys: typed as that kind straight away, rather than
+    // tried against each in turn as the untagged `Message` would.
+    let typed = match (method.is_some(), value.get("id").is_some()) {
+        (true, true) => serde_json::from_value(value).map(Message::Request),
+        (true, false) => serde_json::from_value(value).map(Message::Notification),
+        (false, _) => serde_json::from_value(value).map(Message::Response),
+    };
+    typed.map_err(|e| {
         (
             id,
             RpcError::new(codes::INVALID_REQUEST, format!("not a valid message: {e}")),

@@ -306,6 +306,13 @@ fn the_three_sample_agents_do_their_work_on_a_real_wire_format_through_the_gatew
         report["connect"].as_str().unwrap().starts_with("refused"),
         "the worker reached the model server: {report}"
     );
+    assert!(
+        report["parent_environ"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused"),
+        "the worker read the supervisor's environment: {report}"
+    );
     let env = report["env"].as_object().unwrap();
     assert!(
         !env.keys()

@@ -125,17 +125,39 @@ pub trait Role: Send + Sync + 'static {
     }
 }
 
-/// Serves `role` on stdin/stdout until `shutdown` or end of input.
+/// Serves `role` on stdin/stdout until `shutdown` or end of input. Run it on a runtime with
+/// I/O enabled (`enable_io` or `enable_all`): the pipes are read by the runtime's event loop.
 ///
 /// # Errors
 /// Reading stdin or writing stdout failed.
 pub async fn serve_stdio<R: Role>(role: R) -> std::io::Result<()> {
-    serve(
-        role,
-        tokio::io::BufReader::new(tokio::io::stdin()),
-        tokio::io::stdout(),
-    )
-    .await
+    // Pipes (as the supervisor gives them) are read and written by the runtime's own event
+    // loop; tokio's stdin and stdout, the fallback, hand every read and write to a blocking
+    // thread, which costs a thread switch each way per message.
+    match stdio_pipes() {
+        Some((input, output)) => serve(role, tokio::io::BufReader::new(input), output).await,
+        None => {
+            serve(
+                role,
+                tokio::io::BufReader::new(tokio::io::stdin()),
+                tokio::io::stdout(),
+            )
+            .await
+        }
+    }
+}
+
+/// Stdin and stdout as non-blocking pipes of the runtime, when both are pipes.
+fn stdio_pipes() -> Option<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use std::os::fd::AsFd;
+    let input = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+    let output = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+    let input = tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(input)).ok()?;
+    let output = tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(output)).ok()?;
+    Some((input, output))
 }
 
 /// Serves `role`: requests from `input`, answers and notifications to `output`, one JSON

@@ -143,12 +143,7 @@ impl Writer {
     }
 
     fn reset_position(&mut self) -> Result<(), StoreError> {
-        let last: i64 = self.conn.query_row(
-            "SELECT COALESCE(MAX(last_position), 0) FROM event_batches",
-            [],
-            |r| r.get(0),
-        )?;
-        self.next_position = last + 1;
+        self.next_position = next_position(&self.conn)?;
         Ok(())
     }
 
@@ -247,6 +242,9 @@ impl Writer {
             let tx = self
                 .conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            // Other processes may write to the same store: positions are taken inside the
+            // write transaction, which holds the store's one write lock.
+            self.next_position = next_position(&tx)?;
             for (thread, expect, events) in appends {
                 let outcome = append_one(
                     &tx,
@@ -354,6 +352,27 @@ impl Writer {
     }
 }
 
+/// The position after the last one written, by any process.
+fn next_position(conn: &Connection) -> Result<i64, StoreError> {
+    let last: Option<i64> = conn
+        .prepare_cached(
+            "SELECT last_position FROM event_batches ORDER BY first_position DESC LIMIT 1",
+        )?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    Ok(last.unwrap_or(0) + 1)
+}
+
+/// The version of `thread` in the log, as any process wrote it.
+fn stored_version(conn: &Connection, thread: ThreadId) -> Result<u64, StoreError> {
+    let version: Option<i64> = conn
+        .prepare_cached("SELECT MAX(last_version) FROM event_batches WHERE thread_id = ?1")?
+        .query_row([thread.to_string()], |r| r.get(0))
+        .optional()?
+        .flatten();
+    Ok(version.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
+}
+
 /// Brings `stream`'s model up to its version: loads it from the rows and the log when there
 /// is none, else folds in the checked events it has not applied yet.
 fn catch_up(conn: &Connection, id: ThreadId, stream: &mut Stream) -> Result<(), StoreError> {
@@ -404,6 +423,13 @@ fn stream<'s>(
     streams: &'s mut HashMap<ThreadId, Stream>,
     thread: ThreadId,
 ) -> Result<&'s mut Stream, StoreError> {
+    // Another process may have appended to this thread since it was cached: then the cache
+    // is stale, and the stream is read again from the log.
+    if let Some(cached) = streams.get(&thread)
+        && stored_version(conn, thread)? != cached.version
+    {
+        streams.remove(&thread);
+    }
     if !streams.contains_key(&thread) {
         if streams.len() >= CACHED_THREADS
             && let Some(victim) = streams.keys().find(|id| **id != thread).copied()
@@ -413,15 +439,11 @@ fn stream<'s>(
             // stream gives what is behind again.
             project(conn, victim, &mut evicted)?;
         }
-        let version: Option<i64> = conn
-            .prepare_cached("SELECT MAX(last_version) FROM event_batches WHERE thread_id = ?1")?
-            .query_row([thread.to_string()], |r| r.get(0))
-            .optional()?
-            .flatten();
+        let version = stored_version(conn, thread)?;
         streams.insert(
             thread,
             Stream {
-                version: version.and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+                version,
                 model: None,
                 unapplied: Vec::new(),
             },
