@@ -538,4 +538,5 @@ mod bench_workloads;
 mod coding_agents;
 mod fleet_e2e;
 mod fleet_tui;
+mod store_concurrency;
 mod user;
