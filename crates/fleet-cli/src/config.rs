@@ -200,6 +200,19 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         flags: &Overrides,
     ) -> Result<Self, ConfigError> {
+        // A `fleet.toml` that is not a file (a directory, say) would send the run to the
+        // global store in silence: it is an error.
+        if let Some(odd) = cwd
+            .ancestors()
+            .map(|dir| dir.join(PROJECT_FILE))
+            .take_while(|file| !file.is_file())
+            .find(|file| file.exists())
+        {
+            return Err(ConfigError(format!(
+                "{} is not a file: the project's configuration is a TOML file there; remove or rename what is in its place",
+                odd.display()
+            )));
+        }
         let project = find_project(cwd);
         let user_file = env("FLEET_CONFIG").map(PathBuf::from).or_else(|| {
             env("XDG_CONFIG_HOME")

@@ -572,6 +572,19 @@ pub(crate) fn workflows_show(app: &App, name: &str) -> anyhow::Result<u8> {
 
 fn specs_in(app: &App, dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, SpecSet)> {
     let dir = dir.unwrap_or_else(|| app.config.agents_dir());
+    // Listing or validating what is not there is not a success.
+    if !dir.is_dir() {
+        let what = if dir.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        return Err(UsageError(format!(
+            "{} {what}: agents are declared in <name>.yaml files there (`fleet init` writes three samples), or point agents.dir in fleet.toml elsewhere",
+            shown(&dir)
+        ))
+        .into());
+    }
     let set = SpecSet::load_dir(&dir).map_err(|e| UsageError(format!("{}: {e}", shown(&dir))))?;
     Ok((dir, set))
 }

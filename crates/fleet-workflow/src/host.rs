@@ -372,17 +372,22 @@ impl RunHost {
             .is_some_and(|t| near(view.tokens_spent as f64, t as f64));
         let usd = view.usd_total.is_some_and(|t| near(view.usd_spent, t));
         if (tokens || usd) && !self.warned_budget.swap(true, Ordering::Relaxed) {
+            // The share it says is the real one (a call that finished past the threshold can
+            // take it well past 80 %).
+            let percent = |spent: f64, total: f64| (spent / total * 100.0).floor();
             let message = if tokens {
+                let total = view.tokens_total.unwrap_or(0);
                 format!(
-                    "80% of the token budget is spent ({} / {} output tokens)",
+                    "{}% of the token budget is spent ({} / {total} output tokens)",
+                    percent(view.tokens_spent as f64, total as f64),
                     view.tokens_spent,
-                    view.tokens_total.unwrap_or(0)
                 )
             } else {
+                let total = view.usd_total.unwrap_or(0.0);
                 format!(
-                    "80% of the dollar budget is spent (${:.4} / ${:.4})",
+                    "{}% of the dollar budget is spent (${:.4} / ${total:.4})",
+                    percent(view.usd_spent, total),
                     view.usd_spent,
-                    view.usd_total.unwrap_or(0.0)
                 )
             };
             self.shared.emit(RunEvent::BudgetWarning { message });

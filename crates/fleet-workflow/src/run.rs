@@ -503,6 +503,33 @@ async fn close_interrupted(journal: &Journal) -> Result<(), CommandError> {
         .map(drop)
 }
 
+/// Why a run whose agent calls all came to nothing, some of them `null`, did nothing (`None`
+/// when one answered, or when it made none). Rejections alone are the script's to handle: one
+/// it did not catch failed the run already, and one it caught it chose to survive.
+fn nothing_answered(
+    counts: &crate::events::CallCounts,
+    nulls: &[crate::events::CallNote],
+    failures: &[crate::events::CallNote],
+) -> Option<String> {
+    let answered = counts.completed + counts.cached;
+    let failed = counts.null + counts.failed;
+    if answered > 0 || failed == 0 || counts.null == 0 {
+        return None;
+    }
+    let causes: Vec<String> = failures
+        .iter()
+        .chain(nulls)
+        .take(3)
+        .map(|note| format!("{}: {}", note.label, note.reason))
+        .collect();
+    Some(format!(
+        "every agent() call came to nothing ({} null, {} failed); first causes: {}",
+        counts.null,
+        counts.failed,
+        causes.join("; ")
+    ))
+}
+
 async fn drive(
     engine: Arc<dyn ScriptEngine>,
     host: Arc<RunHost>,
@@ -547,6 +574,14 @@ async fn drive(
         error.get_or_insert(format!("recording failed: {e}"));
     }
     let tally = std::mem::take(&mut *host.tally.lock().unwrap_or_else(PoisonError::into_inner));
+    // A run whose every call came to nothing did nothing, whatever the script returned: it
+    // fails, with the first causes, so that a CI job does not go green on it.
+    if state == RunState::Completed
+        && let Some(why) = nothing_answered(&tally.counts, &tally.nulls, &tally.failures)
+    {
+        state = RunState::Failed;
+        error = Some(why);
+    }
     let summary = RunSummary {
         run_id: shared.id,
         name: script.meta.name.clone(),
@@ -657,5 +692,46 @@ async fn report_progress(host: Arc<RunHost>, every: Duration) {
         for report in reports {
             host.shared.emit(report);
         }
+    }
+}
+
+#[cfg(test)]
+mod nothing_answered_tests {
+    use super::nothing_answered;
+    use crate::events::{CallCounts, CallNote};
+
+    fn note(label: &str, reason: &str) -> CallNote {
+        CallNote {
+            label: label.into(),
+            work_unit_id: None,
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn a_run_whose_calls_all_came_back_null_did_nothing() {
+        let counts = |completed, cached, null, failed| CallCounts {
+            completed,
+            cached,
+            null,
+            failed,
+        };
+        let nulls = [
+            note("a", "connection refused"),
+            note("b", "connection refused"),
+        ];
+        let why = nothing_answered(&counts(0, 0, 2, 0), &nulls, &[]).unwrap();
+        assert_eq!(
+            why,
+            "every agent() call came to nothing (2 null, 0 failed); first causes: a: connection refused; b: connection refused"
+        );
+        assert_eq!(nothing_answered(&counts(1, 0, 2, 0), &nulls, &[]), None);
+        assert_eq!(nothing_answered(&counts(0, 1, 2, 0), &nulls, &[]), None);
+        assert_eq!(nothing_answered(&counts(0, 0, 0, 0), &[], &[]), None);
+        // Rejections the script caught are its own business.
+        assert_eq!(
+            nothing_answered(&counts(0, 0, 0, 1), &[], &[note("c", "x")]),
+            None
+        );
     }
 }

@@ -548,3 +548,48 @@ pub(crate) fn fleet_copy(dir: &Path) -> PathBuf {
         }
     }
 }
+
+#[test]
+fn a_run_whose_every_call_came_back_null_fails_with_the_causes() {
+    let p = Project::init();
+    // Every turn fails at the provider: the hello workflow's calls all come back null.
+    let failing = serde_json::json!({"expect": {}, "error": {"kind": "server", "message": "the provider is down"}});
+    let cassette = p.root().join("down.json");
+    std::fs::write(
+        &cassette,
+        serde_json::json!({"exchanges": vec![failing; 8]}).to_string(),
+    )
+    .unwrap();
+    let out = p
+        .fleet(["run", "hello"])
+        .env("FLEET_PROVIDER", "scripted")
+        .env("FLEET_CASSETTE", &cassette)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("every agent() call came to nothing (")
+            && err.contains("the provider is down"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_agents_directory_and_a_fleet_toml_that_is_not_a_file_are_errors_with_the_fix() {
+    let p = Project::init();
+    std::fs::remove_dir_all(p.root().join("agents")).unwrap();
+    for args in [["agents", "list"], ["agents", "validate"]] {
+        let (code, _, err) = p.output(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("agents does not exist") && err.contains("fleet init"),
+            "{err}"
+        );
+    }
+    let odd = Project::empty();
+    std::fs::create_dir(odd.root().join("fleet.toml")).unwrap();
+    let (code, _, err) = odd.output(["runs"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("fleet.toml is not a file"), "{err}");
+}
