@@ -158,9 +158,14 @@ impl App {
     pub(crate) fn resolve_run(&self, store: &SqliteStore, id: &str) -> anyhow::Result<ThreadId> {
         let ids = store.thread_ids()?;
         let wanted = id.trim().to_ascii_lowercase();
+        // A run id's start is its time (runs started together share it), its end is random:
+        // either end of it names a run.
         let matching: Vec<ThreadId> = ids
             .into_iter()
-            .filter(|t| t.to_string().starts_with(&wanted))
+            .filter(|t| {
+                let full = t.to_string();
+                full.starts_with(&wanted) || full.ends_with(&wanted)
+            })
             .collect();
         match matching.as_slice() {
             [one] => Ok(*one),
@@ -169,11 +174,16 @@ impl App {
                 self.store_path().display()
             ))
             .into()),
-            many => Err(UsageError(format!(
-                "{id:?} matches {} runs: give more of the id",
-                many.len()
-            ))
-            .into()),
+            many => {
+                let shown: Vec<String> = many.iter().take(5).map(ToString::to_string).collect();
+                Err(UsageError(format!(
+                    "{id:?} matches {} runs ({}{}): give more of the id, or its last 8 characters (its random part)",
+                    many.len(),
+                    shown.join(", "),
+                    if many.len() > 5 { ", …" } else { "" }
+                ))
+                .into())
+            }
         }
     }
 

@@ -593,3 +593,38 @@ fn a_missing_agents_directory_and_a_fleet_toml_that_is_not_a_file_are_errors_wit
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("fleet.toml is not a file"), "{err}");
 }
+
+#[test]
+fn a_run_is_named_by_either_end_of_its_id_and_an_ambiguous_name_lists_the_runs() {
+    let p = Project::init();
+    for _ in 0..2 {
+        let (code, _, err) = p.output(["run", "hello"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (_, runs, _) = p.output(["runs"]);
+    let ids: Vec<&str> = runs
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(ids.len(), 2, "{runs}");
+    // Started within the same second, they share their start; their ends are random.
+    let common: String = ids[0]
+        .chars()
+        .zip(ids[1].chars())
+        .take_while(|(a, b)| a == b)
+        .map(|(a, _)| a)
+        .collect();
+    assert!(common.len() >= 8, "{ids:?}");
+    let (code, _, err) = p.output(["trace", &common[..8]]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("matches 2 runs") && err.contains(ids[0]) && err.contains(ids[1]),
+        "{err}"
+    );
+    for id in &ids {
+        let (code, trace, err) = p.output(["trace", &id[id.len() - 8..]]);
+        assert_eq!(code, 0, "{err}");
+        assert!(trace.contains(id), "{trace}");
+    }
+}
