@@ -21,7 +21,7 @@ fn fleet(p: &Project, args: &[&str]) -> Command {
         .env("HOME", p.home())
         .env("NO_COLOR", "1")
         .env("FLEET_PROVIDER", "offline")
-        .env("FLEET_OFFLINE_LATENCY_MS", "20")
+        .env("FLEET_OFFLINE_LATENCY_MS", "60")
         .env("FLEET_CONCURRENCY", "8");
     cmd
 }
@@ -78,13 +78,31 @@ fn runs(p: &Project) -> Vec<(String, String)> {
         .collect()
 }
 
-/// How many of `run`'s calls are completed in the store.
-fn completed_calls(p: &Project, run: &str) -> usize {
-    let out = fleet(p, &["trace", run]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("completed") && l.contains("c-"))
-        .count()
+/// How many of `run`'s calls finished: their results are in the journal (a call whose unit
+/// completed but whose result the kill kept from the journal is not finished: it is redone).
+fn finished_calls(db: &Path, run: &str) -> usize {
+    let script = r#"
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+n = 0
+for (events,) in db.execute("SELECT events FROM event_batches WHERE thread_id = ?", (sys.argv[2],)):
+    for e in json.loads(events):
+        if e.get("type") == "activity_appended" and e["activity"]["kind"].get("type") == "agent_result":
+            n += 1
+print(n)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(db)
+        .arg(run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 #[test]
@@ -111,9 +129,19 @@ fn eight_runs_on_one_store_lose_nothing_and_the_killed_ones_resume() {
                 .unwrap()
         })
         .collect();
-    // Readers while they write: listing must neither fail nor block them.
-    let deadline = Instant::now() + Duration::from_millis(400);
-    while Instant::now() < deadline {
+    // Readers while they write: listing must neither fail nor block them. Until every run
+    // has started (a process killed before its first event would leave no run to resume),
+    // then a little longer, so that the kills land midway.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs(&p).len() < RUNS {
+        assert!(
+            Instant::now() < deadline,
+            "the runs did not start: {:?}",
+            runs(&p)
+        );
+    }
+    let midway = Instant::now() + Duration::from_millis(100);
+    while Instant::now() < midway {
         let out = fleet(&p, &["runs"]).output().unwrap();
         assert!(
             out.status.success(),
@@ -149,7 +177,7 @@ fn eight_runs_on_one_store_lose_nothing_and_the_killed_ones_resume() {
         .collect();
     assert_eq!(killed.len(), 2, "two runs were killed: {listed:?}");
     for (id, _) in killed {
-        let before = completed_calls(&p, id);
+        let before = finished_calls(&p.root().join(".fleet/fleet.db"), id);
         assert!(before < CALLS, "killed midway, not after the end");
         let out = fleet(&p, &["run", "--resume", id]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
