@@ -58,8 +58,8 @@ print(len(threads))
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
-/// `fleet runs`' rows: (id, state).
-fn runs(p: &Project) -> Vec<(String, String)> {
+/// `fleet runs`' rows: (id, name, state).
+fn runs(p: &Project) -> Vec<(String, String, String)> {
     let out = fleet(p, &["runs", "--limit", "100"]).output().unwrap();
     assert!(
         out.status.success(),
@@ -72,29 +72,29 @@ fn runs(p: &Project) -> Vec<(String, String)> {
         .filter_map(|line| {
             let mut words = line.split_whitespace();
             let id = words.next()?.to_owned();
-            let state = words.nth(2)?.to_owned();
-            Some((id, state))
+            let name = words.nth(1)?.to_owned();
+            let state = words.next()?.to_owned();
+            Some((id, name, state))
         })
         .collect()
 }
 
-/// How many of `run`'s calls finished: their results are in the journal (a call whose unit
-/// completed but whose result the kill kept from the journal is not finished: it is redone).
-fn finished_calls(db: &Path, run: &str) -> usize {
+/// How many calls of each run have finished, by run id (one look at the store for all).
+fn progress(db: &Path) -> std::collections::HashMap<String, usize> {
     let script = r#"
 import json, sqlite3, sys
-db = sqlite3.connect(sys.argv[1])
-n = 0
-for (events,) in db.execute("SELECT events FROM event_batches WHERE thread_id = ?", (sys.argv[2],)):
+db = sqlite3.connect(sys.argv[1], timeout=10)
+n = {}
+for (thread, events) in db.execute("SELECT thread_id, events FROM event_batches"):
     for e in json.loads(events):
         if e.get("type") == "activity_appended" and e["activity"]["kind"].get("type") == "agent_result":
-            n += 1
-print(n)
+            n[thread] = n.get(thread, 0) + 1
+for t, c in n.items():
+    print(t, c)
 "#;
     let out = Command::new("python3")
         .args(["-c", script])
         .arg(db)
-        .arg(run)
         .output()
         .unwrap();
     assert!(
@@ -102,82 +102,100 @@ print(n)
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (id, n) = l.split_once(' ')?;
+            Some((id.to_owned(), n.parse().ok()?))
+        })
+        .collect()
 }
 
 #[test]
 fn eight_runs_on_one_store_lose_nothing_and_the_killed_ones_resume() {
     let p = Project::init();
+    let db = p.root().join(".fleet/fleet.db");
     let calls: Vec<String> = (0..CALLS).map(|i| format!("c-{i}")).collect();
-    std::fs::write(
-        p.root().join(".fleet/workflows/many.js"),
-        format!(
-            "export const meta = {{ name: 'many', description: '{CALLS} calls' }};\n\
-             const labels = {};\n\
-             const done = await parallel(labels.map((l) => () => agent('do ' + l, {{ label: l }})));\n\
-             return done.filter(Boolean).length;\n",
-            serde_json::to_string(&calls).unwrap()
-        ),
-    )
-    .unwrap();
-    let mut children: Vec<Child> = (0..RUNS)
-        .map(|_| {
-            fleet(&p, &["run", "many"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+    // One workflow per process, so that a run in the list names the process that makes it.
+    for i in 0..RUNS {
+        std::fs::write(
+            p.root().join(format!(".fleet/workflows/many-{i}.js")),
+            format!(
+                "export const meta = {{ name: 'many-{i}', description: '{CALLS} calls' }};\n\
+                 const labels = {};\n\
+                 const done = await parallel(labels.map((l) => () => agent('do ' + l, {{ label: l }})));\n\
+                 return done.filter(Boolean).length;\n",
+                serde_json::to_string(&calls).unwrap()
+            ),
+        )
+        .unwrap();
+    }
+    let mut children: Vec<Option<Child>> = (0..RUNS)
+        .map(|i| {
+            Some(
+                fleet(&p, &["run", &format!("many-{i}")])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            )
         })
         .collect();
-    // Readers while they write: listing must neither fail nor block them. Until every run
-    // has started (a process killed before its first event would leave no run to resume),
-    // then a little longer, so that the kills land midway.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while runs(&p).len() < RUNS {
+    // Readers while they write: listing must neither fail nor block them. Two runs are killed
+    // (SIGKILL) midway: the first two seen with some calls finished and many still to go.
+    let mut killed: Vec<(String, usize)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while killed.len() < 2 {
         assert!(
             Instant::now() < deadline,
-            "the runs did not start: {:?}",
-            runs(&p)
+            "no two runs were seen midway: {:?}",
+            progress(&db)
         );
-    }
-    let midway = Instant::now() + Duration::from_millis(100);
-    while Instant::now() < midway {
-        let out = fleet(&p, &["runs"]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    // Two are killed midway.
-    for child in children.iter_mut().take(2) {
-        child.kill().unwrap();
+        let listed = runs(&p);
+        let done = progress(&db);
+        for (id, workflow, _) in &listed {
+            let Some(i) = workflow
+                .strip_prefix("many-")
+                .and_then(|i| i.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            let finished = done.get(id).copied().unwrap_or(0);
+            if killed.len() < 2 && (CALLS / 20..CALLS / 2).contains(&finished) {
+                if let Some(mut child) = children[i].take() {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    killed.push((id.clone(), i));
+                }
+            }
+        }
     }
     let mut finished = 0;
     for (i, child) in children.into_iter().enumerate() {
+        let Some(child) = child else { continue };
         let out = child.wait_with_output().unwrap();
-        if i >= 2 {
-            assert!(
-                out.status.success(),
-                "run {i}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(
-                String::from_utf8_lossy(&out.stdout).trim(),
-                CALLS.to_string()
-            );
-            finished += 1;
-        }
+        assert!(
+            out.status.success(),
+            "run {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            CALLS.to_string()
+        );
+        finished += 1;
     }
     assert_eq!(finished, RUNS - 2);
     let listed = runs(&p);
-    let killed: Vec<&(String, String)> = listed
+    let interrupted: Vec<&String> = listed
         .iter()
-        .filter(|(_, state)| state == "interrupted")
+        .filter(|(_, _, state)| state == "interrupted")
+        .map(|(id, _, _)| id)
         .collect();
-    assert_eq!(killed.len(), 2, "two runs were killed: {listed:?}");
-    for (id, _) in killed {
-        let before = finished_calls(&p.root().join(".fleet/fleet.db"), id);
+    assert_eq!(interrupted.len(), 2, "two runs were killed: {listed:?}");
+    for (id, _) in &killed {
+        assert!(interrupted.contains(&id), "{id} was killed: {listed:?}");
+        let before = progress(&db).get(id).copied().unwrap_or(0);
         assert!(before < CALLS, "killed midway, not after the end");
         let out = fleet(&p, &["run", "--resume", id]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -202,9 +220,9 @@ fn eight_runs_on_one_store_lose_nothing_and_the_killed_ones_resume() {
         );
     }
     assert!(
-        runs(&p).iter().all(|(_, state)| state == "completed"),
+        runs(&p).iter().all(|(_, _, state)| state == "completed"),
         "{:?}",
         runs(&p)
     );
-    assert_eq!(check_log(&p.root().join(".fleet/fleet.db")), RUNS);
+    assert_eq!(check_log(&db), RUNS);
 }
