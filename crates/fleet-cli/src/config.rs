@@ -22,6 +22,7 @@ enum Kind {
     Path,
     Count,
     Dollars,
+    Switch,
     Secret,
 }
 
@@ -113,6 +114,12 @@ const KEYS: &[Key] = &[
         help: "a run's output-token budget",
     },
     Key {
+        name: "run.fail_on_null",
+        kind: Kind::Switch,
+        env: Some("FLEET_FAIL_ON_NULL"),
+        help: "true: any agent() call that comes back null fails the run (exit 1)",
+    },
+    Key {
         name: "fleet.budget_usd",
         kind: Kind::Dollars,
         env: Some("FLEET_FLEET_BUDGET_USD"),
@@ -179,6 +186,7 @@ pub(crate) struct Overrides {
     pub(crate) max_calls: Option<u64>,
     pub(crate) budget_usd: Option<f64>,
     pub(crate) budget_tokens: Option<u64>,
+    pub(crate) fail_on_null: bool,
 }
 
 /// The effective configuration.
@@ -270,6 +278,11 @@ impl Config {
             "--budget-tokens",
             flags.budget_tokens.map(|n| n.to_string()),
         );
+        flag(
+            "run.fail_on_null",
+            "--fail-on-null",
+            flags.fail_on_null.then(|| "true".to_owned()),
+        );
         if let Some(name) = config.get("provider.name")
             && !fleet_providers::PROVIDERS.contains(&name)
             && name != FAKE
@@ -328,6 +341,7 @@ impl Config {
                     toml::Value::String(s) => s.clone(),
                     toml::Value::Integer(i) => i.to_string(),
                     toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
                     other => {
                         return Err(ConfigError(format!(
                             "{}: `{full}` must be a {}, not {}",
@@ -403,6 +417,10 @@ impl Config {
 
     pub(crate) fn budget_usd(&self) -> Option<f64> {
         self.get("run.budget_usd").and_then(|v| v.parse().ok())
+    }
+
+    pub(crate) fn fail_on_null(&self) -> bool {
+        self.get("run.fail_on_null") == Some("true")
     }
 
     pub(crate) fn budget_tokens(&self) -> Option<u64> {
@@ -510,6 +528,7 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Path => "path (string)",
         Kind::Count => "whole number",
         Kind::Dollars => "number of dollars",
+        Kind::Switch => "true or false",
     }
 }
 
@@ -522,6 +541,10 @@ fn check(key: &Key, value: &str) -> Result<(), String> {
         Kind::Dollars => match value.parse::<f64>() {
             Ok(v) if v.is_finite() && v >= 0.0 => Ok(()),
             _ => Err(format!("{value:?} is not an amount of dollars ≥ 0")),
+        },
+        Kind::Switch => match value {
+            "true" | "false" => Ok(()),
+            _ => Err(format!("{value:?} is not true or false")),
         },
         Kind::Text | Kind::Path | Kind::Secret => Ok(()),
     }

@@ -136,6 +136,7 @@ pub(crate) fn runs(app: &App, limit: usize) -> anyhow::Result<u8> {
     let mut ids = store.thread_ids()?;
     // UUIDv7 ids sort by creation: newest first.
     ids.sort_by(|a, b| b.cmp(a));
+    let width = short_width(&ids);
     let total = ids.len();
     ids.truncate(limit);
     let rt = App::runtime()?;
@@ -143,7 +144,7 @@ pub(crate) fn runs(app: &App, limit: usize) -> anyhow::Result<u8> {
     let mut out = app.style.paint(
         Paint::Bold,
         &format!(
-            "{:<36}  {:<8} {:<22} {:<11} {:<16} {:>7} {:>6} {:>7} {:>9}",
+            "{:<width$}  {:<8} {:<22} {:<11} {:<16} {:>7} {:>6} {:>7} {:>9}",
             "run", "kind", "name", "state", "started", "time", "calls", "tokens", "cost"
         ),
     );
@@ -152,8 +153,8 @@ pub(crate) fn runs(app: &App, limit: usize) -> anyhow::Result<u8> {
         let i = info(app, thread);
         let _ = writeln!(
             out,
-            "{:<36}  {:<8} {:<22} {} {:<16} {:>7} {:>6} {:>7} {:>9}",
-            i.id,
+            "{:<width$}  {:<8} {:<22} {} {:<16} {:>7} {:>6} {:>7} {:>9}",
+            short_id(i.id, width),
             i.kind,
             render::fit(&i.name, 22),
             paint_state(app, &i.state),
@@ -173,6 +174,25 @@ pub(crate) fn runs(app: &App, limit: usize) -> anyhow::Result<u8> {
     }
     app.say(out.trim_end())?;
     Ok(exit::OK)
+}
+
+/// How much of the end of every run id tells the runs apart (at least the 8 digits of
+/// [`ThreadId::short`]; more, as git does, in a store where two share them).
+fn short_width(ids: &[ThreadId]) -> usize {
+    let texts: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    (8..36)
+        .find(|&n| {
+            let mut ends: Vec<&str> = texts.iter().map(|t| &t[t.len() - n..]).collect();
+            ends.sort_unstable();
+            ends.windows(2).all(|w| w[0] != w[1])
+        })
+        .unwrap_or(36)
+}
+
+/// The last `width` characters of `id`.
+fn short_id(id: ThreadId, width: usize) -> String {
+    let text = id.to_string();
+    text[text.len().saturating_sub(width)..].to_owned()
 }
 
 fn open_thread(app: &App, run: Option<&str>) -> anyhow::Result<(SqliteStore2, Thread)> {
@@ -207,9 +227,10 @@ pub(crate) fn status(app: &App, run: Option<&str>) -> anyhow::Result<u8> {
         out,
         "{} {}  {}",
         s.paint(Paint::Bold, &i.name),
-        i.id,
+        i.id.short(),
         paint_state(app, &i.state).trim_end()
     );
+    let _ = writeln!(out, "  id        {}", i.id);
     let _ = writeln!(out, "  kind      {}", i.kind);
     let _ = writeln!(
         out,
@@ -263,10 +284,10 @@ pub(crate) fn status(app: &App, run: Option<&str>) -> anyhow::Result<u8> {
     }
     match i.state.as_str() {
         "interrupted" | "stopped" if i.kind == "workflow" => {
-            let _ = writeln!(out, "  resume    fleet run --resume {}", i.id);
+            let _ = writeln!(out, "  resume    fleet run --resume {}", i.id.short());
         }
         "running" => {
-            let _ = writeln!(out, "  stop      fleet stop {}", i.id);
+            let _ = writeln!(out, "  stop      fleet stop {}", i.id.short());
         }
         _ => {}
     }
@@ -288,10 +309,11 @@ pub(crate) fn stop(app: &App, run: &str) -> anyhow::Result<u8> {
             .context("the run has no events")?;
         let i = info(app, &thread);
         app.say(&format!(
-            "run {id} is not running ({}){}",
+            "run {} is not running ({}){}",
+            id.short(),
             i.state,
             if i.state == "interrupted" {
-                format!("; resume it with: fleet run --resume {id}")
+                format!("; resume it with: fleet run --resume {}", id.short())
             } else {
                 String::new()
             }
@@ -304,12 +326,16 @@ pub(crate) fn stop(app: &App, run: &str) -> anyhow::Result<u8> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while live_pid(app, id).is_some() {
         if Instant::now() > deadline {
-            anyhow::bail!("process {pid} has not stopped run {id} within 30 s");
+            anyhow::bail!(
+                "process {pid} has not stopped run {} within 30 s",
+                id.short()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     app.say(&format!(
-        "stopped run {id}; resume it with: fleet run --resume {id}"
+        "stopped run {0}; resume it with: fleet run --resume {0}",
+        id.short()
     ))?;
     Ok(exit::OK)
 }
@@ -364,7 +390,7 @@ pub(crate) fn trace(app: &App, run: Option<&str>) -> anyhow::Result<u8> {
     let mut out = format!(
         "{} {} {} · {} · {} tokens · {}\n\n",
         app.style.paint(Paint::Bold, &i.name),
-        i.id,
+        i.id.short(),
         paint_state(app, &i.state).trim_end(),
         render::duration_ms(i.wall_ms),
         render::tokens(i.tokens),
@@ -416,7 +442,7 @@ pub(crate) fn cost(app: &App, run: Option<&str>, since: Option<&str>) -> anyhow:
                 unpriced,
             ));
         }
-        title = format!("run {id}");
+        title = format!("run {}", id.short());
     } else {
         let since_ts = since.map(parse_since).transpose()?;
         for m in store.usage_by_model(since_ts)? {

@@ -68,7 +68,7 @@ enum Command {
 Examples:
   fleet run review-code --args '{\"path\": \"src\"}'
   fleet run ./my-workflow.js --args @args.json --budget-usd 2
-  fleet run --resume 01a1fd32-cc7b-73f0-9670-06bd0d8a5a23
+  fleet run --resume c962c6e2
   fleet run hello --json | jq .")]
     Run(RunArgs),
     /// List runs, newest first.
@@ -79,22 +79,22 @@ Examples:
         limit: usize,
     },
     /// Show a run's state, calls, tokens and cost (default: the newest run).
-    #[command(after_help = "Example:\n  fleet status 01a1fd32-cc7b-73f0-9670-06bd0d8a5a23")]
+    #[command(after_help = "Example:\n  fleet status c962c6e2")]
     Status {
-        /// The run (an id, or a unique prefix of one).
+        /// The run (its id, the short id `fleet runs` shows, or any unique start or end of it).
         run: Option<String>,
     },
     /// Stop a run going on in another `fleet run`; it can be resumed.
-    #[command(after_help = "Example:\n  fleet stop 01a1fd32")]
+    #[command(after_help = "Example:\n  fleet stop c962c6e2")]
     Stop {
-        /// The run (an id, or a unique prefix of one).
+        /// The run (its id, the short id `fleet runs` shows, or any unique start or end of it).
         run: String,
     },
     /// Draw a run's work-unit tree: state, agent, model, tokens, prompt-cache share, dollars,
     /// duration, and why calls failed or came back null.
-    #[command(after_help = "Example:\n  fleet trace 01a1fd32")]
+    #[command(after_help = "Example:\n  fleet trace c962c6e2")]
     Trace {
-        /// The run (an id, or a unique prefix of one; default: the newest run).
+        /// The run (its id, the short id `fleet runs` shows, or any unique start or end of it; default: the newest run).
         run: Option<String>,
     },
     /// What was spent, by model: for one run, since a date, or in all.
@@ -228,6 +228,9 @@ pub(crate) struct RunArgs {
     /// Most agent() calls in the run (default 1000, as Claude Code).
     #[arg(long, value_name = "N", value_parser = parse_positive)]
     pub(crate) max_calls: Option<u64>,
+    /// Fail the run (exit 1) if any agent() call comes back null, not only when all do.
+    #[arg(long)]
+    pub(crate) fail_on_null: bool,
     /// Write the event stream as JSON lines and the result last.
     #[arg(long)]
     pub(crate) json: bool,
@@ -358,6 +361,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             max_calls: a.max_calls,
             budget_usd: a.budget_usd,
             budget_tokens: a.budget_tokens,
+            fail_on_null: a.fail_on_null,
             ..Overrides::default()
         },
         Command::Ask {

@@ -246,6 +246,7 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     let mut options = RunOptions {
         args: chosen.args,
         budget_tokens: app.config.budget_tokens(),
+        fail_on_null: app.config.fail_on_null(),
         budget_usd: app.config.budget_usd().and_then(Usd::from_dollars),
         workdir: Some(app.config.root().to_owned()),
         ..RunOptions::default()
@@ -309,7 +310,7 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
                 interrupts += 1;
                 if interrupts > 1 {
                     view.clear()?;
-                    eprintln!("fleet: interrupted again; leaving at once. Resume with: fleet run --resume {run_id}");
+                    eprintln!("fleet: interrupted again; leaving at once. Resume with: fleet run --resume {}", run_id.short());
                     return Ok(exit::INTERRUPTED);
                 }
                 view.note("stopping: agents in flight are cancelled, finished calls are kept (Ctrl-C again to leave at once)")?;
@@ -338,8 +339,9 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
         RunState::Stopped | RunState::Running => {
             if !args.json {
                 eprintln!(
-                    "\ninterrupted: {} finished calls are saved. Resume with:\n  fleet run --resume {run_id}",
-                    summary.calls.completed + summary.calls.cached
+                    "\ninterrupted: {} finished calls are saved. Resume with:\n  fleet run --resume {}",
+                    summary.calls.completed + summary.calls.cached,
+                    run_id.short()
                 );
             }
             exit::INTERRUPTED
@@ -538,7 +540,7 @@ impl Live {
             } => vec![format!(
                 "{} {} {}",
                 s.paint(Paint::Bold, if *resumed { "resuming run" } else { "run" }),
-                run_id,
+                run_id.short(),
                 s.paint(Paint::Dim, &format!("({})", self.name))
             )],
             RunEvent::PhaseStarted { title } => {
@@ -733,7 +735,7 @@ fn summary_table(summary: &RunSummary, s: Style) -> String {
         out,
         "{} {}  {state} in {}",
         s.paint(Paint::Bold, &summary.name),
-        summary.run_id,
+        summary.run_id.short(),
         render::duration_ms(summary.wall_ms)
     );
     let _ = writeln!(
@@ -759,7 +761,9 @@ fn summary_table(summary: &RunSummary, s: Style) -> String {
             ""
         }
     );
-    for note in &summary.nulls {
+    // The first few causes; the rest are in the trace.
+    const SHOWN: usize = 5;
+    for note in summary.nulls.iter().take(SHOWN) {
         let _ = writeln!(
             out,
             "  {} {} → null: {}",
@@ -768,13 +772,39 @@ fn summary_table(summary: &RunSummary, s: Style) -> String {
             note.reason
         );
     }
-    for note in &summary.failures {
+    for note in summary.failures.iter().take(SHOWN) {
         let _ = writeln!(
             out,
             "  {} {}: {}",
             s.paint(Paint::Red, "✗"),
             note.label,
             note.reason
+        );
+    }
+    let hidden =
+        summary.nulls.len().saturating_sub(SHOWN) + summary.failures.len().saturating_sub(SHOWN);
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "  … and {hidden} more: fleet trace {}",
+            summary.run_id.short()
+        );
+    }
+    if summary.state == RunState::Completed && summary.calls.null > 0 {
+        let _ = writeln!(
+            out,
+            "  {}",
+            s.paint(
+                Paint::Dim,
+                &format!(
+                    "{} of {} calls came back null; the script went on without them (--fail-on-null fails the run instead)",
+                    summary.calls.null,
+                    summary.calls.completed
+                        + summary.calls.cached
+                        + summary.calls.null
+                        + summary.calls.failed
+                )
+            )
         );
     }
     if let Some(error) = &summary.error
@@ -787,7 +817,7 @@ fn summary_table(summary: &RunSummary, s: Style) -> String {
         "  {}",
         s.paint(
             Paint::Dim,
-            &format!("trace: fleet trace {}", summary.run_id)
+            &format!("trace: fleet trace {}", summary.run_id.short())
         )
     );
     out

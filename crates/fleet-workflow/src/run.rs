@@ -56,6 +56,10 @@ pub struct RunOptions {
     /// Model names scripts may use for real ones, as Claude Code's `haiku`, `sonnet` and
     /// `opus` (see [`default_model_aliases`]); set others for other providers.
     pub model_aliases: HashMap<String, String>,
+    /// Any call that comes back `null` (or fails) fails the run, although the script went on
+    /// without it (the CLI's `--fail-on-null`, config `run.fail_on_null`). Off, a run fails
+    /// only when every call came to nothing.
+    pub fail_on_null: bool,
 }
 
 /// Claude Code's model aliases, as Anthropic model ids.
@@ -96,6 +100,7 @@ impl Default for RunOptions {
             phase_budgets: HashMap::new(),
             workdir: None,
             model_aliases: default_model_aliases(),
+            fail_on_null: false,
         }
     }
 }
@@ -506,16 +511,23 @@ async fn close_interrupted(journal: &Journal) -> Result<(), CommandError> {
 /// Why a run whose agent calls all came to nothing, some of them `null`, did nothing (`None`
 /// when one answered, or when it made none). Rejections alone are the script's to handle: one
 /// it did not catch failed the run already, and one it caught it chose to survive.
-fn nothing_answered(
+/// Why a run whose script finished fails all the same, if it does: every call came to nothing,
+/// or (with `fail_on_null`) any did. The first causes are named.
+fn came_to_nothing(
     counts: &crate::events::CallCounts,
     nulls: &[crate::events::CallNote],
     failures: &[crate::events::CallNote],
+    fail_on_null: bool,
 ) -> Option<String> {
     let answered = counts.completed + counts.cached;
     let failed = counts.null + counts.failed;
-    if answered > 0 || failed == 0 || counts.null == 0 {
+    let what = if answered == 0 && counts.null > 0 {
+        "every agent() call came to nothing"
+    } else if fail_on_null && failed > 0 {
+        "agent() calls came back null and --fail-on-null is set"
+    } else {
         return None;
-    }
+    };
     let causes: Vec<String> = failures
         .iter()
         .chain(nulls)
@@ -523,9 +535,10 @@ fn nothing_answered(
         .map(|note| format!("{}: {}", note.label, note.reason))
         .collect();
     Some(format!(
-        "every agent() call came to nothing ({} null, {} failed); first causes: {}",
+        "{what} ({} null, {} failed of {}); first causes: {}",
         counts.null,
         counts.failed,
+        answered + failed,
         causes.join("; ")
     ))
 }
@@ -577,7 +590,12 @@ async fn drive(
     // A run whose every call came to nothing did nothing, whatever the script returned: it
     // fails, with the first causes, so that a CI job does not go green on it.
     if state == RunState::Completed
-        && let Some(why) = nothing_answered(&tally.counts, &tally.nulls, &tally.failures)
+        && let Some(why) = came_to_nothing(
+            &tally.counts,
+            &tally.nulls,
+            &tally.failures,
+            options.fail_on_null,
+        )
     {
         state = RunState::Failed;
         error = Some(why);
@@ -696,8 +714,8 @@ async fn report_progress(host: Arc<RunHost>, every: Duration) {
 }
 
 #[cfg(test)]
-mod nothing_answered_tests {
-    use super::nothing_answered;
+mod came_to_nothing_tests {
+    use super::came_to_nothing;
     use crate::events::{CallCounts, CallNote};
 
     fn note(label: &str, reason: &str) -> CallNote {
@@ -708,30 +726,50 @@ mod nothing_answered_tests {
         }
     }
 
-    #[test]
-    fn a_run_whose_calls_all_came_back_null_did_nothing() {
-        let counts = |completed, cached, null, failed| CallCounts {
+    fn counts(completed: u64, cached: u64, null: u64, failed: u64) -> CallCounts {
+        CallCounts {
             completed,
             cached,
             null,
             failed,
-        };
+        }
+    }
+
+    #[test]
+    fn a_run_whose_calls_all_came_back_null_did_nothing() {
         let nulls = [
             note("a", "connection refused"),
             note("b", "connection refused"),
         ];
-        let why = nothing_answered(&counts(0, 0, 2, 0), &nulls, &[]).unwrap();
+        let why = came_to_nothing(&counts(0, 0, 2, 0), &nulls, &[], false).unwrap();
         assert_eq!(
             why,
-            "every agent() call came to nothing (2 null, 0 failed); first causes: a: connection refused; b: connection refused"
+            "every agent() call came to nothing (2 null, 0 failed of 2); first causes: a: connection refused; b: connection refused"
         );
-        assert_eq!(nothing_answered(&counts(1, 0, 2, 0), &nulls, &[]), None);
-        assert_eq!(nothing_answered(&counts(0, 1, 2, 0), &nulls, &[]), None);
-        assert_eq!(nothing_answered(&counts(0, 0, 0, 0), &[], &[]), None);
-        // Rejections the script caught are its own business.
         assert_eq!(
-            nothing_answered(&counts(0, 0, 0, 1), &[], &[note("c", "x")]),
+            came_to_nothing(&counts(1, 0, 2, 0), &nulls, &[], false),
             None
         );
+        assert_eq!(
+            came_to_nothing(&counts(0, 1, 2, 0), &nulls, &[], false),
+            None
+        );
+        assert_eq!(came_to_nothing(&counts(0, 0, 0, 0), &[], &[], false), None);
+        // Rejections the script caught are its own business.
+        assert_eq!(
+            came_to_nothing(&counts(0, 0, 0, 1), &[], &[note("c", "x")], false),
+            None
+        );
+    }
+
+    #[test]
+    fn with_fail_on_null_one_null_call_fails_the_run() {
+        let nulls = [note("b", "timed out after 30s")];
+        let why = came_to_nothing(&counts(4, 0, 1, 0), &nulls, &[], true).unwrap();
+        assert_eq!(
+            why,
+            "agent() calls came back null and --fail-on-null is set (1 null, 0 failed of 5); first causes: b: timed out after 30s"
+        );
+        assert_eq!(came_to_nothing(&counts(5, 0, 0, 0), &[], &[], true), None);
     }
 }

@@ -251,7 +251,7 @@ async fn start_async(app: &App, headless: bool) -> anyhow::Result<u8> {
         ));
         s.note(format!(
             "this session is run {} in the store: fleet trace {0}",
-            session.journal.thread_id()
+            session.journal.thread_id().short()
         ));
     }
 

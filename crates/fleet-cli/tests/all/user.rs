@@ -76,6 +76,8 @@ impl Project {
             r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
             "[ID]",
         );
+        // A short id: an id's last 8 hex digits.
+        s.add_filter(r"\b[0-9a-f]{8}\b", "[SHORT]");
         s.add_filter(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}(:\d{2})?", "[DATE]");
         s.add_filter(r" +\d+(\.\d+)?(ms|s)\b", " [T]");
         s.add_filter(r"\b\d+m\d{2}s\b", "[T]");
@@ -505,7 +507,8 @@ fn fleet_stop_stops_a_run_in_another_process() {
         status.contains("running") && status.contains("fleet stop"),
         "{status}"
     );
-    let (code, out, err) = p.output(["stop", &id[..13]]);
+    assert_eq!(id.len(), 8, "the short id: {id}");
+    let (code, out, err) = p.output(["stop", &id]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains(&format!("resume it with: fleet run --resume {id}")),
@@ -576,6 +579,80 @@ fn a_run_whose_every_call_came_back_null_fails_with_the_causes() {
 }
 
 #[test]
+fn some_null_calls_are_counted_and_fail_on_null_makes_them_fail_the_run() {
+    let p = Project::init();
+    std::fs::write(
+        p.root().join(".fleet/workflows/three.js"),
+        "export const meta = { name: 'three', description: 'three calls, one fails' };\n\
+         const r = await parallel(['a', 'b', 'c'].map((l) => () => agent('task ' + l, { label: l })));\n\
+         return r.filter(Boolean).length;\n",
+    )
+    .unwrap();
+    let ok = serde_json::json!({"expect": {}, "events": [
+        {"type": "text_delta", "text": "done"},
+        {"type": "usage", "usage": {"input": 10, "output": 2}},
+        {"type": "done", "stop_reason": "end_turn"}
+    ]});
+    let down = serde_json::json!({"expect": {"messages": [{"content": [{"text": "task b"}]}]},
+        "error": {"kind": "server", "message": "the provider is down"}});
+    let cassette = p.root().join("one-down.json");
+    // Each call takes the first unused exchange it matches: b the failing one, a and c the rest.
+    std::fs::write(
+        &cassette,
+        serde_json::json!({"order": "any", "exchanges": [down, ok.clone(), ok]}).to_string(),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let out = p
+            .fleet(["run", "three"].iter().chain(extra))
+            .env("FLEET_PROVIDER", "scripted")
+            .env("FLEET_CASSETTE", &cassette)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Without the flag the run completes and its summary counts the null call.
+    let (code, out, err) = run(&[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "2");
+    assert!(
+        err.contains("1 of 3 calls came back null")
+            && err.contains("b → null: ")
+            && err.contains("the provider is down"),
+        "{err}"
+    );
+    // With it, the same run fails with the cause (exit 1).
+    let (code, _, err) = run(&["--fail-on-null"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--fail-on-null is set (1 null, 0 failed of 3)")
+            && err.contains("b: ")
+            && err.contains("failed"),
+        "{err}"
+    );
+    // And the config key does what the flag does.
+    let (code, _, err) = {
+        let out = p
+            .fleet(["run", "three"])
+            .env("FLEET_PROVIDER", "scripted")
+            .env("FLEET_CASSETTE", &cassette)
+            .env("FLEET_FAIL_ON_NULL", "true")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            (),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(1), "{err}");
+}
+
+#[test]
 fn a_missing_agents_directory_and_a_fleet_toml_that_is_not_a_file_are_errors_with_the_fix() {
     let p = Project::init();
     std::fs::remove_dir_all(p.root().join("agents")).unwrap();
@@ -602,12 +679,29 @@ fn a_run_is_named_by_either_end_of_its_id_and_an_ambiguous_name_lists_the_runs()
         assert_eq!(code, 0, "{err}");
     }
     let (_, runs, _) = p.output(["runs"]);
-    let ids: Vec<&str> = runs
+    let shorts: Vec<&str> = runs
         .lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(ids.len(), 2, "{runs}");
+    assert_eq!(shorts.len(), 2, "{runs}");
+    assert!(shorts.iter().all(|s| s.len() == 8), "{runs}");
+    // `fleet status` shows the whole id; the short one is its end.
+    let ids: Vec<String> = shorts
+        .iter()
+        .map(|short| {
+            let (code, status, err) = p.output(["status", short]);
+            assert_eq!(code, 0, "{err}");
+            let full = status
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("id "))
+                .unwrap_or_else(|| panic!("{status}"))
+                .trim()
+                .to_owned();
+            assert!(full.ends_with(short), "{full} {short}");
+            full
+        })
+        .collect();
     // Started within the same second, they share their start; their ends are random.
     let common: String = ids[0]
         .chars()
@@ -619,12 +713,12 @@ fn a_run_is_named_by_either_end_of_its_id_and_an_ambiguous_name_lists_the_runs()
     let (code, _, err) = p.output(["trace", &common[..8]]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("matches 2 runs") && err.contains(ids[0]) && err.contains(ids[1]),
+        err.contains("matches 2 runs") && err.contains(&ids[0]) && err.contains(&ids[1]),
         "{err}"
     );
-    for id in &ids {
-        let (code, trace, err) = p.output(["trace", &id[id.len() - 8..]]);
+    for short in &shorts {
+        let (code, trace, err) = p.output(["trace", short]);
         assert_eq!(code, 0, "{err}");
-        assert!(trace.contains(id), "{trace}");
+        assert!(trace.contains(short), "{trace}");
     }
 }
