@@ -109,7 +109,12 @@ impl schemars::JsonSchema for Usd {
         "Usd".into()
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({ "type": "number", "minimum": 0, "description": "US dollars" })
+        schemars::json_schema!({
+            "type": "number",
+            "minimum": 0,
+            "description": "US dollars",
+            "x-expected": "a number of dollars like 2.50"
+        })
     }
 }
 

@@ -291,7 +291,6 @@ impl<'f> Document<'f> {
     }
 
     /// The document as JSON.
-    #[cfg(test)]
     pub(crate) fn json(&self) -> &Value {
         &self.json
     }
@@ -321,7 +320,7 @@ impl<'f> Document<'f> {
         })?;
         let mut problems: Vec<Diagnostic> = validator
             .iter_errors(&self.json)
-            .map(|e| self.explain(&e, &schema.schema))
+            .flat_map(|e| self.explain(&e, &schema.schema))
             .collect();
         if problems.is_empty() {
             match serde_path_to_error::deserialize::<_, T>(&self.json) {
@@ -352,76 +351,158 @@ impl<'f> Document<'f> {
         Err(Diagnostics(problems))
     }
 
-    fn explain(&self, error: &jsonschema::ValidationError<'_>, schema: &Value) -> Diagnostic {
+    /// One schema error in the user's words: where, what was expected, what was found. An
+    /// error about unknown fields is one diagnostic per field.
+    fn explain(&self, error: &jsonschema::ValidationError<'_>, schema: &Value) -> Vec<Diagnostic> {
         use jsonschema::error::ValidationErrorKind as K;
         let path = pointer_to_path(error.instance_path().as_str());
-        match error.kind() {
+        let found = shown(error.instance());
+        let expected = |fallback: String| match expected_at(schema, &path) {
+            Some(what) => format!("expected {what}, found {found}"),
+            None => fallback,
+        };
+        let message = match error.kind() {
             K::AdditionalProperties { unexpected } => {
-                let key = unexpected.first().cloned().unwrap_or_default();
                 let fields = fields_at(schema, &path);
-                let hint = match did_you_mean(&key, fields.iter().map(String::as_str)) {
-                    Some(s) => format!(" (did you mean \"{s}\"?)"),
-                    None => format!("; expected one of: {}", fields.join(", ")),
-                };
-                let mut key_path = path.clone();
-                key_path.push(PathSeg::Key(key.clone()));
-                let loc = locate_key(&self.root, &path, &key)
-                    .map_or_else(|| locate(&self.root, &path).referenced, |k| k.referenced);
-                at(
-                    self.file,
-                    loc,
-                    &key_path,
-                    format!("unknown field \"{key}\"{hint}"),
-                )
+                return unexpected
+                    .iter()
+                    .map(|key| {
+                        let hint = match did_you_mean(key, fields.iter().map(String::as_str)) {
+                            Some(s) => format!(" (did you mean \"{s}\"?)"),
+                            None => format!("; expected one of: {}", fields.join(", ")),
+                        };
+                        let mut key_path = path.clone();
+                        key_path.push(PathSeg::Key(key.clone()));
+                        let loc = locate_key(&self.root, &path, key)
+                            .map_or_else(|| locate(&self.root, &path).referenced, |k| k.referenced);
+                        at(
+                            self.file,
+                            loc,
+                            &key_path,
+                            format!("unknown field \"{key}\"{hint}"),
+                        )
+                    })
+                    .collect();
             }
             K::Required { property } => {
                 let name = property.as_str().unwrap_or_default();
                 let mut field_path = path.clone();
                 field_path.push(PathSeg::Key(name.to_owned()));
-                at(
+                return vec![at(
                     self.file,
                     locate(&self.root, &path).referenced,
                     &field_path,
                     format!("missing required field \"{name}\""),
-                )
-            }
-            K::Type { kind } => {
-                let types: Vec<String> = match kind {
-                    jsonschema::error::TypeKind::Single(t) => vec![t.to_string()],
-                    jsonschema::error::TypeKind::Multiple(set) => {
-                        set.iter().map(|t| t.to_string()).collect()
-                    }
-                };
-                let types: Vec<String> = types
-                    .into_iter()
-                    .filter(|t| t != "null")
-                    .map(|t| format!("\"{t}\""))
-                    .collect();
-                self.error_at(
-                    &path,
-                    format!(
-                        "{} is not of type {}",
-                        shown(error.instance()),
-                        one_of(&types)
-                    ),
-                )
+                )];
             }
             K::AnyOf { .. } | K::OneOfNotValid { .. } | K::Enum { .. } | K::Constant { .. } => {
                 let allowed = allowed_values(schema, &path);
-                let message = if allowed.is_empty() {
-                    error.to_string()
+                if allowed.is_empty() {
+                    expected(error.to_string())
                 } else {
-                    format!(
-                        "{} is not one of {}",
-                        shown(error.instance()),
-                        one_of(&allowed)
-                    )
-                };
-                self.error_at(&path, message)
+                    format!("{found} is not one of {}", one_of(&allowed))
+                }
             }
-            _ => self.error_at(&path, error.to_string()),
-        }
+            K::Type { .. }
+            | K::Minimum { .. }
+            | K::Maximum { .. }
+            | K::ExclusiveMinimum { .. }
+            | K::ExclusiveMaximum { .. }
+            | K::MinLength { .. }
+            | K::MaxLength { .. }
+            | K::MinItems { .. }
+            | K::Pattern { .. } => expected(error.to_string()),
+            _ => error.to_string(),
+        };
+        vec![self.error_at(&path, message)]
     }
+}
+
+/// What the value at `path` must be, in words: the schema's `x-expected` where fleet wrote one
+/// (`"a number of dollars like 2.50"`), else read off the schema's types and bounds (`"a whole
+/// number ≥ 1"`, `"true or false"`).
+fn expected_at(schema: &Value, path: &[PathSeg]) -> Option<String> {
+    let mut node = schema;
+    for seg in path {
+        let here = resolve(schema, node);
+        node = match seg {
+            PathSeg::Key(k) => here.get("properties").and_then(|p| p.get(k)),
+            PathSeg::Index(_) => here.get("items"),
+        }?;
+    }
+    describe(schema, node, 0)
+}
+
+fn describe(root: &Value, node: &Value, depth: usize) -> Option<String> {
+    if depth > 8 {
+        return None;
+    }
+    if let Some(text) = node.get("x-expected").and_then(Value::as_str) {
+        return Some(text.to_owned());
+    }
+    if let Some(target) = node
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|p| root.pointer(p))
+    {
+        return describe(root, target, depth + 1);
+    }
+    if let Some(branches) = node
+        .get("anyOf")
+        .or_else(|| node.get("oneOf"))
+        .and_then(Value::as_array)
+    {
+        let mut parts: Vec<String> = Vec::new();
+        for branch in branches {
+            if branch.get("type").and_then(Value::as_str) == Some("null") {
+                continue;
+            }
+            let part = describe(root, branch, depth + 1)?;
+            if !parts.contains(&part) {
+                parts.push(part);
+            }
+        }
+        return (!parts.is_empty()).then(|| one_of(&parts));
+    }
+    if let Some(values) = node.get("enum").and_then(Value::as_array) {
+        let values: Vec<String> = values
+            .iter()
+            .filter(|v| !v.is_null())
+            .map(Value::to_string)
+            .collect();
+        return Some(format!("one of {}", one_of(&values)));
+    }
+    if let Some(value) = node.get("const") {
+        return Some(value.to_string());
+    }
+    let types: Vec<&str> = match node.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let at_least = |what: &str| match node.get("minimum").and_then(Value::as_f64) {
+        Some(min) => format!("{what} ≥ {min}"),
+        None => what.to_owned(),
+    };
+    let parts: Vec<String> = types
+        .into_iter()
+        .filter(|t| *t != "null")
+        .map(|t| match t {
+            "integer" => at_least("a whole number"),
+            "number" => at_least("a number"),
+            "boolean" => "true or false".to_owned(),
+            "string" if node.get("pattern").is_some() => "text of the right form".to_owned(),
+            "string" => "text".to_owned(),
+            "array" => match node.get("items").and_then(|i| describe(root, i, depth + 1)) {
+                Some(item) => format!("a list (of {item})"),
+                None => "a list".to_owned(),
+            },
+            "object" => "a mapping of keys to values".to_owned(),
+            other => other.to_owned(),
+        })
+        .collect();
+    (!parts.is_empty()).then(|| one_of(&parts))
 }
 
 #[cfg(test)]

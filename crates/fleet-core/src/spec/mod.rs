@@ -37,7 +37,11 @@ pub const DEFAULT_COST_BUDGET: Usd = Usd::from_nanos(1_000_000_000);
 )]
 pub struct AgentSpec {
     /// The agent's name: lowercase letters, digits, `-` and `_`; the file must be `<name>.yaml`.
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[a-z0-9][a-z0-9_-]*$"),
+        extend("x-expected" = "a name of lowercase letters, digits, '-' and '_' (at most 64), such as \"doc-bot\"")
+    )]
     pub name: String,
     /// What the agent is for, in a sentence; shown to a primary agent that may delegate to it.
     #[schemars(length(min = 1))]
@@ -88,7 +92,10 @@ pub struct AgentSpec {
         skip_serializing_if = "Option::is_none",
         with = "timeout_serde"
     )]
-    #[schemars(with = "Option<TimeoutSchema>")]
+    #[schemars(
+        with = "Option<TimeoutSchema>",
+        extend("x-expected" = "seconds, or a duration such as \"90s\", \"5m\" or \"1h 30m\"")
+    )]
     pub timeout: Option<Duration>,
     /// Shorthand for `sandbox.allowed_syscalls`: the two lists are merged.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -272,6 +279,58 @@ mod timeout_serde {
 }
 
 /// System calls that `allowed_syscalls` may never add, with the reason and the right switch.
+/// The checks the schema cannot make, on the document as written (so that they are reported
+/// with the schema's errors, not after them).
+fn beyond_the_schema(doc: &Document<'_>, file: &Path) -> Vec<Diagnostic> {
+    use serde_json::Value;
+    let json = doc.json();
+    let mut problems = Vec::new();
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if let Some(name) = json.get("name").and_then(Value::as_str)
+        && !stem.is_empty()
+        && stem != name
+    {
+        problems.push(doc.error_at(
+            &[PathSeg::Key("name".into())],
+            format!(
+                "the agent is named \"{name}\" but its file is \"{stem}\": rename one so they match"
+            ),
+        ));
+    }
+    for outer in [None, Some("sandbox")] {
+        let list = match outer {
+            None => json.get("allowed_syscalls"),
+            Some(o) => json.get(o).and_then(|b| b.get("allowed_syscalls")),
+        };
+        for (i, name) in list
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            if let Some(name) = name.as_str()
+                && let Err(message) = check_syscall_name(name)
+            {
+                let mut path: Vec<PathSeg> =
+                    outer.map(|o| PathSeg::Key(o.into())).into_iter().collect();
+                path.push(PathSeg::Key("allowed_syscalls".into()));
+                path.push(PathSeg::Index(i));
+                problems.push(doc.error_at(&path, message));
+            }
+        }
+    }
+    if let Some(text) = json.get("timeout").and_then(Value::as_str)
+        && !text.is_empty()
+        && let Err(message) = timeout_serde::parse_duration(text)
+    {
+        problems.push(doc.error_at(&[PathSeg::Key("timeout".into())], message));
+    }
+    problems
+}
+
 fn refusal(name: &str) -> Option<&'static str> {
     Some(match name {
         "clone" | "clone3" | "fork" | "vfork" => {
@@ -341,35 +400,20 @@ impl AgentSpec {
     /// Every problem found, each with file, line, column, field path and what is expected.
     pub fn from_yaml(file: &Path, text: &str) -> Result<Self, Diagnostics> {
         let doc = Document::parse(file, text).map_err(|d| Diagnostics(vec![d]))?;
-        let mut spec: Self = doc.check(schema())?;
-        let mut problems = Vec::new();
-        let stem = file
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or_default();
-        if !stem.is_empty() && stem != spec.name {
-            problems.push(doc.error_at(
-                &[PathSeg::Key("name".into())],
-                format!("the agent is named \"{}\" but its file is \"{stem}\": rename one so they match", spec.name),
-            ));
-        }
-        for (outer, list) in [
-            (None, &spec.allowed_syscalls),
-            (Some("sandbox"), &spec.sandbox.allowed_syscalls),
-        ] {
-            for (i, name) in list.iter().enumerate() {
-                if let Err(message) = check_syscall_name(name) {
-                    let mut path: Vec<PathSeg> =
-                        outer.map(|o| PathSeg::Key(o.into())).into_iter().collect();
-                    path.push(PathSeg::Key("allowed_syscalls".into()));
-                    path.push(PathSeg::Index(i));
-                    problems.push(doc.error_at(&path, message));
-                }
+        // Every problem in one pass: what the schema finds, and beside it what only fleet can
+        // tell (a name that is not the file's, a system call that does not exist, a duration
+        // that does not parse), each read off the document itself rather than the typed spec.
+        let mut problems = beyond_the_schema(&doc, file);
+        let mut spec: Self = match doc.check(schema()) {
+            Ok(spec) if problems.is_empty() => spec,
+            Ok(_) => return Err(Diagnostics(problems)),
+            Err(Diagnostics(more)) => {
+                problems.extend(more);
+                problems.sort_by_key(|d| (d.line, d.column));
+                problems.dedup();
+                return Err(Diagnostics(problems));
             }
-        }
-        if !problems.is_empty() {
-            return Err(Diagnostics(problems));
-        }
+        };
         // One list, in the sandbox block, so that consumers have one place to read.
         let shorthand = std::mem::take(&mut spec.allowed_syscalls);
         for name in shorthand {

@@ -143,12 +143,30 @@ fn every_problem_is_reported_at_once() {
             "agents/x.yaml:1:1: name: missing required field \"name\"",
             "agents/x.yaml:1:1: model: missing required field \"model\"",
             "agents/x.yaml:2:1: modle: unknown field \"modle\" (did you mean \"model\"?)",
-            "agents/x.yaml:3:13: max_tokens: \"lots\" is not of type \"integer\"",
+            "agents/x.yaml:3:13: max_tokens: expected a whole number ≥ 1, found \"lots\"",
             "agents/x.yaml:4:9: effort: \"extreme\" is not one of \"low\", \"medium\", \"high\", \"xhigh\" or \"max\"",
             "agents/x.yaml:6:3: sandbox.netwrk: unknown field \"netwrk\" (did you mean \"network\"?)",
             "agents/x.yaml:7:13: sandbox.landlock: \"maybe\" is not one of \"required\", \"best_effort\" or \"off\"",
         ],
         "{errs:#?}"
+    );
+}
+
+#[test]
+fn what_only_fleet_can_check_is_reported_with_the_schema_errors() {
+    let text = "name: b-ad\nrole: 12\nmodel: m\ncost_budget: lots\ntimeout: soon\nallowed_syscalls: [reed]\nsandbox:\n  allowed_syscalls: [ptrace]\n  colour: blue\n  shade: red\n";
+    assert_eq!(
+        errors("bad", text),
+        vec![
+            "agents/bad.yaml:1:7: name: the agent is named \"b-ad\" but its file is \"bad\": rename one so they match",
+            "agents/bad.yaml:2:7: role: expected text, found 12",
+            "agents/bad.yaml:4:14: cost_budget: expected a number of dollars like 2.50, found \"lots\"",
+            "agents/bad.yaml:5:10: timeout: invalid duration \"soon\": expected seconds or a duration such as \"90s\", \"5m\", \"1h 30m\"",
+            "agents/bad.yaml:6:20: allowed_syscalls[0]: unknown syscall \"reed\" (did you mean \"read\"?)",
+            "agents/bad.yaml:8:22: sandbox.allowed_syscalls[0]: \"ptrace\" reads or controls other processes and is never allowed",
+            "agents/bad.yaml:9:3: sandbox.colour: unknown field \"colour\"; expected one of: allowed_syscalls, landlock, learn, network, profile, subprocesses, writable",
+            "agents/bad.yaml:10:3: sandbox.shade: unknown field \"shade\"; expected one of: allowed_syscalls, landlock, learn, network, profile, subprocesses, writable",
+        ]
     );
 }
 
@@ -162,7 +180,7 @@ fn names_and_durations_are_checked() {
     );
     let errs = errors("Bad Name", "name: Bad Name\nrole: r\nmodel: m\n");
     assert!(
-        errs[0].starts_with("agents/Bad Name.yaml:1:7: name: \"Bad Name\" does not match"),
+        errs[0].starts_with("agents/Bad Name.yaml:1:7: name: expected a name of lowercase letters, digits, '-' and '_' (at most 64), such as \"doc-bot\", found \"Bad Name\""),
         "{errs:?}"
     );
     assert_eq!(
@@ -175,7 +193,7 @@ fn names_and_durations_are_checked() {
     let errs = errors("a", "name: a\nrole: r\nmodel: m\nsandbox:\n  network: no\n");
     assert_eq!(
         errs,
-        vec!["agents/a.yaml:5:12: sandbox.network: \"no\" is not of type \"boolean\""]
+        vec!["agents/a.yaml:5:12: sandbox.network: expected true or false, found \"no\""]
     );
 }
 
@@ -191,7 +209,10 @@ fn broken_yaml_is_located() {
         "{errs:?}"
     );
     let errs = errors("a", "- just\n- a list\n");
-    assert!(errs[0].contains("is not of type \"object\""), "{errs:?}");
+    assert!(
+        errs[0].contains("expected a mapping of keys to values, found [\"just\",\"a list\"]"),
+        "{errs:?}"
+    );
     assert_eq!(errors("a", "").len(), 1);
 }
 
