@@ -12,10 +12,12 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 mod app;
+mod ask;
 mod config;
 mod fleet;
 mod init;
 mod inspect;
+mod live;
 mod render;
 mod run;
 mod specialists;
@@ -380,7 +382,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let app = app::App::load(&overrides)?;
     match cli.command {
         Command::Run(args) => run::run(&app, args),
-        Command::Ask { task, json, .. } => run::ask(&app, &task, json),
+        Command::Ask { task, json, .. } => ask::ask(&app, &task, json),
         Command::Runs { limit } => inspect::runs(&app, limit),
         Command::Status { run } => inspect::status(&app, run.as_deref()),
         Command::Stop { run } => inspect::stop(&app, &run),

@@ -493,6 +493,9 @@ fn describe(root: &Value, node: &Value, depth: usize) -> Option<String> {
             "number" => at_least("a number"),
             "boolean" => "true or false".to_owned(),
             "string" if node.get("pattern").is_some() => "text of the right form".to_owned(),
+            "string" if node.get("minLength").and_then(Value::as_u64).unwrap_or(0) > 0 => {
+                "non-empty text".to_owned()
+            }
             "string" => "text".to_owned(),
             "array" => match node.get("items").and_then(|i| describe(root, i, depth + 1)) {
                 Some(item) => format!("a list (of {item})"),

@@ -125,7 +125,7 @@ pub(crate) struct HostConfig {
     pub usd_total: Option<Usd>,
     pub rate_limit_retries: u32,
     pub agent_concurrency: HashMap<String, usize>,
-    pub phase_budgets: HashMap<String, crate::run::PhaseBudget>,
+    pub phase_budgets: HashMap<String, crate::options::PhaseBudget>,
     /// The repository `isolation: 'worktree'` calls get worktrees of.
     pub workdir: std::path::PathBuf,
     pub model_aliases: HashMap<String, String>,

@@ -25,6 +25,8 @@ mod events;
 mod host;
 mod lex;
 mod malloc;
+mod options;
+mod outcome;
 mod quickjs;
 mod resume;
 mod run;
@@ -40,8 +42,7 @@ pub use engine::{
 };
 pub use events::{CallCounts, CallNote, CallState, RunEvent, RunId, RunState, RunSummary};
 pub use malloc::tune_malloc;
+pub use options::{PhaseBudget, Resume, RunOptions, default_model_aliases};
 pub use quickjs::QuickJs;
-pub use run::{
-    PhaseBudget, Resume, RunHandle, RunOptions, StartError, WorkflowEngine, default_model_aliases,
-};
+pub use run::{RunHandle, StartError, WorkflowEngine};
 pub use script::{Meta, PhaseMeta, Script, ScriptError};

@@ -10,7 +10,6 @@ use fleet_core::agent::DynAgentRunner;
 use fleet_core::command::{Command, CommandError, WorkUnitDraft};
 use fleet_core::event::TurnState;
 use fleet_core::journal::{Journal, SharedStore};
-use fleet_core::money::Usd;
 use fleet_core::provider::CancelToken;
 use fleet_core::spec::AgentSpec;
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
@@ -18,101 +17,14 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
-use crate::engine::{EngineRun, ScriptEngine, ScriptFailure, ScriptLimits};
+use crate::engine::{EngineRun, ScriptEngine, ScriptFailure};
 use crate::events::{RunEvent, RunId, RunState, RunSummary};
 use crate::host::{HostConfig, RunHost};
+use crate::options::{Resume, RunOptions};
+use crate::outcome::came_to_nothing;
 use crate::quickjs::QuickJs;
 use crate::resume::ResumeJournal;
 use crate::script::Script;
-
-/// How to run a workflow.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// `args` (deep-copied into the script).
-    pub args: Option<Value>,
-    /// The run's output-token target (`budget.total`).
-    pub budget_tokens: Option<u64>,
-    /// The run's dollar cap (`budget.usd.total`): calls are admitted only if their worst case
-    /// fits.
-    pub budget_usd: Option<Usd>,
-    /// Most agent calls in flight at once.
-    pub concurrency: usize,
-    /// Most `agent()` calls in the whole run (nested workflows included).
-    pub max_agent_calls: u32,
-    /// The script's CPU, heap and item limits.
-    pub limits: ScriptLimits,
-    /// How many times a call the provider refused with 429/529 is retried (at lower
-    /// concurrency) before it resolves `null`.
-    pub rate_limit_retries: u32,
-    /// How often in-flight calls report progress.
-    pub progress_interval: Duration,
-    /// Most calls in flight at once per `agentType` (within `concurrency`).
-    pub agent_concurrency: HashMap<String, usize>,
-    /// Budgets per phase title: a call in that phase is also charged to it.
-    pub phase_budgets: HashMap<String, PhaseBudget>,
-    /// The git repository `isolation: 'worktree'` calls get their worktrees from (`None`: the
-    /// current directory).
-    pub workdir: Option<std::path::PathBuf>,
-    /// Model names scripts may use for real ones, as Claude Code's `haiku`, `sonnet` and
-    /// `opus` (see [`default_model_aliases`]); set others for other providers.
-    pub model_aliases: HashMap<String, String>,
-    /// Any call that comes back `null` (or fails) fails the run, although the script went on
-    /// without it (the CLI's `--fail-on-null`, config `run.fail_on_null`). Off, a run fails
-    /// only when every call came to nothing.
-    pub fail_on_null: bool,
-}
-
-/// Claude Code's model aliases, as Anthropic model ids.
-#[must_use]
-pub fn default_model_aliases() -> HashMap<String, String> {
-    [
-        ("haiku", "claude-haiku-4-5"),
-        ("sonnet", "claude-sonnet-4-5"),
-        ("opus", "claude-opus-4-5"),
-    ]
-    .into_iter()
-    .map(|(alias, model)| (alias.to_owned(), model.to_owned()))
-    .collect()
-}
-
-/// A phase's budget: an output-token target (checked before each call, as the run's is) and a
-/// dollar cap (admission by reservation).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PhaseBudget {
-    /// Output tokens.
-    pub tokens: Option<u64>,
-    /// Dollars.
-    pub usd: Option<Usd>,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        Self {
-            args: None,
-            budget_tokens: None,
-            budget_usd: None,
-            concurrency: 16,
-            max_agent_calls: 1000,
-            limits: ScriptLimits::default(),
-            rate_limit_retries: 3,
-            progress_interval: Duration::from_secs(1),
-            agent_concurrency: HashMap::new(),
-            phase_budgets: HashMap::new(),
-            workdir: None,
-            model_aliases: default_model_aliases(),
-            fail_on_null: false,
-        }
-    }
-}
-
-/// Which run to resume, and how.
-#[derive(Debug, Clone, Copy)]
-pub struct Resume {
-    /// The run.
-    pub run_id: RunId,
-    /// Claude Code's rule: only the unchanged prefix, in start order, is served.
-    pub strict: bool,
-}
 
 /// A run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -511,38 +423,6 @@ async fn close_interrupted(journal: &Journal) -> Result<(), CommandError> {
 /// Why a run whose agent calls all came to nothing, some of them `null`, did nothing (`None`
 /// when one answered, or when it made none). Rejections alone are the script's to handle: one
 /// it did not catch failed the run already, and one it caught it chose to survive.
-/// Why a run whose script finished fails all the same, if it does: every call came to nothing,
-/// or (with `fail_on_null`) any did. The first causes are named.
-fn came_to_nothing(
-    counts: &crate::events::CallCounts,
-    nulls: &[crate::events::CallNote],
-    failures: &[crate::events::CallNote],
-    fail_on_null: bool,
-) -> Option<String> {
-    let answered = counts.completed + counts.cached;
-    let failed = counts.null + counts.failed;
-    let what = if answered == 0 && counts.null > 0 {
-        "every agent() call came to nothing"
-    } else if fail_on_null && failed > 0 {
-        "agent() calls came back null and --fail-on-null is set"
-    } else {
-        return None;
-    };
-    let causes: Vec<String> = failures
-        .iter()
-        .chain(nulls)
-        .take(3)
-        .map(|note| format!("{}: {}", note.label, note.reason))
-        .collect();
-    Some(format!(
-        "{what} ({} null, {} failed of {}); first causes: {}",
-        counts.null,
-        counts.failed,
-        answered + failed,
-        causes.join("; ")
-    ))
-}
-
 async fn drive(
     engine: Arc<dyn ScriptEngine>,
     host: Arc<RunHost>,
@@ -710,66 +590,5 @@ async fn report_progress(host: Arc<RunHost>, every: Duration) {
         for report in reports {
             host.shared.emit(report);
         }
-    }
-}
-
-#[cfg(test)]
-mod came_to_nothing_tests {
-    use super::came_to_nothing;
-    use crate::events::{CallCounts, CallNote};
-
-    fn note(label: &str, reason: &str) -> CallNote {
-        CallNote {
-            label: label.into(),
-            work_unit_id: None,
-            reason: reason.into(),
-        }
-    }
-
-    fn counts(completed: u64, cached: u64, null: u64, failed: u64) -> CallCounts {
-        CallCounts {
-            completed,
-            cached,
-            null,
-            failed,
-        }
-    }
-
-    #[test]
-    fn a_run_whose_calls_all_came_back_null_did_nothing() {
-        let nulls = [
-            note("a", "connection refused"),
-            note("b", "connection refused"),
-        ];
-        let why = came_to_nothing(&counts(0, 0, 2, 0), &nulls, &[], false).unwrap();
-        assert_eq!(
-            why,
-            "every agent() call came to nothing (2 null, 0 failed of 2); first causes: a: connection refused; b: connection refused"
-        );
-        assert_eq!(
-            came_to_nothing(&counts(1, 0, 2, 0), &nulls, &[], false),
-            None
-        );
-        assert_eq!(
-            came_to_nothing(&counts(0, 1, 2, 0), &nulls, &[], false),
-            None
-        );
-        assert_eq!(came_to_nothing(&counts(0, 0, 0, 0), &[], &[], false), None);
-        // Rejections the script caught are its own business.
-        assert_eq!(
-            came_to_nothing(&counts(0, 0, 0, 1), &[], &[note("c", "x")], false),
-            None
-        );
-    }
-
-    #[test]
-    fn with_fail_on_null_one_null_call_fails_the_run() {
-        let nulls = [note("b", "timed out after 30s")];
-        let why = came_to_nothing(&counts(4, 0, 1, 0), &nulls, &[], true).unwrap();
-        assert_eq!(
-            why,
-            "agent() calls came back null and --fail-on-null is set (1 null, 0 failed of 5); first causes: b: timed out after 30s"
-        );
-        assert_eq!(came_to_nothing(&counts(5, 0, 0, 0), &[], &[], true), None);
     }
 }

@@ -159,7 +159,7 @@ fn what_only_fleet_can_check_is_reported_with_the_schema_errors() {
         errors("bad", text),
         vec![
             "agents/bad.yaml:1:7: name: the agent is named \"b-ad\" but its file is \"bad\": rename one so they match",
-            "agents/bad.yaml:2:7: role: expected text, found 12",
+            "agents/bad.yaml:2:7: role: expected non-empty text, found 12",
             "agents/bad.yaml:4:14: cost_budget: expected a number of dollars like 2.50, found \"lots\"",
             "agents/bad.yaml:5:10: timeout: invalid duration \"soon\": expected seconds or a duration such as \"90s\", \"5m\", \"1h 30m\"",
             "agents/bad.yaml:6:20: allowed_syscalls[0]: unknown syscall \"reed\" (did you mean \"read\"?)",
