@@ -22,7 +22,10 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use tokio::sync::Notify;
+
 use crate::money::Usd;
+use crate::pricing::ModelPrice;
 
 /// An amount charged to budgets: output tokens and dollars.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -118,7 +121,44 @@ struct Node {
 /// clones share the ledger.
 #[derive(Debug, Clone, Default)]
 pub struct Budgets {
-    nodes: Arc<Mutex<Vec<Node>>>,
+    inner: Arc<Ledger>,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    nodes: Mutex<Vec<Node>>,
+    /// Woken whenever held reservations shrink or caps change, for calls waiting to be admitted.
+    released: Notify,
+}
+
+/// The least output a model turn is made for when a budget is nearly spent: below it the turn
+/// is refused rather than paid for a prompt whose answer would be cut off at once.
+pub const MIN_USEFUL_OUTPUT: u32 = 256;
+
+/// What a model turn asks of its budgets, for [`Budgets::admit`]: up to `max_output_tokens` of
+/// output and at least `min_output_tokens`, and, when dollars are metered, the most that many
+/// output tokens can cost on top of the prompt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Demand {
+    /// The output the turn would like (its `max_tokens`).
+    pub max_output_tokens: u64,
+    /// The least output worth making the turn for; below it the turn is refused.
+    pub min_output_tokens: u64,
+    /// The model's price and the prompt's estimated tokens; `None` when the model is free.
+    pub priced: Option<(ModelPrice, u64)>,
+}
+
+impl Demand {
+    /// The worst case of the turn if it may write `output_tokens`.
+    #[must_use]
+    pub fn amount(&self, output_tokens: u64) -> Amount {
+        Amount {
+            output_tokens,
+            usd: self.priced.map_or(Usd::ZERO, |(price, prompt)| {
+                price.worst_case(prompt, output_tokens)
+            }),
+        }
+    }
 }
 
 fn fits(spent: u64, reserved: u64, worst: u64, limit: Option<u64>) -> bool {
@@ -139,7 +179,10 @@ impl Budgets {
     fn lock(&self) -> MutexGuard<'_, Vec<Node>> {
         // A panic while holding the lock cannot leave a half-updated node (every update is a
         // few additions), so a poisoned ledger is still consistent.
-        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Adds a budget under `parent` (or at the top).
@@ -165,10 +208,13 @@ impl Budgets {
     /// # Errors
     /// [`BudgetError::Unknown`] for an id from another ledger.
     pub fn set_limits(&self, id: BudgetId, limits: BudgetLimits) -> Result<(), BudgetError> {
-        self.lock()
+        let set = self
+            .lock()
             .get_mut(id.0)
             .map(|n| n.limits = limits)
-            .ok_or(BudgetError::Unknown)
+            .ok_or(BudgetError::Unknown);
+        self.inner.released.notify_waiters();
+        set
     }
 
     /// The budget's state.
@@ -209,15 +255,9 @@ impl Budgets {
         Ok(out)
     }
 
-    /// Admits a call whose worst case is `worst`, charged to `targets` and their ancestors, or
-    /// refuses it without holding anything.
-    ///
-    /// # Errors
-    /// [`BudgetError::Exceeded`] naming the first budget the call does not fit.
-    pub fn reserve(&self, targets: &[BudgetId], worst: Amount) -> Result<Reservation, BudgetError> {
-        let mut nodes = self.lock();
-        let chain = Self::chain(&nodes, targets)?;
-        for &i in &chain {
+    /// The first budget of `chain` that `worst` does not fit, as the error to give.
+    fn refusal(nodes: &[Node], chain: &[usize], worst: Amount) -> Option<(usize, BudgetError)> {
+        chain.iter().find_map(|&i| {
             let n = &nodes[i];
             let tokens_fit = fits(
                 n.spent.output_tokens,
@@ -231,39 +271,114 @@ impl Budgets {
                 u64::try_from(worst.usd.nanos()).unwrap_or(0),
                 n.limits.usd.map(|l| u64::try_from(l.nanos()).unwrap_or(0)),
             );
-            if !tokens_fit || !usd_fit {
-                let what = if tokens_fit {
-                    format!(
-                        "{} spent and {} reserved of {}; this call may cost up to {}",
-                        n.spent.usd,
-                        n.reserved.usd,
-                        n.limits.usd.unwrap_or_default(),
-                        worst.usd
-                    )
-                } else {
-                    format!(
-                        "{} output tokens spent and {} reserved of {}; this call may use up to {}",
-                        n.spent.output_tokens,
-                        n.reserved.output_tokens,
-                        n.limits.output_tokens.unwrap_or_default(),
-                        worst.output_tokens
-                    )
-                };
-                return Err(BudgetError::Exceeded {
-                    budget: n.name.clone(),
-                    what,
-                });
+            if tokens_fit && usd_fit {
+                return None;
             }
-        }
+            let what = if tokens_fit {
+                format!(
+                    "{} spent and {} reserved of {}; this call may cost up to {}",
+                    n.spent.usd,
+                    n.reserved.usd,
+                    n.limits.usd.unwrap_or_default(),
+                    worst.usd
+                )
+            } else {
+                format!(
+                    "{} output tokens spent and {} reserved of {}; this call may use up to {}",
+                    n.spent.output_tokens,
+                    n.reserved.output_tokens,
+                    n.limits.output_tokens.unwrap_or_default(),
+                    worst.output_tokens
+                )
+            };
+            let error = BudgetError::Exceeded {
+                budget: n.name.clone(),
+                what,
+            };
+            Some((i, error))
+        })
+    }
+
+    fn hold(&self, nodes: &mut [Node], chain: Vec<usize>, worst: Amount) -> Reservation {
         for &i in &chain {
             nodes[i].reserved += worst;
         }
-        Ok(Reservation {
+        Reservation {
             budgets: self.clone(),
             chain,
             amount: worst,
             open: true,
-        })
+        }
+    }
+
+    /// Admits a call whose worst case is `worst`, charged to `targets` and their ancestors, or
+    /// refuses it without holding anything.
+    ///
+    /// # Errors
+    /// [`BudgetError::Exceeded`] naming the first budget the call does not fit.
+    pub fn reserve(&self, targets: &[BudgetId], worst: Amount) -> Result<Reservation, BudgetError> {
+        let mut nodes = self.lock();
+        let chain = Self::chain(&nodes, targets)?;
+        if let Some((_, error)) = Self::refusal(&nodes, &chain, worst) {
+            return Err(error);
+        }
+        Ok(self.hold(&mut nodes, chain, worst))
+    }
+
+    /// Admits a model turn, waiting while it does not fit but calls in flight hold part of the
+    /// budget it needs (their worst cases are released as they settle). When nothing in flight
+    /// can make room, the turn is admitted with the most output that fits, down to
+    /// `min_output_tokens`, so a cap is reached and never passed; the granted output is the
+    /// reservation's [`Reservation::amount`], which the caller sends as the turn's `max_tokens`.
+    ///
+    /// Cancel by dropping the future: a waiting turn holds nothing.
+    ///
+    /// # Errors
+    /// [`BudgetError::Exceeded`] once the budget is truly spent: not even the least output fits
+    /// and nothing is in flight to make room.
+    pub async fn admit(
+        &self,
+        targets: &[BudgetId],
+        demand: Demand,
+    ) -> Result<Reservation, BudgetError> {
+        let full = demand.amount(demand.max_output_tokens);
+        let least = demand.min_output_tokens.min(demand.max_output_tokens);
+        loop {
+            let released = self.inner.released.notified();
+            let mut released = std::pin::pin!(released);
+            {
+                let mut nodes = self.lock();
+                let chain = Self::chain(&nodes, targets)?;
+                if Self::refusal(&nodes, &chain, full).is_none() {
+                    return Ok(self.hold(&mut nodes, chain, full));
+                }
+                let room_may_come = chain.iter().any(|&i| {
+                    nodes[i].reserved != Amount::default()
+                        && Self::refusal(&nodes, &[i], full).is_some()
+                });
+                if !room_may_come {
+                    // Nothing will make room: the largest output that fits (fitting is
+                    // monotone in the output, so a binary search finds it), or a refusal.
+                    if let Some((_, refused)) = Self::refusal(&nodes, &chain, demand.amount(least))
+                    {
+                        return Err(refused);
+                    }
+                    let (mut lo, mut hi) = (least, demand.max_output_tokens);
+                    while lo < hi {
+                        let mid = lo + (hi - lo).div_ceil(2);
+                        if Self::refusal(&nodes, &chain, demand.amount(mid)).is_none() {
+                            lo = mid;
+                        } else {
+                            hi = mid - 1;
+                        }
+                    }
+                    return Ok(self.hold(&mut nodes, chain, demand.amount(lo)));
+                }
+                // Registered before the lock is let go, so no release is missed.
+                released.as_mut().enable();
+            }
+            released.await;
+        }
     }
 
     /// Charges usage that was not reserved (for example reported late by a worker). It is
@@ -318,21 +433,28 @@ impl Reservation {
     /// the budgets now exhausted (spent alone reaches a cap).
     pub fn settle(mut self, actual: Amount) -> Vec<String> {
         self.open = false;
-        let mut nodes = self.budgets.lock();
-        for &i in &self.chain {
-            nodes[i].reserved -= self.amount;
-        }
-        Budgets::spend(&mut nodes, &self.chain, actual)
+        let exhausted = {
+            let mut nodes = self.budgets.lock();
+            for &i in &self.chain {
+                nodes[i].reserved -= self.amount;
+            }
+            Budgets::spend(&mut nodes, &self.chain, actual)
+        };
+        self.budgets.inner.released.notify_waiters();
+        exhausted
     }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if self.open {
-            let mut nodes = self.budgets.lock();
-            for &i in &self.chain {
-                nodes[i].reserved -= self.amount;
+            {
+                let mut nodes = self.budgets.lock();
+                for &i in &self.chain {
+                    nodes[i].reserved -= self.amount;
+                }
             }
+            self.budgets.inner.released.notify_waiters();
         }
     }
 }
@@ -347,6 +469,7 @@ impl fmt::Display for Amount {
 mod tests {
     use std::sync::Barrier;
     use std::thread;
+    use std::time::Duration;
 
     use super::*;
 
@@ -544,5 +667,113 @@ mod tests {
                 .unwrap(),
             vec!["agent:doc-bot".to_owned()]
         );
+    }
+
+    /// 100 concurrent turns under a token cap and a dollar cap, each using a random share of
+    /// what it was granted, after a random delay: the caps are never passed, nothing stays
+    /// reserved, and a turn is refused only when what is left is less than its least output.
+    mod admission {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::pricing::PriceTable;
+
+        fn run_turns(
+            limits: BudgetLimits,
+            uses: Vec<(u8, u8)>,
+            priced: bool,
+        ) -> (BudgetStatus, usize, Vec<BudgetError>) {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_time()
+                .build()
+                .unwrap();
+            let price = *PriceTable::builtin()
+                .unwrap()
+                .price("claude-haiku-4-5")
+                .unwrap();
+            let budgets = Budgets::new();
+            let run = budgets.add("run", None, limits);
+            let agent = budgets.add("agent:any", Some(run), BudgetLimits::default());
+            let outcomes = runtime.block_on(async {
+                let turns: Vec<_> = uses
+                    .into_iter()
+                    .map(|(share, delay)| {
+                        let budgets = budgets.clone();
+                        tokio::spawn(async move {
+                            let demand = Demand {
+                                max_output_tokens: 1_000,
+                                min_output_tokens: 50,
+                                priced: priced.then_some((price, 2_000)),
+                            };
+                            let reservation = budgets.admit(&[agent], demand).await?;
+                            let granted = reservation.amount();
+                            tokio::time::sleep(Duration::from_micros(u64::from(delay) * 10)).await;
+                            // The provider writes at most what it was allowed; the prompt
+                            // costs what it was estimated to, or less.
+                            let output = granted.output_tokens * u64::from(share) / 255;
+                            let actual = Amount {
+                                output_tokens: output,
+                                usd: demand.priced.map_or(Usd::ZERO, |(p, prompt)| {
+                                    p.cost(&crate::TokenUsage {
+                                        input: prompt,
+                                        output,
+                                        ..Default::default()
+                                    })
+                                }),
+                            };
+                            assert!(actual.usd <= granted.usd);
+                            reservation.settle(actual);
+                            Ok::<_, BudgetError>(())
+                        })
+                    })
+                    .collect();
+                let mut outcomes = Vec::new();
+                for turn in turns {
+                    outcomes.push(turn.await.unwrap());
+                }
+                outcomes
+            });
+            let admitted = outcomes.iter().filter(|o| o.is_ok()).count();
+            let refused = outcomes.into_iter().filter_map(Result::err).collect();
+            (budgets.status(run).unwrap(), admitted, refused)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(24))]
+
+            #[test]
+            fn a_token_cap_is_reached_and_never_passed(
+                uses in proptest::collection::vec((any::<u8>(), any::<u8>()), 100),
+                cap in 2_000u64..40_000,
+            ) {
+                let limits = BudgetLimits { output_tokens: Some(cap), usd: None };
+                let (status, admitted, refused) = run_turns(limits, uses, false);
+                prop_assert!(status.spent.output_tokens <= cap, "{} > {cap}", status.spent.output_tokens);
+                prop_assert_eq!(status.reserved, Amount::default());
+                if !refused.is_empty() {
+                    // Refused only when less than the least output (50) was left.
+                    prop_assert!(cap - status.spent.output_tokens < 50, "{admitted} admitted, {} left", cap - status.spent.output_tokens);
+                }
+            }
+
+            #[test]
+            fn a_dollar_cap_is_reached_and_never_passed(
+                uses in proptest::collection::vec((any::<u8>(), any::<u8>()), 100),
+                cents in 2u32..60,
+            ) {
+                let cap = Usd::from_nanos(i64::from(cents) * 10_000_000);
+                let limits = BudgetLimits { output_tokens: None, usd: Some(cap) };
+                let (status, _, refused) = run_turns(limits, uses, true);
+                prop_assert!(status.spent.usd <= cap, "{} > {cap}", status.spent.usd);
+                prop_assert_eq!(status.reserved, Amount::default());
+                if !refused.is_empty() {
+                    // Refused only when the prompt plus the least output no longer fitted:
+                    // 2 000 prompt tokens at $2/M and 50 output at $5/M is $0.00425.
+                    let left = cap.saturating_sub(status.spent.usd);
+                    prop_assert!(left < Usd::from_dollars(0.00425).unwrap(), "{left} left");
+                }
+            }
+        }
     }
 }

@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use fleet_core::CancelToken;
 use fleet_core::provider::{
-    Capabilities, ErrorKind, EventStream, ModelRequest, Provider, ProviderError, StreamEvent,
-    next_event,
+    Capabilities, ErrorKind, EventStream, ModelRequest, Provider, ProviderError, StopReason,
+    StreamEvent, next_event,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -283,14 +283,32 @@ impl Provider for ScriptedProvider {
             message: e.message,
             retry_after: None,
         });
-        let items = exchange
-            .events
+        let items = within_max_tokens(exchange.events, request.max_tokens)
             .into_iter()
             .map(Ok)
             .chain(error.map(Err))
             .collect::<Vec<_>>();
         Ok(Box::pin(futures_util::stream::iter(items)))
     }
+}
+
+/// The recorded events as a provider would send them under `max_tokens`: a turn that wrote
+/// more is cut there, as a real model stops when its room runs out (its usage says
+/// `max_tokens` output tokens and it ends with `max_tokens`).
+fn within_max_tokens(mut events: Vec<StreamEvent>, max_tokens: u32) -> Vec<StreamEvent> {
+    let max = u64::from(max_tokens);
+    let mut cut = false;
+    for event in &mut events {
+        match event {
+            StreamEvent::Usage { usage } if usage.output > max => {
+                usage.output = max;
+                cut = true;
+            }
+            StreamEvent::Done { stop_reason } if cut => *stop_reason = StopReason::MaxTokens,
+            _ => {}
+        }
+    }
+    events
 }
 
 /// Wraps a provider and records every exchange, to save as a cassette.

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use fleet_core::Usd;
-use fleet_core::budget::{Amount, BudgetError};
+use fleet_core::budget::{Amount, BudgetError, Demand, MIN_USEFUL_OUTPUT};
 use fleet_core::ipc::{
     ModelErrorData, ModelEventParams, ModelStreamParams, ModelStreamResult, Note, RequestId,
     RpcError, codes,
@@ -244,28 +244,44 @@ impl Turn {
                 )
             })?)
         };
-        let max_output = u64::from(request.max_tokens);
-        let worst = Amount {
-            output_tokens: max_output,
-            usd: price.map_or(Usd::ZERO, |p| {
-                p.worst_case(request.estimated_input_tokens(), max_output)
-            }),
+        let mut demand = Demand {
+            max_output_tokens: u64::from(request.max_tokens),
+            min_output_tokens: u64::from(request.max_tokens.min(MIN_USEFUL_OUTPUT)),
+            priced: price.map(|p| (p, request.estimated_input_tokens())),
         };
-        // The caller's budgets first: refusing there leaves the agent as it was.
+        // The caller's budgets first: refusing there leaves the agent as it was. Each waits
+        // while turns in flight hold what it needs, and near a cap grants only what is left.
         let caller = match &self.charge {
             None => None,
-            Some(charge) => match charge.budgets.reserve(&charge.to, worst) {
-                Ok(reservation) => Some(reservation),
-                Err(e) => {
-                    let reason =
-                        format!("agent {agent}: model turn refused by its caller's budget: {e}");
-                    self.refused(&params.task_id, Refusal::new(&e, reason.clone()));
-                    return Err(RpcError::new(codes::BUDGET_EXCEEDED, reason));
+            Some(charge) => {
+                let admitted = tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => return Err(provider_failure(&ProviderError::Cancelled)),
+                    admitted = charge.budgets.admit(&charge.to, demand) => admitted,
+                };
+                match admitted {
+                    Ok(reservation) => {
+                        demand.max_output_tokens = reservation.amount().output_tokens;
+                        Some(reservation)
+                    }
+                    Err(e) => {
+                        let reason = format!(
+                            "agent {agent}: model turn refused by its caller's budget: {e}"
+                        );
+                        self.refused(&params.task_id, Refusal::new(&e, reason.clone()));
+                        return Err(RpcError::new(codes::BUDGET_EXCEEDED, reason));
+                    }
                 }
-            },
+            }
         };
         let budgets = &self.supervisor.budgets;
-        let reservation = match budgets.reserve(&[self.pool.budget], worst) {
+        let pool = [self.pool.budget];
+        let admitted = tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => return Err(provider_failure(&ProviderError::Cancelled)),
+            admitted = budgets.admit(&pool, demand) => admitted,
+        };
+        let reservation = match admitted {
             Ok(reservation) => reservation,
             Err(e) => {
                 let reason = format!("{e}; {}", self.spend());
@@ -277,6 +293,8 @@ impl Turn {
                 return Err(RpcError::new(codes::BUDGET_EXCEEDED, message));
             }
         };
+        let max_output = reservation.amount().output_tokens;
+        request.max_tokens = u32::try_from(max_output).unwrap_or(request.max_tokens);
 
         let model = request.model.clone();
         let mut usage = TokenUsage::default();

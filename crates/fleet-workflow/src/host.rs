@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fleet_core::activity::{ActivityKind, LogLevel};
 use fleet_core::agent::{AgentCall, AgentError, CallContext, DynAgentRunner};
-use fleet_core::budget::{BudgetId, BudgetLimits, Budgets};
+use fleet_core::budget::{BudgetError, BudgetId, BudgetLimits, Budgets};
 use fleet_core::command::WorkUnitDraft;
 use fleet_core::id::WorkUnitId;
 use fleet_core::journal::Journal;
@@ -194,7 +194,7 @@ impl RunHost {
             "run",
             None,
             BudgetLimits {
-                output_tokens: None,
+                output_tokens: config.tokens_total,
                 usd: config.usd_total,
             },
         );
@@ -278,7 +278,7 @@ impl RunHost {
             let node = self.node(
                 format!("phase:{phase}"),
                 BudgetLimits {
-                    output_tokens: None,
+                    output_tokens: budget.tokens,
                     usd: budget.usd,
                 },
             );
@@ -875,9 +875,9 @@ impl CallSite {
             }
             // Refused for a budget (the run's, or a sandboxed specialist's at the gateway):
             // the run ends as a budget that ran out, as when it is refused at admission.
-            Err(e @ AgentError::Budget(_)) => {
+            Err(AgentError::Budget(e)) => {
                 host.budget_exhausted.store(true, Ordering::Relaxed);
-                Ending::Failed(e.to_string())
+                Ending::Failed(refused_by_budget(&e))
             }
             Err(e) => Ending::Failed(e.to_string()),
         };
@@ -987,6 +987,30 @@ fn json_len(value: &Value) -> usize {
     // Writing to a counter cannot fail, and a `Value` always serializes.
     let _ = serde_json::to_writer(&mut count, value);
     count.0
+}
+
+/// Why a call was refused, in the workflow's words when the run's or a phase's budget refused
+/// it (as Claude Code words a spent budget), else the ledger's.
+fn refused_by_budget(e: &BudgetError) -> String {
+    let BudgetError::Exceeded { budget, what } = e else {
+        return e.to_string();
+    };
+    let measure = if what.contains("output tokens") {
+        "token"
+    } else {
+        "dollar"
+    };
+    if budget == "run" {
+        format!(
+            "Workflow {measure} budget exceeded ({what}). No new agent() call starts. Raise the run's {measure} budget to go on."
+        )
+    } else if let Some(phase) = budget.strip_prefix("phase:") {
+        format!(
+            "Phase '{phase}' {measure} budget exceeded ({what}). Raise the phase's budget to go on."
+        )
+    } else {
+        e.to_string()
+    }
 }
 
 #[cfg(test)]

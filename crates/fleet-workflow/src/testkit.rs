@@ -10,7 +10,7 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
-use fleet_core::budget::Amount;
+use fleet_core::budget::{Amount, BudgetError, Demand};
 use fleet_core::command::WorkUnitDraft;
 use fleet_core::money::{Cost, Usd};
 use fleet_core::usage::TokenUsage;
@@ -86,28 +86,37 @@ impl AgentRunner for FakeModel {
         self.stats.peak.fetch_max(now, Ordering::SeqCst);
         let ticket = self.stats.started.fetch_add(1, Ordering::SeqCst);
         let stall = self.stall_after.is_some_and(|after| ticket >= after);
+        // It writes 5 tokens, or fewer when the call or its budget allows fewer.
+        let demand = Demand {
+            max_output_tokens: call.max_tokens.map_or(5, |m| u64::from(m).min(5)),
+            min_output_tokens: 1,
+            priced: None,
+        };
+        let admitted = tokio::select! {
+            biased;
+            () = ctx.cancel.cancelled() => None,
+            admitted = ctx.budgets.admit(&ctx.charge_to, demand) => Some(admitted),
+        };
         let usage = TokenUsage {
             input: 20,
-            output: 5,
+            output: match &admitted {
+                Some(Ok(reservation)) => reservation.amount().output_tokens,
+                _ => 0,
+            },
             ..TokenUsage::default()
         };
-        let reservation = ctx.budgets.reserve(
-            &ctx.charge_to,
-            Amount {
-                output_tokens: 5,
-                usd: Usd::ZERO,
-            },
-        );
-        let waited = tokio::select! {
-            () = async {
-                match self.latency {
-                    _ if stall => std::future::pending().await,
-                    Some(latency) => precise_sleep(latency).await,
-                    None => tokio::task::yield_now().await,
-                }
-            } => true,
-            () = ctx.cancel.cancelled() => false,
-        };
+        let waited = admitted.is_some()
+            && tokio::select! {
+                () = async {
+                    match self.latency {
+                        _ if stall => std::future::pending().await,
+                        Some(latency) => precise_sleep(latency).await,
+                        None => tokio::task::yield_now().await,
+                    }
+                } => true,
+                () = ctx.cancel.cancelled() => false,
+            };
+        let reservation = admitted.unwrap_or(Err(BudgetError::Unknown));
         self.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
         let failure = if !waited {
             Some(AgentError::Cancelled)
@@ -140,7 +149,7 @@ impl AgentRunner for FakeModel {
         }
         if let Ok(reservation) = reservation {
             reservation.settle(Amount {
-                output_tokens: 5,
+                output_tokens: usage.output,
                 usd: Usd::ZERO,
             });
         }

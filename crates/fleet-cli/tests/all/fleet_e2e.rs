@@ -404,10 +404,10 @@ fn a_workflows_specialist_runs_in_its_sandbox_and_is_charged_to_the_run() {
         return;
     }
     let (p, fleet) = project();
-    // Every turn spends 230k input and 4k output tokens of claude-haiku-4-5: $0.25.
+    // Every turn spends 1k input and 4k output tokens of claude-haiku-4-5: $0.021.
     let turn = serde_json::json!({"expect": {}, "events": [
         {"type": "text_delta", "text": "Documented."},
-        {"type": "usage", "usage": {"input": 230_000, "output": 4_000}},
+        {"type": "usage", "usage": {"input": 1_000, "output": 4_000}},
         {"type": "done", "stop_reason": "end_turn"}
     ]});
     let cassette = p.root().join("cassette.json");
@@ -428,9 +428,10 @@ fn a_workflows_specialist_runs_in_its_sandbox_and_is_charged_to_the_run() {
         ("FLEET_PROVIDER", "scripted"),
         ("FLEET_CASSETTE", cassette.to_str().unwrap()),
     ];
-    // The run may spend $0.26: the first call's $0.25 fits, the second's worst case does not.
+    // The run may spend $0.0215: the first call's $0.021 fits; what is left ($0.0005) is less
+    // than the least a turn is admitted for (256 output tokens), so the second is refused.
     let mut envs = scripted.to_vec();
-    envs.push(("FLEET_BUDGET_USD", "0.26"));
+    envs.push(("FLEET_BUDGET_USD", "0.0215"));
     let (code, _, err) = fleet_in(&p, &fleet, &["run", "docs"], &envs);
     assert_eq!(code, 4, "the run's budget ran out: {err}");
     let (_, trace, _) = fleet_in(&p, &fleet, &["trace"], &[]);
@@ -442,12 +443,12 @@ fn a_workflows_specialist_runs_in_its_sandbox_and_is_charged_to_the_run() {
         first.starts_with("completed")
             && first.contains("doc-bot")
             && first.contains("claude-haiku-4-5")
-            && first.contains("$0.2500"),
+            && first.contains("$0.0210"),
         "the sandboxed specialist's metered turn is on its unit: {trace}"
     );
     assert!(
         trace.contains(
-            "budget \"run\" exhausted: doc-bot's model turn was refused at the gateway: $0.25 spent"
+            "Workflow dollar budget exceeded (doc-bot's model turn was refused at the gateway: $0.0210 spent"
         ),
         "the second turn was refused at the gateway against the run's budget: {trace}"
     );

@@ -18,8 +18,8 @@ use fleet_core::provider::{
 use fleet_core::spec::{AgentSpec, Capability, SpecSet};
 use fleet_core::{
     ActivityKind, AgentCall, AgentError, AgentOutcome, AgentRunner, Amount, CallContext, Cost,
-    DynAgentRunner, DynCommandSandbox, PriceTable, Provider, Role, TokenUsage, Usd, WorkUnitDraft,
-    WorkUnitId, WorkUnitKind, WorkUnitState,
+    Demand, DynAgentRunner, DynCommandSandbox, PriceTable, Provider, Role, TokenUsage, Usd,
+    WorkUnitDraft, WorkUnitId, WorkUnitKind, WorkUnitState,
 };
 use serde_json::{Value, json};
 
@@ -335,7 +335,7 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
         let mut schema_failures = 0u32;
         let mut force_output = call.schema.is_some() && specs.len() == 1;
         loop {
-            let request = ModelRequest {
+            let mut request = ModelRequest {
                 model: plan.model.clone(),
                 system: plan.system.clone(),
                 messages: messages.clone(),
@@ -356,16 +356,25 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                     long_ttl: false,
                 },
             };
-            let worst = Amount {
-                output_tokens: u64::from(plan.max_tokens),
-                usd: match (free, price) {
-                    (false, Some(p)) => {
-                        p.worst_case(request.estimated_input_tokens(), u64::from(plan.max_tokens))
-                    }
-                    _ => Usd::ZERO,
+            let demand = Demand {
+                max_output_tokens: u64::from(plan.max_tokens),
+                min_output_tokens: u64::from(
+                    plan.max_tokens.min(fleet_core::budget::MIN_USEFUL_OUTPUT),
+                ),
+                priced: match (free, price) {
+                    (false, Some(p)) => Some((p, request.estimated_input_tokens())),
+                    _ => None,
                 },
             };
-            let reservation = ctx.call.budgets.reserve(&ctx.call.charge_to, worst)?;
+            // Waits while calls in flight hold the budget; near the cap, the turn may write
+            // only what is left.
+            let reservation = tokio::select! {
+                biased;
+                () = ctx.call.cancel.cancelled() => return Err(AgentError::Cancelled),
+                admitted = ctx.call.budgets.admit(&ctx.call.charge_to, demand) => admitted?,
+            };
+            request.max_tokens =
+                u32::try_from(reservation.amount().output_tokens).unwrap_or(plan.max_tokens);
             model_requests += 1;
             let mut stream = self
                 .inner

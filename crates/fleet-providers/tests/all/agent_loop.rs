@@ -255,8 +255,8 @@ async fn structured_output_fails_after_five_attempts_with_the_validation_error()
 #[tokio::test]
 async fn a_hard_budget_stops_the_next_model_request() {
     let dir = tempfile::tempdir().unwrap();
-    // Each request reserves its worst case, max_tokens = 1000 output tokens: the first fits in
-    // 1010, and once it has spent 20 the second (20 + 1000) no longer does.
+    // A request that does not fit whole is cut to what is left, down to 256 output tokens: the
+    // first is admitted for 270 of its 1000, and once it has spent 20 the 250 left are too few.
     let provider = ScriptedProvider::sequential(vec![
         exchange(json!({}), tool_call("t1", "list_dir", json!({}))),
         exchange(json!({}), answer("never reached")),
@@ -267,7 +267,7 @@ async fn a_hard_budget_stops_the_next_model_request() {
         "run",
         None,
         BudgetLimits {
-            output_tokens: Some(1010),
+            output_tokens: Some(270),
             usd: Usd::from_dollars(1.0),
         },
     );

@@ -2,7 +2,7 @@
 //! standard-library example in `examples/python-worker/`): turns stream through the
 //! supervisor, only what the gateway metered moves money, and budgets hold under concurrency.
 
-use fleet_core::budget::{BudgetLimits, Budgets};
+use fleet_core::budget::{BudgetLimits, Budgets, MIN_USEFUL_OUTPUT};
 use fleet_core::provider::ModelRequest;
 use fleet_core::{PriceTable, Usd};
 use fleet_sandbox::{SupervisorError, SupervisorEvent, WorkerError};
@@ -172,7 +172,7 @@ async fn a_cancelled_task_is_told_to_stop_and_its_worker_takes_the_next() {
 }
 
 #[tokio::test]
-async fn a_turn_that_does_not_fit_is_refused_and_pauses_the_agent_until_resumed() {
+async fn a_turn_that_does_not_fit_is_cut_to_what_is_left_then_the_agent_pauses_until_resumed() {
     let Some(sandbox) = sandbox_or_skip("a_turn_that_does_not_fit…") else {
         return;
     };
@@ -184,14 +184,32 @@ async fn a_turn_that_does_not_fit_is_refused_and_pauses_the_agent_until_resumed(
         .add(python_plan(&place, "cost_budget: 0.015\n"))
         .await
         .unwrap();
+    let budget = Usd::from_dollars(0.015).unwrap();
     let one = turn_cost("budget", 2000);
     supervisor
         .call("echo-bot", task("t1", "budget"))
         .await
         .unwrap();
     assert_eq!(supervisor.spent("echo-bot").unwrap().spent.usd, one);
-    let refused = supervisor
+    // The second does not fit whole: it may write only what the rest of the budget pays for.
+    let cut = supervisor
         .call("echo-bot", task("t2", "budget"))
+        .await
+        .unwrap();
+    assert!(
+        (MIN_USEFUL_OUTPUT.into()..2000).contains(&cut.usage.output),
+        "{:?}",
+        cut.usage
+    );
+    let spent = supervisor.spent("echo-bot").unwrap().spent.usd;
+    assert!(spent <= budget, "{spent} > {budget}");
+    assert!(
+        budget.saturating_sub(spent) < turn_cost("budget", MIN_USEFUL_OUTPUT),
+        "{spent} of {budget} spent, and a turn worth making would still fit"
+    );
+    // What is left is not worth a turn: the third is refused and pauses the agent.
+    let refused = supervisor
+        .call("echo-bot", task("t3", "budget"))
         .await
         .unwrap_err();
     let message = failed_with(&refused);
@@ -201,13 +219,13 @@ async fn a_turn_that_does_not_fit_is_refused_and_pauses_the_agent_until_resumed(
     );
     assert!(
         message.contains("agent echo-bot: model turn refused")
-            && message.contains("echo-bot has spent $0.0100 of its $0.0150 budget"),
+            && message.contains("echo-bot has spent $0.0150 of its $0.0150 budget"),
         "{message}"
     );
     // Nothing more was spent, and the agent is paused: the next task does not start.
-    assert_eq!(supervisor.spent("echo-bot").unwrap().spent.usd, one);
+    assert_eq!(supervisor.spent("echo-bot").unwrap().spent.usd, spent);
     assert!(matches!(
-        supervisor.call("echo-bot", task("t3", "x")).await,
+        supervisor.call("echo-bot", task("t4", "x")).await,
         Err(SupervisorError::Paused { agent, .. }) if agent == "echo-bot"
     ));
     let paused: Vec<_> = std::iter::from_fn(|| events.try_recv().ok())
@@ -217,7 +235,7 @@ async fn a_turn_that_does_not_fit_is_refused_and_pauses_the_agent_until_resumed(
     // The user raises the budget: it runs again.
     supervisor.resume("echo-bot", Some(Usd::from_dollars(1.0).unwrap()));
     supervisor
-        .call("echo-bot", task("t4", "budget"))
+        .call("echo-bot", task("t5", "budget"))
         .await
         .unwrap();
 }
@@ -270,11 +288,13 @@ async fn a_hundred_concurrent_tasks_never_spend_past_the_budget() {
         status.spent.usd
     );
     assert_eq!(status.reserved.usd, Usd::ZERO);
-    // What was spent is exactly the turns that were admitted: four of $0.010002.
-    assert_eq!(done, 4);
-    assert_eq!(
-        status.spent.usd.nanos(),
-        turn_cost("budget", 2000).nanos() * 4
+    // Turns that did not fit waited for those in flight rather than failing: four whole turns
+    // of $0.010002, then one cut to what was left, and only then a refusal.
+    assert_eq!(done, 5);
+    assert!(
+        budget.saturating_sub(status.spent.usd) < turn_cost("budget", MIN_USEFUL_OUTPUT),
+        "{} of {budget} spent",
+        status.spent.usd
     );
 }
 
@@ -302,16 +322,20 @@ async fn the_fleets_budget_caps_every_agent_under_it() {
         .call("echo-bot", task("t1", "budget"))
         .await
         .unwrap();
-    let refused = supervisor
+    // The second is cut to what the fleet's budget has left, the third refused by it.
+    supervisor
         .call("echo-bot", task("t2", "budget"))
+        .await
+        .unwrap();
+    let spent = budgets.status(fleet).unwrap().spent.usd;
+    assert!(spent > turn_cost("budget", 2000) && spent <= Usd::from_dollars(0.015).unwrap());
+    let refused = supervisor
+        .call("echo-bot", task("t3", "budget"))
         .await
         .unwrap_err();
     let message = failed_with(&refused);
     assert!(message.contains("the fleet"), "{message}");
-    assert_eq!(
-        budgets.status(fleet).unwrap().spent.usd,
-        turn_cost("budget", 2000)
-    );
+    assert_eq!(budgets.status(fleet).unwrap().spent.usd, spent);
 }
 
 #[tokio::test]
