@@ -421,6 +421,14 @@ fn summary_table(summary: &RunSummary, s: Style) -> String {
             )
         );
     }
+    if summary.state == RunState::Completed && summary.budget_exhausted {
+        let _ = writeln!(
+            out,
+            "  {} the script finished, but a budget refused {} of its calls (exit 4); raise it to run them",
+            s.paint(Paint::Red, "budget:"),
+            summary.calls.failed
+        );
+    }
     if let Some(error) = &summary.error
         && summary.state == RunState::Failed
     {

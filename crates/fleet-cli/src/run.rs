@@ -329,6 +329,8 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
         );
     }
     Ok(match summary.state {
+        // A budget that refused calls is reported even when the script went on without them.
+        RunState::Completed | RunState::Failed if summary.budget_exhausted => exit::BUDGET,
         RunState::Completed => exit::OK,
         RunState::Stopped | RunState::Running => {
             if !args.json {
@@ -340,7 +342,6 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
             }
             exit::INTERRUPTED
         }
-        RunState::Failed if summary.budget_exhausted => exit::BUDGET,
         RunState::Failed => exit::FAILED,
     })
 }

@@ -535,6 +535,7 @@ mod patch_bot {
 }
 
 mod bench_workloads;
+mod budget;
 mod coding_agents;
 mod fleet_e2e;
 mod fleet_tui;
