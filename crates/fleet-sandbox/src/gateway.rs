@@ -197,7 +197,7 @@ impl Turn {
     async fn forward(&self, params: ModelStreamParams) -> Result<Value, RpcError> {
         let plan = &self.pool.plan;
         let agent = &plan.agent;
-        if let Some(reason) = lock(&self.pool.paused).clone() {
+        if let Some(reason) = self.supervisor.paused_reason(&self.pool) {
             let message = format!("agent {agent} is paused: {reason}");
             self.refused(
                 &params.task_id,
@@ -284,8 +284,8 @@ impl Turn {
         let reservation = match admitted {
             Ok(reservation) => reservation,
             Err(e) => {
+                self.supervisor.pause(&self.pool, e.to_string());
                 let reason = format!("{e}; {}", self.spend());
-                self.supervisor.pause(&self.pool, reason.clone());
                 let message = format!("agent {agent}: model turn refused: {reason}");
                 let mut refusal = Refusal::new(&e, message.clone());
                 refusal.what = format!("{}; {}", refusal.what, self.spend());
@@ -367,8 +367,8 @@ impl Turn {
         };
         self.meter(&params.task_id, &turn);
         if !exhausted.is_empty() {
-            let reason = format!("{} used up; {}", exhausted.join(", "), self.spend());
-            self.supervisor.pause(&self.pool, reason);
+            self.supervisor
+                .pause(&self.pool, format!("{} used up", exhausted.join(", ")));
             self.supervisor
                 .over_budget(&self.pool, &self.worker, &params.task_id);
         }
@@ -386,15 +386,7 @@ impl Turn {
 
     /// "patch-bot has spent $0.0400 of its $0.0500 budget".
     fn spend(&self) -> String {
-        let spent = self
-            .supervisor
-            .budgets
-            .status(self.pool.budget)
-            .map_or(Usd::ZERO, |s| s.spent.usd);
-        format!(
-            "{} has spent {spent} of its {} budget",
-            self.pool.plan.agent, self.pool.plan.cost_budget
-        )
+        self.supervisor.spend_line(&self.pool)
     }
 
     /// Notes on the task (when it is still the worker's) that a turn of it was refused.

@@ -295,17 +295,41 @@ impl Supervisor {
     }
 
     /// Pauses `pool`'s agent with `reason` (once) and tells the listeners.
-    pub(crate) fn pause(&self, pool: &Pool, reason: String) {
+    /// Pauses `pool`'s agent for `cause` (a refusal, a used-up budget): it takes no task and
+    /// sends no turn until resumed.
+    pub(crate) fn pause(&self, pool: &Pool, cause: String) {
         let mut paused = lock(&pool.paused);
         if paused.is_some() {
             return;
         }
-        *paused = Some(reason.clone());
+        *paused = Some(cause);
         drop(paused);
-        self.emit(SupervisorEvent::AgentPaused {
-            agent: pool.plan.agent.clone(),
-            reason,
-        });
+        if let Some(reason) = self.paused_reason(pool) {
+            self.emit(SupervisorEvent::AgentPaused {
+                agent: pool.plan.agent.clone(),
+                reason,
+            });
+        }
+    }
+
+    /// Why `pool`'s agent is paused, with what it has spent now (turns in flight when it was
+    /// paused may have settled since).
+    pub(crate) fn paused_reason(&self, pool: &Pool) -> Option<String> {
+        let cause = lock(&pool.paused).clone()?;
+        Some(format!("{cause}; {}", self.spend_line(pool)))
+    }
+
+    /// `<agent> has spent $X of its $Y budget`, as of now.
+    pub(crate) fn spend_line(&self, pool: &Pool) -> String {
+        let status = self.budgets.status(pool.budget);
+        let spent = status.as_ref().map_or(Usd::ZERO, |s| s.spent.usd);
+        let limit = status
+            .and_then(|s| s.limits.usd)
+            .unwrap_or(pool.plan.cost_budget);
+        format!(
+            "{} has spent {spent} of its {limit} budget",
+            pool.plan.agent
+        )
     }
 
     /// Agents added from now on are charged in `budgets`, under `run` (whose caps then pause
@@ -328,7 +352,7 @@ impl Supervisor {
     #[must_use]
     pub fn paused(&self, agent: &str) -> Option<String> {
         let pool = lock(&self.pools).get(agent).cloned()?;
-        lock(&pool.paused).clone()
+        self.paused_reason(&pool)
     }
 
     /// Lets a paused agent take tasks again, with a new budget if given.
@@ -527,11 +551,15 @@ impl Supervisor {
             .get(agent)
             .cloned()
             .ok_or_else(|| SupervisorError::UnknownAgent(agent.to_owned()))?;
-        if let Some(reason) = lock(&pool.paused).clone() {
-            return Err(SupervisorError::Paused {
-                agent: agent.to_owned(),
-                reason,
-            });
+        let paused = |pool: &Pool| {
+            self.paused_reason(pool)
+                .map(|reason| SupervisorError::Paused {
+                    agent: agent.to_owned(),
+                    reason,
+                })
+        };
+        if let Some(paused) = paused(&pool) {
+            return Err(paused);
         }
         let _slot = pool
             .slots
@@ -539,6 +567,11 @@ impl Supervisor {
             .acquire_owned()
             .await
             .map_err(|_| SupervisorError::UnknownAgent(agent.to_owned()))?;
+        // A task that queued for a worker while the agent was paused is refused with the
+        // figures as they are now: it sends nothing to the model.
+        if let Some(paused) = paused(&pool) {
+            return Err(paused);
+        }
         let mut attempt = 1;
         loop {
             let reused = lock(&pool.idle).pop();

@@ -288,6 +288,15 @@ async fn a_hundred_concurrent_tasks_never_spend_past_the_budget() {
         status.spent.usd
     );
     assert_eq!(status.reserved.usd, Usd::ZERO);
+    // The agent is paused, and says so with what it has spent now, not when it was paused.
+    let paused = supervisor.paused("echo-bot").unwrap();
+    assert!(
+        paused.contains(&format!(
+            "echo-bot has spent {} of its $0.05 budget",
+            status.spent.usd
+        )),
+        "{paused}"
+    );
     // Turns that did not fit waited for those in flight rather than failing: four whole turns
     // of $0.010002, then one cut to what was left, and only then a refusal.
     assert_eq!(done, 5);
