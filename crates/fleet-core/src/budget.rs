@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 use crate::money::Usd;
 use crate::pricing::ModelPrice;
+use crate::usage::TokenUsage;
 
 /// An amount charged to budgets: output tokens and dollars.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -429,6 +430,82 @@ impl Reservation {
         self.amount
     }
 
+    /// Takes in the usage the provider has reported so far for a turn admitted for
+    /// `max_output` output tokens at `price`, and returns how many output tokens the turn may
+    /// still reach (at most `max_output`).
+    ///
+    /// The prompt was an estimate; the report is the truth. When the worst case it implies
+    /// (the reported input, cache and output, plus the rest of `max_output`) is more than is
+    /// held, the reservation is raised to it at once, so turns admitted from now on see it.
+    /// When the budgets cannot pay for that much, the answer is the most output they can still
+    /// pay for, and the caller cuts the turn there: only the input the estimate missed can
+    /// carry a cap past its limit, and only on the turn that revealed it.
+    pub fn observe(&mut self, price: &ModelPrice, usage: &TokenUsage, max_output: u64) -> u64 {
+        let cost_at = |output: u64| {
+            price.cost(&TokenUsage {
+                output: output.max(usage.output),
+                ..*usage
+            })
+        };
+        let worst = Amount {
+            output_tokens: max_output.max(usage.output),
+            usd: cost_at(max_output),
+        };
+        if worst.output_tokens <= self.amount.output_tokens && worst.usd <= self.amount.usd {
+            return max_output;
+        }
+        let mut nodes = self.budgets.lock();
+        // What each budget on the chain leaves this turn, over what it holds already.
+        let mut room_usd: Option<Usd> = None;
+        let mut room_tokens: Option<u64> = None;
+        for &i in &self.chain {
+            let n = &nodes[i];
+            let others_usd = n.spent.usd + n.reserved.usd.saturating_sub(self.amount.usd);
+            let others_tokens = n.spent.output_tokens
+                + n.reserved
+                    .output_tokens
+                    .saturating_sub(self.amount.output_tokens);
+            if let Some(limit) = n.limits.usd {
+                let room = limit.saturating_sub(others_usd);
+                room_usd = Some(room_usd.map_or(room, |r| r.min(room)));
+            }
+            if let Some(limit) = n.limits.output_tokens {
+                let room = limit.saturating_sub(others_tokens);
+                room_tokens = Some(room_tokens.map_or(room, |r| r.min(room)));
+            }
+        }
+        let mut allowed = max_output.min(room_tokens.unwrap_or(u64::MAX));
+        if let Some(room) = room_usd
+            && cost_at(allowed) > room
+        {
+            // The most output whose cost fits, by bisection (cost grows with output).
+            let (mut lo, mut hi) = (usage.output, allowed);
+            while lo < hi {
+                let mid = lo + (hi - lo).div_ceil(2);
+                if cost_at(mid) <= room {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            allowed = lo;
+        }
+        let allowed = allowed.max(usage.output);
+        let held = Amount {
+            output_tokens: allowed,
+            usd: cost_at(allowed),
+        };
+        let grow = Amount {
+            output_tokens: held.output_tokens.saturating_sub(self.amount.output_tokens),
+            usd: held.usd.saturating_sub(self.amount.usd),
+        };
+        for &i in &self.chain {
+            nodes[i].reserved += grow;
+        }
+        self.amount += grow;
+        allowed
+    }
+
     /// Replaces the held worst case with what the call really used, and returns the names of
     /// the budgets now exhausted (spent alone reaches a cap).
     pub fn settle(mut self, actual: Amount) -> Vec<String> {
@@ -594,6 +671,79 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "budget \"run\" exhausted: 100 output tokens spent and 0 reserved of 100; this call may use up to 0"
+        );
+    }
+
+    #[test]
+    fn a_report_of_more_input_raises_the_reservation_and_limits_the_output() {
+        let budgets = Budgets::new();
+        let run = budgets.add(
+            "run",
+            None,
+            BudgetLimits {
+                usd: Some(usd(0.02)),
+                ..BudgetLimits::default()
+            },
+        );
+        // $1 per million input tokens, $5 per million output tokens.
+        let price = ModelPrice {
+            input: usd(1.0),
+            cache_write: usd(1.0),
+            cache_write_1h: usd(1.0),
+            cache_read: usd(0.1),
+            output: usd(5.0),
+        };
+        let seen = |input: u64, output: u64| TokenUsage {
+            input,
+            output,
+            ..TokenUsage::default()
+        };
+        let reserved = || budgets.status(run).unwrap().reserved.usd;
+        // Admitted on an estimate of 100 prompt tokens: $0.0051 at most.
+        let mut turn = budgets
+            .reserve(
+                &[run],
+                Amount {
+                    output_tokens: 1000,
+                    usd: price.worst_case(100, 1000),
+                },
+            )
+            .unwrap();
+        assert_eq!(turn.observe(&price, &seen(100, 1), 1000), 1000);
+        assert_eq!(
+            reserved(),
+            usd(0.0051),
+            "a report within the estimate changes nothing"
+        );
+        // The provider says the prompt was 12 000 tokens: the whole turn still fits, and the
+        // reservation rises to it at once, so a turn admitted now sees $0.003 left.
+        assert_eq!(turn.observe(&price, &seen(12_000, 1), 1000), 1000);
+        assert_eq!(reserved(), usd(0.017));
+        let next = budgets.reserve(
+            &[run],
+            Amount {
+                output_tokens: 1000,
+                usd: usd(0.0051),
+            },
+        );
+        assert!(
+            next.is_err(),
+            "the raised reservation crowds out a turn that would not fit"
+        );
+        // 18 000: $0.018 of input leaves $0.002, which pays for 400 output tokens.
+        assert_eq!(turn.observe(&price, &seen(18_000, 1), 1000), 400);
+        assert_eq!(reserved(), usd(0.02));
+        // 25 000: the input alone passes the cap; no more output is paid for.
+        assert_eq!(turn.observe(&price, &seen(25_000, 1), 400), 1);
+        assert_eq!(reserved(), price.cost(&seen(25_000, 1)));
+        turn.settle(Amount {
+            output_tokens: 1,
+            usd: price.cost(&seen(25_000, 1)),
+        });
+        let status = budgets.status(run).unwrap();
+        assert_eq!(
+            (status.spent.usd, status.reserved.usd),
+            (usd(0.025005), Usd::ZERO)
         );
     }
 

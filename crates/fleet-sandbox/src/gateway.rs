@@ -251,7 +251,7 @@ impl Turn {
         };
         // The caller's budgets first: refusing there leaves the agent as it was. Each waits
         // while turns in flight hold what it needs, and near a cap grants only what is left.
-        let caller = match &self.charge {
+        let mut caller = match &self.charge {
             None => None,
             Some(charge) => {
                 let admitted = tokio::select! {
@@ -281,7 +281,7 @@ impl Turn {
             () = self.cancel.cancelled() => return Err(provider_failure(&ProviderError::Cancelled)),
             admitted = budgets.admit(&pool, demand) => admitted,
         };
-        let reservation = match admitted {
+        let mut reservation = match admitted {
             Ok(reservation) => reservation,
             Err(e) => {
                 self.supervisor.pause(&self.pool, e.to_string());
@@ -293,7 +293,8 @@ impl Turn {
                 return Err(RpcError::new(codes::BUDGET_EXCEEDED, message));
             }
         };
-        let max_output = reservation.amount().output_tokens;
+        let admitted_output = reservation.amount().output_tokens;
+        let mut max_output = admitted_output;
         request.max_tokens = u32::try_from(max_output).unwrap_or(request.max_tokens);
 
         let model = request.model.clone();
@@ -325,25 +326,52 @@ impl Turn {
                 match &event {
                     StreamEvent::Usage { usage: reported } => {
                         usage = *reported;
-                        // The input is an estimate until the provider says; output past
-                        // the turn's max_tokens is what the gateway refuses to pay for.
+                        // The input was an estimate until now: the reservations rise to what
+                        // the report implies, and the turn may write only what they can pay.
+                        if let Some(price) = &price {
+                            max_output = reservation.observe(price, &usage, max_output);
+                            if let Some(caller) = caller.as_mut() {
+                                max_output = caller.observe(price, &usage, max_output);
+                            }
+                        }
+                        // Output past that is what the gateway refuses to pay for.
                         over = usage.output > max_output;
                     }
                     StreamEvent::Done { stop_reason: why } => stop_reason = Some(why.clone()),
+                    // More output when the budgets pay for none: cut before it is forwarded.
+                    StreamEvent::TextDelta { .. }
+                    | StreamEvent::ThinkingDelta { .. }
+                    | StreamEvent::ToolCallStart { .. }
+                    | StreamEvent::ToolCallDelta { .. } => {
+                        over = max_output < admitted_output && usage.output >= max_output;
+                    }
                     _ => {}
                 }
-                self.worker
-                    .process
-                    .notify(Note::ModelEvent(ModelEventParams {
-                        request_id: self.id.clone(),
-                        event,
-                    }));
+                if !over || matches!(event, StreamEvent::Usage { .. }) {
+                    self.worker
+                        .process
+                        .notify(Note::ModelEvent(ModelEventParams {
+                            request_id: self.id.clone(),
+                            event,
+                        }));
+                }
                 if over {
+                    let why = if max_output < admitted_output {
+                        format!(
+                            "its prompt was {} tokens, more than estimated, and the budget pays for only {max_output} of the {admitted_output} output tokens it was admitted for",
+                            usage.input
+                                + usage.cache_read
+                                + usage.cache_write
+                                + usage.cache_write_1h
+                        )
+                    } else {
+                        format!(
+                            "it produced more than the {max_output} output tokens it was admitted for"
+                        )
+                    };
                     failure = Some(RpcError::new(
                         codes::BUDGET_EXCEEDED,
-                        format!(
-                            "agent {agent}: the turn produced more than the {max_output} output tokens it was admitted for, and was cut off"
-                        ),
+                        format!("agent {agent}: the turn was cut off: {why}"),
                     ));
                     break;
                 }

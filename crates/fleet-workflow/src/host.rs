@@ -2,7 +2,7 @@
 //! concurrency limit, recording), phases, logs and nested workflows.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -153,7 +153,8 @@ pub(crate) struct RunHost {
     pub tally: Mutex<Tally>,
     /// Whether a budget refused an agent() call.
     pub budget_exhausted: std::sync::atomic::AtomicBool,
-    warned_budget: AtomicBool,
+    /// The highest budget notice given: 0 none, 1 at 80 %, 2 at 100 % or more.
+    warned_budget: AtomicU8,
     me: OnceLock<Weak<RunHost>>,
     /// Budget nodes per agent type (its spec's `cost_budget`) and per phase, made on first use.
     nodes: Mutex<HashMap<String, BudgetId>>,
@@ -223,7 +224,7 @@ impl RunHost {
             strict_ok: AtomicBool::new(true),
             tally: Mutex::new(Tally::default()),
             budget_exhausted: std::sync::atomic::AtomicBool::new(false),
-            warned_budget: AtomicBool::new(false),
+            warned_budget: AtomicU8::new(0),
             me: OnceLock::new(),
             nodes: Mutex::new(HashMap::new()),
             type_limits: Mutex::new(HashMap::new()),
@@ -366,12 +367,17 @@ impl RunHost {
             return;
         }
         let view = self.budget();
-        let near = |spent: f64, total: f64| total > 0.0 && spent >= 0.8 * total;
-        let tokens = view
+        let share = |spent: f64, total: f64| if total > 0.0 { spent / total } else { 0.0 };
+        let token_share = view
             .tokens_total
-            .is_some_and(|t| near(view.tokens_spent as f64, t as f64));
-        let usd = view.usd_total.is_some_and(|t| near(view.usd_spent, t));
-        if (tokens || usd) && !self.warned_budget.swap(true, Ordering::Relaxed) {
+            .map_or(0.0, |t| share(view.tokens_spent as f64, t as f64));
+        let usd_share = view.usd_total.map_or(0.0, |t| share(view.usd_spent, t));
+        let level = |s: f64| u8::from(s >= 0.8) + u8::from(s >= 1.0);
+        let reached = level(token_share).max(level(usd_share));
+        // One notice at 80 %, and another if a turn whose prompt was larger than estimated
+        // carries the spend to the cap or past it.
+        if reached > self.warned_budget.fetch_max(reached, Ordering::Relaxed) {
+            let tokens = level(token_share) == reached;
             // The share it says is the real one (a call that finished past the threshold can
             // take it well past 80 %).
             let percent = |spent: f64, total: f64| (spent / total * 100.0).floor();

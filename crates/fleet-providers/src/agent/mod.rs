@@ -11,9 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_core::budget::BudgetError;
 use fleet_core::provider::{
-    Content, Message, MessageRole, ModelRequest, ResponseBuilder, StopReason, ToolChoice, ToolSpec,
-    next_event,
+    Content, Message, MessageRole, ModelRequest, ResponseBuilder, StopReason, StreamEvent,
+    ToolChoice, ToolSpec, next_event,
 };
 use fleet_core::spec::{AgentSpec, Capability, SpecSet};
 use fleet_core::{
@@ -368,7 +369,8 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
             };
             // Waits while calls in flight hold the budget; near the cap, the turn may write
             // only what is left.
-            let reservation = tokio::select! {
+            let metered_at = demand.priced.map(|(p, _)| p);
+            let mut reservation = tokio::select! {
                 biased;
                 () = ctx.call.cancel.cancelled() => return Err(AgentError::Cancelled),
                 admitted = ctx.call.budgets.admit(&ctx.call.charge_to, demand) => admitted?,
@@ -383,9 +385,46 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                 .await?;
             let mut builder = ResponseBuilder::default();
             let mut failure = None;
+            let mut cut = None;
+            let admitted = reservation.amount().output_tokens;
+            let mut allowed = admitted;
+            let mut reported_output = 0;
             while let Some(event) = next_event(&mut stream).await {
                 match event {
-                    Ok(e) => builder.push(e),
+                    Ok(e) => {
+                        // The prompt was an estimate: the provider's report raises the
+                        // reservation, and a turn the budgets cannot pay for is cut off.
+                        // Output the budgets do not pay for: reported past what they allow,
+                        // or any more at all once they allow none.
+                        let unpaid = match (&e, &metered_at) {
+                            (StreamEvent::Usage { usage: reported }, Some(price)) => {
+                                allowed = reservation.observe(price, reported, allowed);
+                                reported_output = reported.output;
+                                reported.output > allowed
+                            }
+                            (
+                                StreamEvent::TextDelta { .. }
+                                | StreamEvent::ThinkingDelta { .. }
+                                | StreamEvent::ToolCallStart { .. }
+                                | StreamEvent::ToolCallDelta { .. },
+                                Some(_),
+                            ) => allowed < admitted && reported_output >= allowed,
+                            _ => false,
+                        };
+                        if unpaid {
+                            cut = Some(BudgetError::Exceeded {
+                                budget: "the call's".into(),
+                                what: format!(
+                                    "its prompt was larger than estimated, and the budgets pay for only {allowed} output tokens; the turn was cut off"
+                                ),
+                            });
+                            if matches!(e, StreamEvent::Usage { .. }) {
+                                builder.push(e);
+                            }
+                            break;
+                        }
+                        builder.push(e);
+                    }
                     Err(e) => {
                         failure = Some(e);
                         break;
@@ -409,6 +448,9 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                 usd: priced.unwrap_or(Usd::ZERO),
             });
             if let Some(e) = failure {
+                return Err(e.into());
+            }
+            if let Some(e) = cut {
                 return Err(e.into());
             }
 

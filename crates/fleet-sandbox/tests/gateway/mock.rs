@@ -1,7 +1,9 @@
 //! A zero-latency model for the gateway tests: it answers `echo: <the last user text>` in two
 //! text deltas, then reports the request's estimated input and all of its `max_tokens` as
 //! output (so a turn costs what it was admitted for); for the prompt `long` it stops after the
-//! first delta and waits to be cancelled.
+//! first delta and waits to be cancelled; for `big:N` it reports, first and as Anthropic's
+//! `message_start` does, a prompt of N tokens (more than the gateway estimated) and one output
+//! token, then the text and the final usage.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -54,6 +56,24 @@ impl Provider for MockModel {
                 cancel.cancelled().await;
                 let _ = tx.send(Err(ProviderError::Cancelled));
             });
+        } else if let Some(input) = text.strip_prefix("big:").and_then(|n| n.parse().ok()) {
+            let reported = |output| StreamEvent::Usage {
+                usage: TokenUsage {
+                    input,
+                    output,
+                    ..TokenUsage::default()
+                },
+            };
+            for event in [
+                reported(1),
+                StreamEvent::TextDelta { text },
+                reported(u64::from(request.max_tokens)),
+                StreamEvent::Done {
+                    stop_reason: StopReason::EndTurn,
+                },
+            ] {
+                let _ = tx.send(Ok(event));
+            }
         } else {
             for event in [
                 StreamEvent::TextDelta { text },

@@ -241,6 +241,53 @@ async fn a_turn_that_does_not_fit_is_cut_to_what_is_left_then_the_agent_pauses_u
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prompt_larger_than_estimated_is_cut_off_before_it_writes_what_the_budget_cannot_pay() {
+    let Some(sandbox) = sandbox_or_skip("a_prompt_larger_than_estimated…") else {
+        return;
+    };
+    let place = Place::new();
+    let supervisor = supervisor_with_mock(sandbox);
+    supervisor
+        .add(python_plan(&place, "cost_budget: 0.015\n"))
+        .await
+        .unwrap();
+    // The gateway estimates a few prompt tokens; the provider then says 20 000 ($0.02 of
+    // claude-haiku-4-5's input, past the $0.015 budget): the turn is cut before its text.
+    // The fixture worker reports the gateway's error as its answer.
+    let report = supervisor
+        .call("echo-bot", task("t1", "big:20000"))
+        .await
+        .unwrap();
+    let message = report.result.output.as_ref().unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains(
+            "agent echo-bot: the turn was cut off: its prompt was 20000 tokens, more than estimated"
+        ),
+        "{message}"
+    );
+    // Only the prompt the estimate missed (and the one output token reported with it) passed
+    // the cap; nothing is left reserved, and the agent is paused with the true figure.
+    let status = supervisor.spent("echo-bot").unwrap();
+    let revealed = haiku().cost(&fleet_core::usage::TokenUsage {
+        input: 20_000,
+        output: 1,
+        ..fleet_core::usage::TokenUsage::default()
+    });
+    assert_eq!(status.spent.usd, revealed);
+    assert_eq!(status.reserved.usd, Usd::ZERO);
+    let paused = supervisor.paused("echo-bot").unwrap();
+    assert!(
+        paused.contains(&format!(
+            "echo-bot has spent {revealed} of its $0.0150 budget"
+        )),
+        "{paused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_tasks_never_spend_past_the_budget() {
     let Some(sandbox) = sandbox_or_skip("a_hundred_concurrent_tasks…") else {
         return;

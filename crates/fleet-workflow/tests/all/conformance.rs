@@ -700,6 +700,22 @@ async fn the_token_budget_stops_new_calls_once_spent() {
             .starts_with("Workflow token budget exceeded (12 / 12 output tokens)"),
         "{r}"
     );
+    // A notice at 80 % and another at the cap, each with the true share.
+    let notices: Vec<&str> = ran
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::BudgetWarning { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        notices,
+        [
+            "83% of the token budget is spent (10 / 12 output tokens)",
+            "100% of the token budget is spent (12 / 12 output tokens)"
+        ]
+    );
     let ran = run("return [budget.total, budget.remaining(), budget.usd.total];").await;
     assert_eq!(ran.summary.result, json!([null, null, null]));
     let ran = run("return budget.remaining() === Infinity;").await;
