@@ -92,6 +92,12 @@ async fn choose(app: &App, store: &SqliteStore, args: &RunArgs) -> anyhow::Resul
             "{named}: no such file (run from the directory it is relative to, or give a workflow name)"
         ))
         .into());
+    } else if let (None, Some(bad)) = (catalog.get(&named), catalog.unregistered(&named)) {
+        // The workflow is there but its script is bad: an invalid input (exit 1), not a usage
+        // error.
+        return Err(anyhow::anyhow!(
+            "workflow '{named}' cannot be registered: {bad}"
+        ));
     } else {
         catalog.find(&named).map_err(UsageError)?
     };

@@ -72,6 +72,25 @@ pub(crate) fn parse_arguments(
     })
 }
 
+/// A successful answer whose body held no event-stream frame: a JSON document (an error
+/// object, or a non-streaming answer), or something else entirely (an HTML page from a proxy).
+fn not_an_event_stream(provider: &str, head: &[u8]) -> ProviderError {
+    let text = String::from_utf8_lossy(head);
+    let shown: String = text.trim().chars().take(200).collect();
+    let message = if let (_, Some(error)) = crate::http::error_body(head) {
+        format!("the answer is a JSON error, not an event stream: {error}")
+    } else if shown.starts_with('{') || shown.starts_with('[') {
+        format!(
+            "the answer is JSON, not an event stream (was the request sent without `stream: true`, or to another server?): {shown}"
+        )
+    } else {
+        format!(
+            "the answer is neither an event stream nor JSON (is the base URL a proxy or another server?); it began: {shown}"
+        )
+    };
+    decode_error(provider, &message)
+}
+
 pub(crate) fn decode_error(provider: &str, e: &dyn std::fmt::Display) -> ProviderError {
     ProviderError::Decode {
         provider: provider.into(),
@@ -89,7 +108,14 @@ struct State<B, D> {
     cancel: CancelToken,
     idle: Duration,
     finished: bool,
+    /// Whether any event-stream frame arrived.
+    framed: bool,
+    /// The body's first bytes, to say what came instead of an event stream.
+    head: Vec<u8>,
 }
+
+/// How much of a body's start is kept to describe it.
+const HEAD: usize = 300;
 
 /// The event stream of a response body.
 pub(crate) fn sse_events<D: FrameDecoder>(
@@ -125,6 +151,8 @@ where
         cancel,
         idle,
         finished: false,
+        framed: false,
+        head: Vec::new(),
     };
     Box::pin(futures_util::stream::unfold(state, |mut s| async move {
         loop {
@@ -154,10 +182,16 @@ where
                     let whole = s.decoder.at_eof(&mut s.scratch);
                     s.queue.extend(s.scratch.drain(..).map(Ok));
                     if !whole {
-                        s.queue.push_back(Err(ProviderError::Transport {
-                            provider: s.provider.clone(),
-                            message: "the connection closed before the answer was complete".into(),
-                        }));
+                        let error = if s.framed || s.head.iter().all(u8::is_ascii_whitespace) {
+                            ProviderError::Transport {
+                                provider: s.provider.clone(),
+                                message: "the connection closed before the answer was complete"
+                                    .into(),
+                            }
+                        } else {
+                            not_an_event_stream(&s.provider, &s.head)
+                        };
+                        s.queue.push_back(Err(error));
                     }
                 }
                 Err(e) => {
@@ -171,10 +205,17 @@ where
 
 impl<B, D: FrameDecoder> State<B, D> {
     fn feed(&mut self, bytes: &[u8]) {
+        if self.head.len() < HEAD {
+            let take = bytes.len().min(HEAD - self.head.len());
+            self.head.extend_from_slice(&bytes[..take]);
+        }
         self.sse.push(bytes);
         loop {
             let frame = match self.sse.next_frame() {
-                Ok(Some(frame)) => frame,
+                Ok(Some(frame)) => {
+                    self.framed = true;
+                    frame
+                }
                 Ok(None) => return,
                 Err(e) => {
                     self.fail(decode_error(&self.provider, &e));

@@ -157,6 +157,15 @@ impl Catalog {
         self.find(name)
     }
 
+    /// Why the file named `name` (`name.js` in a workflow directory) was not registered, when
+    /// one was found and its header is bad (no `meta`, a syntax error).
+    #[must_use]
+    pub fn unregistered(&self, name: &str) -> Option<&ScriptError> {
+        self.errors
+            .iter()
+            .find(|e| Path::new(&e.origin).file_stem().and_then(|s| s.to_str()) == Some(name))
+    }
+
     /// The script named `name`, or an error listing the known names.
     ///
     /// # Errors
@@ -164,6 +173,10 @@ impl Catalog {
     pub fn find(&self, name: &str) -> Result<Arc<Script>, String> {
         if let Some(entry) = self.entries.get(name) {
             return Ok(entry.script.clone());
+        }
+        // A file of that name that could not be registered: say why, not that it is unknown.
+        if let Some(e) = self.unregistered(name) {
+            return Err(format!("workflow '{name}' cannot be registered: {e}"));
         }
         let suggestion =
             crate::suggest::did_you_mean(self.entries.keys().map(String::as_str), name);

@@ -329,6 +329,20 @@ fn mistakes_get_one_line_with_the_cause_a_hint_and_their_exit_code() {
     let (code, _, err) = p.output(["run", "broken"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("error: ") && err.contains("no luck"), "{err}");
+    // A workflow file without its `meta` header is named, with what it lacks.
+    std::fs::write(
+        p.root().join(".fleet/workflows/headless.js"),
+        "return await agent('hi');\n",
+    )
+    .unwrap();
+    let (code, _, err) = p.output(["run", "headless"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("workflow 'headless' cannot be registered: ")
+            && err.contains(".fleet/workflows/headless.js:1:1: ")
+            && err.contains("a workflow starts with `export const meta = {"),
+        "{err}"
+    );
     let (code, _, err) = p.output([
         "run",
         "hello",

@@ -278,6 +278,58 @@ mod timeout_serde {
     }
 }
 
+/// `sandbox.writable` entries that reach outside the project: `/` (or anything that is the
+/// whole filesystem) always, and with `landlock: off` any path outside the project, since then
+/// nothing confines the worker's writes to the paths it names.
+fn writable_outside(doc: &Document<'_>) -> Vec<Diagnostic> {
+    use serde_json::Value;
+    let Some(sandbox) = doc.json().get("sandbox") else {
+        return Vec::new();
+    };
+    let landlock_off = sandbox.get("landlock").and_then(Value::as_str) == Some("off");
+    let mut problems = Vec::new();
+    for (i, entry) in sandbox
+        .get("writable")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(text) = entry.as_str() else { continue };
+        let path = Path::new(text);
+        let whole = path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::CurDir
+            )
+        }) && path.has_root();
+        let escapes = path.has_root()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir));
+        let message = if whole {
+            format!(
+                "\"{text}\" makes the whole filesystem writable, which no worker needs: name the directories under the project it writes (such as \"workspace\")"
+            )
+        } else if landlock_off && escapes {
+            format!(
+                "\"{text}\" is outside the project, and with `landlock: off` nothing confines the worker's writes: name a path under the project, or set `landlock: required`"
+            )
+        } else {
+            continue;
+        };
+        problems.push(doc.error_at(
+            &[
+                PathSeg::Key("sandbox".into()),
+                PathSeg::Key("writable".into()),
+                PathSeg::Index(i),
+            ],
+            message,
+        ));
+    }
+    problems
+}
+
 /// System calls that `allowed_syscalls` may never add, with the reason and the right switch.
 /// The checks the schema cannot make, on the document as written (so that they are reported
 /// with the schema's errors, not after them).
@@ -322,6 +374,7 @@ fn beyond_the_schema(doc: &Document<'_>, file: &Path) -> Vec<Diagnostic> {
             }
         }
     }
+    problems.extend(writable_outside(doc));
     if let Some(text) = json.get("timeout").and_then(Value::as_str)
         && !text.is_empty()
         && let Err(message) = timeout_serde::parse_duration(text)
@@ -429,11 +482,25 @@ impl AgentSpec {
     /// # Errors
     /// As [`AgentSpec::from_yaml`], or one diagnostic when the file cannot be read.
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Diagnostics(vec![Diagnostic::whole_file(
-                path,
-                format!("cannot read: {e}"),
-            )])
+        use std::io::Read;
+        let whole = |message: String| Diagnostics(vec![Diagnostic::whole_file(path, message)]);
+        let file = std::fs::File::open(path).map_err(|e| whole(format!("cannot read: {e}")))?;
+        // Read one byte past the limit, so a file that grows while it is read is caught too.
+        let mut bytes = Vec::new();
+        file.take(MAX_SPEC_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| whole(format!("cannot read: {e}")))?;
+        if bytes.len() as u64 > MAX_SPEC_BYTES {
+            return Err(whole(format!(
+                "is larger than {} KiB, the most an agent spec may be: a spec names a role, a model and limits; put long instructions in the worker's own files",
+                MAX_SPEC_BYTES / 1024
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            whole(format!(
+                "is not UTF-8 text (at byte {})",
+                e.utf8_error().valid_up_to()
+            ))
         })?;
         Self::from_yaml(path, &text)
     }
@@ -444,6 +511,9 @@ impl AgentSpec {
         self.cost_budget.unwrap_or(DEFAULT_COST_BUDGET)
     }
 }
+
+/// The largest agent spec file [`AgentSpec::load`] reads: 256 KiB.
+pub const MAX_SPEC_BYTES: u64 = 256 * 1024;
 
 /// The specs of a directory: all the valid ones, and every problem with the others.
 #[derive(Debug, Default)]

@@ -301,3 +301,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn writable_paths_that_escape_the_project_are_refused_where_nothing_would_confine_them() {
+    let spec = |landlock: &str, writable: &str| {
+        format!(
+            "name: w\nrole: r\nmodel: m\nsandbox:\n  landlock: {landlock}\n  writable: [{writable}]\n"
+        )
+    };
+    assert_eq!(
+        errors("w", &spec("required", "\"/\"")),
+        vec![
+            "agents/w.yaml:6:14: sandbox.writable[0]: \"/\" makes the whole filesystem writable, which no worker needs: name the directories under the project it writes (such as \"workspace\")"
+        ]
+    );
+    assert_eq!(
+        errors("w", &spec("off", "workspace, /srv/data, ../sibling")),
+        vec![
+            "agents/w.yaml:6:25: sandbox.writable[1]: \"/srv/data\" is outside the project, and with `landlock: off` nothing confines the worker's writes: name a path under the project, or set `landlock: required`",
+            "agents/w.yaml:6:36: sandbox.writable[2]: \"../sibling\" is outside the project, and with `landlock: off` nothing confines the worker's writes: name a path under the project, or set `landlock: required`",
+        ]
+    );
+    // Under Landlock a path outside the project is confined like any other.
+    assert!(load("w", &spec("required", "workspace, /srv/data")).is_ok());
+    assert!(load("w", &spec("off", "workspace")).is_ok());
+}
+
+#[test]
+fn a_spec_file_past_the_size_limit_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.yaml");
+    let mut text = String::from("name: big\nrole: r\nmodel: m\n");
+    while text.len() as u64 <= MAX_SPEC_BYTES {
+        text.push_str("# padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&path, &text).unwrap();
+    let message = AgentSpec::load(&path).unwrap_err().to_string();
+    assert!(
+        message.contains("is larger than 256 KiB, the most an agent spec may be"),
+        "{message}"
+    );
+    std::fs::write(&path, b"name: big\nrole: \xff\n").unwrap();
+    let message = AgentSpec::load(&path).unwrap_err().to_string();
+    assert!(
+        message.contains("is not UTF-8 text (at byte 16)"),
+        "{message}"
+    );
+}

@@ -232,6 +232,43 @@ async fn a_connection_dropped_mid_stream_is_a_transport_error() {
 }
 
 #[tokio::test]
+async fn a_successful_answer_that_is_not_an_event_stream_says_what_it_is() {
+    let page = |status: u16, content_type: &str, body: &str| {
+        let mut reply = Reply::error(status, &[], body);
+        reply.headers = vec![("content-type".into(), content_type.into())];
+        reply
+    };
+    let cases = [
+        (
+            page(
+                200,
+                "text/html",
+                "<html><body>Welcome to the proxy</body></html>",
+            ),
+            "anthropic: malformed stream: the answer is neither an event stream nor JSON (is the base URL a proxy or another server?); it began: <html><body>Welcome to the proxy</body></html>",
+        ),
+        (
+            page(
+                200,
+                "application/json",
+                r#"{"type":"error","error":{"type":"api_error","message":"stream disabled for this key"}}"#,
+            ),
+            "anthropic: malformed stream: the answer is a JSON error, not an event stream: stream disabled for this key",
+        ),
+        (
+            page(200, "application/json", r#"{"id":"msg_1","content":[]}"#),
+            "anthropic: malformed stream: the answer is JSON, not an event stream (was the request sent without `stream: true`, or to another server?): {\"id\":\"msg_1\",\"content\":[]}",
+        ),
+    ];
+    for (reply, expected) in cases {
+        let server = Server::start(vec![reply]).await;
+        let error = collect(&anthropic(&server), request()).await.unwrap_err();
+        assert!(matches!(error, ProviderError::Decode { .. }), "{error:?}");
+        assert_eq!(error.to_string(), expected);
+    }
+}
+
+#[tokio::test]
 async fn retries_429_and_529_honouring_retry_after() {
     let ok = Reply::sse(&fixture("anthropic/tool_use.sse"), &[4096]);
     let server = Server::start(vec![
