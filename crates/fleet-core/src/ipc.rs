@@ -506,6 +506,9 @@ fn validator() -> &'static Result<jsonschema::Validator, String> {
     VALIDATOR.get_or_init(|| jsonschema::validator_for(&ipc_schema()).map_err(|e| e.to_string()))
 }
 
+/// Methods whose params may be omitted (each takes [`Empty`]).
+const PARAMS_OPTIONAL: &[&str] = &["shutdown"];
+
 /// Reads one line (without its newline): checked for size, parsed, validated against the
 /// schema, then typed. The error is what to answer (its id is the request's when it could be
 /// read).
@@ -525,7 +528,7 @@ pub fn decode_line(line: &[u8]) -> Result<Message, (Option<RequestId>, RpcError)
             ),
         ));
     }
-    let value: Value = serde_json::from_slice(line).map_err(|e| {
+    let mut value: Value = serde_json::from_slice(line).map_err(|e| {
         (
             None,
             RpcError::new(
@@ -556,6 +559,13 @@ pub fn decode_line(line: &[u8]) -> Result<Message, (Option<RequestId>, RpcError)
                 ),
             ),
         ));
+    }
+    // JSON-RPC lets a call whose params are all optional leave them out.
+    if let (Some(method), Some(object)) = (&method, value.as_object_mut())
+        && PARAMS_OPTIONAL.contains(&method.as_str())
+        && !object.contains_key("params")
+    {
+        object.insert("params".into(), Value::Object(serde_json::Map::new()));
     }
     let validator = validator()
         .as_ref()
@@ -759,6 +769,25 @@ mod tests {
                 ..
             }))
         ));
+        // Params that are all optional may be left out; required ones may not.
+        let ok = decode_line(br#"{"jsonrpc":"2.0","id":9,"method":"shutdown"}"#);
+        assert!(
+            matches!(
+                ok,
+                Ok(Message::Request(Request {
+                    call: Call::Shutdown(_),
+                    ..
+                }))
+            ),
+            "{ok:?}"
+        );
+        let (_, e) = err(r#"{"jsonrpc":"2.0","id":10,"method":"task/cancel"}"#);
+        assert_eq!(e.code, codes::INVALID_PARAMS, "{}", e.message);
+        assert!(
+            e.message.starts_with("task/cancel params:"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

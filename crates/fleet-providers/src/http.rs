@@ -187,6 +187,16 @@ impl HttpClient {
             let error = match result {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response) => refused(provider, response).await,
+                // Retrying cannot help when the system forbids the connection.
+                Err(e) if forbidden(&e) => {
+                    return Err(ProviderError::Config {
+                        provider: provider.into(),
+                        message: format!(
+                            "the system refused the connection ({}): in a fleet sandbox a worker has no network unless its spec sets `sandbox.network: true`; a worker reaches its model through the supervisor's gateway instead",
+                            describe_reqwest(e)
+                        ),
+                    });
+                }
                 Err(e) => ProviderError::Transport {
                     provider: provider.into(),
                     message: describe_reqwest(e),
@@ -214,6 +224,21 @@ impl HttpClient {
             }
         }
     }
+}
+
+/// Whether the operating system refused to let the request connect at all (EPERM or EACCES,
+/// as a sandbox's system-call filter answers `socket` or `connect`).
+fn forbidden(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// A reqwest error in words, without the URL's query (which could hold a key).

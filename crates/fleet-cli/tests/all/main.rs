@@ -184,6 +184,65 @@ mod cli {
     }
 }
 
+mod no_network {
+    //! A model call made from inside a sandbox without network fails at once with the reason,
+    //! rather than after rounds of retries.
+
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_connection_the_sandbox_forbids_fails_at_once_and_says_why() {
+        if let Err(e) = fleet_sandbox::landlock_available() {
+            assert!(
+                std::env::var("FLEET_SANDBOX_REQUIRE").as_deref() != Ok("1"),
+                "FLEET_SANDBOX_REQUIRE=1 but {e}"
+            );
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        // The binary must be reachable by the unprivileged user wherever the build is.
+        let fleet = dir.path().join("fleet");
+        std::fs::copy(env!("CARGO_BIN_EXE_fleet"), &fleet).unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let sandbox = fleet_sandbox::Sandbox::new(&fleet, vec!["__sandbox-helper".into()]);
+        let policy = fleet_sandbox::SandboxPolicy {
+            writable: vec![home.clone()],
+            readable: vec![dir.path().to_path_buf()],
+            env: vec![
+                ("HOME".into(), home.display().to_string()),
+                ("ANTHROPIC_API_KEY".into(), "sk-test".into()),
+                // A loopback address: nothing listens, and the sandbox refuses the socket first.
+                ("ANTHROPIC_BASE_URL".into(), "http://127.0.0.1:9".into()),
+            ],
+            ..fleet_sandbox::SandboxPolicy::default()
+        };
+        let started = Instant::now();
+        let out = sandbox
+            .command(&policy, &fleet, ["ask", "hello", "--json"])
+            .unwrap()
+            .current_dir(&home)
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{stdout}{stderr}");
+        assert!(
+            format!("{stdout}{stderr}").contains("the system refused the connection")
+                && format!("{stdout}{stderr}").contains("`sandbox.network: true`"),
+            "{stdout}{stderr}"
+        );
+        assert!(
+            took < Duration::from_secs(4),
+            "no retries: it took {took:?}"
+        );
+    }
+}
+
 mod patch_bot {
     //! The sample patch-bot, sandboxed, on the scripted provider, against a real git
     //! repository with a failing test: the fix is committed and the tests pass.
