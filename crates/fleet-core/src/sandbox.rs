@@ -9,8 +9,11 @@ use serde::{Deserialize, Serialize};
 use crate::spec::{LandlockMode, SandboxSpec, SyscallProfile};
 
 /// Read-only places every worker gets: the system's programs, libraries and configuration,
-/// and the process and device views interpreters read. Everything else is hidden unless the
-/// policy adds it.
+/// its own `/proc` entry and the system-wide ones interpreters read (never another process's),
+/// and the device views. Everything else is hidden unless the policy adds it.
+///
+/// `/proc/self` and `/proc/thread-self` are resolved when the sandbox is set up, in the process
+/// that then becomes the worker: they name the worker's own entry, and only it.
 pub const SYSTEM_READABLE: &[&str] = &[
     "/usr",
     "/lib",
@@ -19,7 +22,16 @@ pub const SYSTEM_READABLE: &[&str] = &[
     "/bin",
     "/sbin",
     "/etc",
-    "/proc",
+    "/proc/self",
+    "/proc/thread-self",
+    "/proc/cpuinfo",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/loadavg",
+    "/proc/uptime",
+    "/proc/version",
+    "/proc/filesystems",
+    "/proc/sys",
     "/sys",
     "/dev/null",
     "/dev/zero",

@@ -76,8 +76,10 @@ fn run(args: Vec<OsString>) -> Result<Never, SandboxError> {
     rustix::process::setsid()
         .map_err(|e| SandboxError::Setup(format!("cannot start a new session: {e}")))?;
     drop_privileges()?;
-    crate::landlock::apply(&policy, &executable)?;
-    crate::seccomp::apply(&policy)?;
+    let enforcement = crate::landlock::apply(&policy, &executable)?;
+    // Only a fully enforced ruleset (ABI 9 and later) confines pathname UNIX sockets; short
+    // of that the worker gets no `socket(AF_UNIX)` at all.
+    crate::seccomp::apply(&policy, enforcement == crate::Enforcement::Full)?;
     let error = std::process::Command::new(&program)
         .args(rest)
         .env_clear()

@@ -116,6 +116,18 @@ pub(crate) fn apply(
     Ok(enforcement)
 }
 
+/// Whether this kernel's Landlock confines which pathname UNIX sockets a process may reach
+/// (ABI 9). Where it does, a worker may make UNIX sockets, and reach only those under its
+/// writable paths; where it does not, the seccomp filter refuses `socket(AF_UNIX)` altogether.
+#[must_use]
+pub fn unix_sockets_confinable() -> bool {
+    Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(AccessFs::ResolveUnix)
+        .and_then(|r| r.create())
+        .is_ok()
+}
+
 /// Whether the kernel offers Landlock; the error says why not and how to fix it.
 ///
 /// # Errors

@@ -42,7 +42,7 @@ use fleet_core::spec::LandlockMode;
 
 pub use self::client::{WorkerError, WorkerProcess, WorkerRequest};
 pub use self::helper::{SETUP_FAILED, UNPRIVILEGED_ID, helper_main};
-pub use self::landlock::{Enforcement, landlock_available};
+pub use self::landlock::{Enforcement, landlock_available, unix_sockets_confinable};
 pub use self::plan::{DEFAULT_COST_BUDGET, OverBudget, PlanError, WorkerPlan};
 pub use self::prepare::{Prepared, prepare_writable, runnable_by_workers};
 pub use self::profile::baseline;

@@ -2,10 +2,10 @@
 
 use fleet_core::spec::SyscallProfile;
 
-/// `default`: memory, file I/O, the event loop, time, signals to oneself, threads and AF_UNIX
-/// IPC; what ordinary workers and the Python and Node interpreters need. `clone` and `socket`
-/// are here but limited by argument (threads only; AF_UNIX only) in the filter; `clone3` is
-/// answered ENOSYS so that libc falls back to `clone`.
+/// `default`: memory, file I/O, the event loop, time, signals to oneself, threads and local
+/// socket pairs; what ordinary workers and the Python and Node interpreters need. `clone`,
+/// `socket` and `socketpair` are here but limited by argument in the filter (threads only;
+/// see [`crate::seccomp`]); `clone3` is answered ENOSYS so that libc falls back to `clone`.
 const DEFAULT: &[&str] = &[
     // Memory.
     "brk",
@@ -19,7 +19,8 @@ const DEFAULT: &[&str] = &[
     "membarrier",
     "mlock",
     "munlock",
-    "memfd_create",
+    // Not `memfd_create`: a memory file is executable whatever Landlock says, so it would let
+    // a worker run any program.
     // Files.
     "read",
     "write",
@@ -203,7 +204,9 @@ const DEFAULT: &[&str] = &[
     "landlock_create_ruleset",
     "landlock_add_rule",
     "landlock_restrict_self",
-    // Sockets (AF_UNIX unless the policy allows the network).
+    // Sockets: `socket` is limited by its domain in the filter (AF_INET and AF_INET6 only
+    // with the network; AF_UNIX only where Landlock confines the paths a UNIX socket may
+    // reach), `socketpair` to stream pairs.
     "socket",
     "socketpair",
     "bind",

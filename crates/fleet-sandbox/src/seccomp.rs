@@ -1,5 +1,8 @@
 //! The seccomp filters: `clone3` answered ENOSYS (installed first), then a default-deny
-//! allowlist with argument rules for `clone` (threads only) and `socket` (AF_UNIX only).
+//! allowlist with argument rules for `clone` (threads only, without `subprocesses`), `socket`
+//! (AF_INET and AF_INET6 with the network; AF_UNIX only when Landlock confines which UNIX
+//! socket paths the worker may reach, from Landlock ABI 9) and `socketpair` (stream pairs
+//! only: a datagram pair could address any socket on the machine).
 
 use std::collections::BTreeMap;
 
@@ -31,8 +34,12 @@ fn arg_equals(index: u8, value: u64) -> Result<SeccompRule, SandboxError> {
     SeccompRule::new(vec![condition]).map_err(filter_error)
 }
 
-/// The two programs, in the order they must be installed.
-pub(crate) fn programs(policy: &SandboxPolicy) -> Result<[BpfProgram; 2], SandboxError> {
+/// The two programs, in the order they must be installed; `unix_confined` says whether
+/// Landlock confines pathname UNIX sockets (then the worker may make its own).
+pub(crate) fn programs(
+    policy: &SandboxPolicy,
+    unix_confined: bool,
+) -> Result<[BpfProgram; 2], SandboxError> {
     let arch = TargetArch::x86_64;
     // clone3 passes its flags in memory, where seccomp cannot look: refuse it as "not
     // implemented", and libc falls back to clone, whose flags the allowlist checks. The
@@ -71,12 +78,31 @@ pub(crate) fn programs(policy: &SandboxPolicy) -> Result<[BpfProgram; 2], Sandbo
             vec![SeccompRule::new(vec![thread]).map_err(filter_error)?],
         );
     }
-    let mut domains = vec![arg_equals(0, libc::AF_UNIX as u64)?];
+    let mut domains = Vec::new();
+    if unix_confined {
+        domains.push(arg_equals(0, libc::AF_UNIX as u64)?);
+    }
     if policy.network {
         domains.push(arg_equals(0, libc::AF_INET as u64)?);
         domains.push(arg_equals(0, libc::AF_INET6 as u64)?);
     }
-    rules.insert(number("socket")?, domains);
+    if domains.is_empty() {
+        rules.remove(&number("socket")?);
+    } else {
+        rules.insert(number("socket")?, domains);
+    }
+    // socketpair(AF_UNIX, SOCK_STREAM | flags, …): the type's low bits are the kind.
+    let stream = SeccompCondition::new(
+        1,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(0xf),
+        libc::SOCK_STREAM as u64,
+    )
+    .map_err(filter_error)?;
+    rules.insert(
+        number("socketpair")?,
+        vec![SeccompRule::new(vec![stream]).map_err(filter_error)?],
+    );
     let refuse = if policy.learn {
         SeccompAction::Log
     } else {
@@ -91,8 +117,8 @@ pub(crate) fn programs(policy: &SandboxPolicy) -> Result<[BpfProgram; 2], Sandbo
 }
 
 /// Installs the filters on the calling thread (the helper is single-threaded).
-pub(crate) fn apply(policy: &SandboxPolicy) -> Result<(), SandboxError> {
-    for program in programs(policy)? {
+pub(crate) fn apply(policy: &SandboxPolicy, unix_confined: bool) -> Result<(), SandboxError> {
+    for program in programs(policy, unix_confined)? {
         seccompiler::apply_filter(&program)
             .map_err(|e| SandboxError::Setup(format!("cannot install the seccomp filter: {e}")))?;
     }
@@ -110,10 +136,12 @@ mod tests {
             policy.network = network;
             policy.subprocesses = subprocesses;
             policy.learn = learn;
-            let [clone3, allowlist] = programs(&policy).unwrap();
+            let [clone3, allowlist] = programs(&policy, network).unwrap();
             assert!(!clone3.is_empty() && allowlist.len() > 150);
         }
         policy.allowed_syscalls = vec!["opn".into()];
-        assert!(matches!(programs(&policy), Err(SandboxError::Policy(m)) if m.contains("\"opn\"")));
+        assert!(
+            matches!(programs(&policy, false), Err(SandboxError::Policy(m)) if m.contains("\"opn\""))
+        );
     }
 }

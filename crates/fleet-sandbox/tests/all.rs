@@ -42,6 +42,7 @@ struct Place {
     _dir: tempfile::TempDir,
     root: PathBuf,
     _listener: std::os::unix::net::UnixListener,
+    _datagrams: std::os::unix::net::UnixDatagram,
 }
 
 impl Place {
@@ -49,7 +50,7 @@ impl Place {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
-        for sub in ["work", "out", "hidden"] {
+        for sub in ["work", "out", "hidden", "project", "project/workspace"] {
             std::fs::create_dir(root.join(sub)).unwrap();
             std::fs::set_permissions(root.join(sub), std::fs::Permissions::from_mode(0o755))
                 .unwrap();
@@ -57,6 +58,7 @@ impl Place {
         if rustix::process::geteuid().is_root() {
             let id = Some(UNPRIVILEGED_ID);
             std::os::unix::fs::chown(root.join("work"), id, id).unwrap();
+            std::os::unix::fs::chown(root.join("project/workspace"), id, id).unwrap();
         }
         std::fs::write(root.join("hidden/secret"), "secret").unwrap();
         std::fs::set_permissions(
@@ -64,8 +66,15 @@ impl Place {
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
+        // Someone else's sockets, world-writable as a desktop bus or a container runtime's
+        // often are: only the sandbox stands between the worker and them.
         let listener =
             std::os::unix::net::UnixListener::bind(root.join("out/daemon.sock")).unwrap();
+        let datagrams = std::os::unix::net::UnixDatagram::bind(root.join("out/log.sock")).unwrap();
+        for socket in ["out/daemon.sock", "out/log.sock"] {
+            std::fs::set_permissions(root.join(socket), std::fs::Permissions::from_mode(0o777))
+                .unwrap();
+        }
         // The worker's binary must be reachable by the unprivileged user wherever the build is.
         std::fs::copy(
             env!("CARGO_BIN_EXE_fleet-sandbox-probe"),
@@ -76,6 +85,7 @@ impl Place {
             _dir: dir,
             root,
             _listener: listener,
+            _datagrams: datagrams,
         }
     }
 
@@ -91,10 +101,23 @@ impl Place {
         }
     }
 
-    fn probe(&self, sandbox: &Sandbox, policy: &SandboxPolicy) -> BTreeMap<String, bool> {
-        let args = [
+    /// What the probe got through under `policy`, whose writable directory is `writable`,
+    /// with `extra` arguments (`--exec-from-memory`).
+    fn probe(
+        &self,
+        sandbox: &Sandbox,
+        policy: &SandboxPolicy,
+        writable: &Path,
+        extra: &[&str],
+    ) -> BTreeMap<String, bool> {
+        let mut args = vec![
+            "--unix-dgram".into(),
+            self.path("out/log.sock"),
+            // This test's process: someone else's, as far as the worker is concerned.
+            "--other-pid".into(),
+            PathBuf::from(std::process::id().to_string()),
             "--writable".into(),
-            self.path("work"),
+            writable.to_path_buf(),
             "--outside".into(),
             self.path("out"),
             "--hidden".into(),
@@ -104,6 +127,7 @@ impl Place {
             "--exec".into(),
             PathBuf::from("/bin/echo"),
         ];
+        args.extend(extra.iter().map(PathBuf::from));
         let out = sandbox
             .command(policy, self.path("probe"), args)
             .unwrap()
@@ -128,77 +152,96 @@ impl Place {
     }
 }
 
-fn expect(pairs: &[(&str, bool)]) -> BTreeMap<String, bool> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+/// The sandbox probe matrix: each row one thing a worker tries, each column a policy, each
+/// cell whether it gets through. The columns are the switches one at a time and the policies
+/// `fleet start` builds for the sample agents in `agents/`; `U` is whether this kernel's
+/// Landlock confines UNIX socket paths (ABI 9), which decides the rows that depend on it.
+/// `exec_from_memory` is a run of its own (it ends the probe when it works).
+///
+/// | columns: | baseline | network | subprocesses | learn | patch-bot | test-writer-bot | doc-bot |
+fn matrix(u: bool) -> Vec<(&'static str, [bool; 7])> {
+    const F: bool = false;
+    const T: bool = true;
+    vec![
+        ("privileged", [F, F, F, F, F, F, F]),
+        ("write_inside", [T, T, T, T, T, T, T]),
+        ("write_outside", [F, F, F, F, F, F, F]),
+        ("read_hidden", [F, F, F, F, F, F, F]),
+        ("tcp_socket", [F, T, F, T, F, F, F]),
+        ("udp_socket", [F, T, F, T, F, F, F]),
+        // Refused where Landlock cannot confine them; the learn column logs instead.
+        ("unix_socket_inside", [u, u, u, T, u, u, u]),
+        ("unix_socket_outside", [F, F, F, !u, F, F, F]),
+        ("unix_dgram_outside", [F, F, F, !u, F, F, F]),
+        ("proc_self", [T, T, T, T, T, T, T]),
+        ("proc_other", [F, F, F, F, F, F, F]),
+        ("proc_list", [F, F, F, F, F, F, F]),
+        ("thread", [T, T, T, T, T, T, T]),
+        ("fork", [F, F, T, T, T, T, T]),
+        ("vfork", [F, F, T, T, T, T, T]),
+        ("clone_vfork", [F, F, T, T, T, T, T]),
+        // posix_spawn runs /bin/true: Landlock's execute rule still stops it under learn.
+        ("posix_spawn", [F, F, T, F, T, T, T]),
+        ("ptrace", [F, F, F, T, F, F, F]),
+        ("exec", [F, F, T, F, T, T, T]),
+        ("exec_from_memory", [F, F, F, T, F, F, F]),
+    ]
 }
 
 #[test]
-fn the_baseline_confines_files_network_processes_and_tracing() {
-    let Some(sandbox) = sandbox_or_skip("the_baseline_confines…") else {
+fn the_probe_matrix_holds_for_every_switch_and_every_sample_agent() {
+    let Some(sandbox) = sandbox_or_skip("the_probe_matrix…") else {
         return;
     };
     let place = Place::new();
-    let seen = place.probe(&sandbox, &place.policy());
-    assert_eq!(
-        seen,
-        expect(&[
-            ("privileged", false),
-            ("write_inside", true),
-            ("write_outside", false),
-            ("read_hidden", false),
-            ("tcp_socket", false),
-            ("udp_socket", false),
-            ("unix_socket_inside", true),
-            ("unix_socket_outside", false),
-            ("thread", true),
-            ("fork", false),
-            ("posix_spawn", false),
-            ("ptrace", false),
-            ("exec", false),
-        ])
-    );
-    assert!(place.path("work/probe.txt").exists());
-    assert!(!place.path("out/probe.txt").exists());
-}
-
-#[test]
-fn the_network_and_subprocess_switches_open_exactly_their_part() {
-    let Some(sandbox) = sandbox_or_skip("the_network_and_subprocess_switches…") else {
-        return;
-    };
-    let place = Place::new();
+    let agents = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../agents");
+    let project = place.path("project");
+    let mut columns: Vec<(String, SandboxPolicy, PathBuf)> = Vec::new();
+    let work = place.path("work");
+    columns.push(("baseline".into(), place.policy(), work.clone()));
     let mut policy = place.policy();
     policy.network = true;
-    let seen = place.probe(&sandbox, &policy);
-    assert_eq!((seen["tcp_socket"], seen["udp_socket"]), (true, true));
-    assert_eq!(
-        (seen["fork"], seen["exec"], seen["write_outside"]),
-        (false, false, false)
-    );
-
+    columns.push(("network".into(), policy, work.clone()));
     let mut policy = place.policy();
     policy.subprocesses = true;
-    let seen = place.probe(&sandbox, &policy);
-    assert_eq!(
-        (seen["fork"], seen["posix_spawn"], seen["exec"]),
-        (true, true, true)
-    );
-    assert_eq!((seen["tcp_socket"], seen["ptrace"]), (false, false));
-}
-
-#[test]
-fn learn_mode_logs_instead_of_refusing_system_calls() {
-    let Some(sandbox) = sandbox_or_skip("learn_mode…") else {
-        return;
-    };
-    let place = Place::new();
+    columns.push(("subprocesses".into(), policy, work.clone()));
     let mut policy = place.policy();
     policy.learn = true;
-    let seen = place.probe(&sandbox, &policy);
-    // System calls outside the allowlist go through (and are logged by the kernel)...
-    assert_eq!((seen["ptrace"], seen["fork"]), (true, true));
-    // ...while the filesystem stays confined.
-    assert_eq!((seen["write_outside"], seen["read_hidden"]), (false, false));
+    columns.push(("learn".into(), policy, work.clone()));
+    for agent in ["patch-bot", "test-writer-bot", "doc-bot"] {
+        let spec =
+            fleet_core::spec::AgentSpec::load(&agents.join(format!("{agent}.yaml"))).unwrap();
+        let policy = SandboxPolicy::from_spec(&spec.sandbox, &project);
+        columns.push((agent.into(), policy, project.join("workspace")));
+    }
+    let u = fleet_sandbox::unix_sockets_confinable();
+    let rows = matrix(u);
+    let mut wrong = Vec::new();
+    for (column, (name, policy, writable)) in columns.iter().enumerate() {
+        let mut seen = place.probe(&sandbox, policy, writable, &[]);
+        let from_memory = place.probe(&sandbox, policy, writable, &["--exec-from-memory"]);
+        seen.insert("exec_from_memory".into(), from_memory["exec_from_memory"]);
+        for (probe, cells) in &rows {
+            match seen.remove(*probe) {
+                Some(got) if got == cells[column] => {}
+                got => wrong.push(format!(
+                    "{name}: {probe} expected {}, got {got:?}",
+                    cells[column]
+                )),
+            }
+        }
+        assert!(
+            seen.is_empty(),
+            "{name}: probes missing from the matrix: {seen:?}"
+        );
+        assert!(writable.join("probe.txt").exists(), "{name}");
+    }
+    assert!(!place.path("out/probe.txt").exists());
+    assert!(
+        wrong.is_empty(),
+        "Landlock confines UNIX sockets: {u}\n{}",
+        wrong.join("\n")
+    );
 }
 
 fn interpreter_policy(place: &Place) -> SandboxPolicy {
@@ -297,6 +340,53 @@ fn python_runs_under_the_baseline_profile() {
         std::fs::read_to_string(place.path("work/py.txt")).unwrap(),
         "from python"
     );
+}
+
+#[test]
+fn python_and_node_start_children_and_grandchildren_only_with_subprocesses() {
+    let Some(sandbox) = sandbox_or_skip("python_and_node_start_children…") else {
+        return;
+    };
+    let place = Place::new();
+    // A child (sh) that starts a grandchild (echo), the way each standard library does it.
+    let python = "import subprocess\n\
+        try:\n    print(subprocess.run(['/bin/sh', '-c', '/bin/echo grandchild'], capture_output=True, text=True, check=True).stdout.strip())\n\
+        except OSError as e:\n    print('refused:', e.errno)";
+    let node = "const cp = require('child_process');\
+        try { console.log(cp.execFileSync('/bin/sh', ['-c', '/bin/echo grandchild']).toString().trim()); }\
+        catch (e) { console.log('refused:', e.code); }";
+    let mut interpreters = vec![("/usr/bin/python3", python)];
+    if Path::new("/usr/bin/node").exists() {
+        interpreters.push(("/usr/bin/node", node));
+    }
+    for (program, script) in interpreters {
+        let flag = if program.ends_with("node") {
+            "-e"
+        } else {
+            "-c"
+        };
+        let run = |subprocesses: bool| {
+            let mut policy = interpreter_policy(&place);
+            policy.subprocesses = subprocesses;
+            let out = sandbox
+                .command(&policy, program, [flag, script])
+                .unwrap()
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{program}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        assert_eq!(run(true), "grandchild", "{program} with subprocesses: true");
+        let refused = run(false);
+        assert!(
+            refused.starts_with("refused:"),
+            "{program} without subprocesses: {refused}"
+        );
+    }
 }
 
 #[test]

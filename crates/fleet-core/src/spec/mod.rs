@@ -390,7 +390,10 @@ fn refusal(name: &str) -> Option<&'static str> {
             "starts processes: set `sandbox.subprocesses: true` instead (threads are always allowed)"
         }
         "socket" => {
-            "opens network sockets: set `sandbox.network: true` instead (AF_UNIX sockets are always allowed)"
+            "opens network sockets: set `sandbox.network: true` instead (local socket pairs are always allowed)"
+        }
+        "memfd_create" => {
+            "makes memory files, which execute whatever the filesystem rules say, and is never allowed"
         }
         "ptrace" | "process_vm_readv" | "process_vm_writev" => {
             "reads or controls other processes and is never allowed"

@@ -2,8 +2,10 @@
 //! `{"probe": NAME, "allowed": BOOL, "detail": TEXT}`. Run it under a policy to see what that
 //! policy allows (fleet's tests assert each outcome).
 //!
-//! Arguments: `--writable DIR --outside DIR --hidden FILE --unix SOCKET --exec PROGRAM`.
-//! `exec` comes last: when allowed, the program (an `echo`) prints the line itself.
+//! Arguments: `--writable DIR --outside DIR --hidden FILE --unix SOCKET --unix-dgram SOCKET
+//! --other-pid PID --exec PROGRAM [--exec-from-memory]`. `exec` comes last: when allowed, the
+//! program (an `echo`) prints the line itself. `--exec-from-memory` is a run of its own with
+//! one try: copy that program into a memory file (`memfd_create`) and execute the copy.
 
 // fork, posix_spawn and ptrace have no safe wrapper; each call below is the plain libc call
 // with valid arguments, and the child of fork only calls `_exit`.
@@ -43,6 +45,17 @@ fn arg(args: &[String], name: &str) -> PathBuf {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--exec-from-memory") {
+        // A run of its own: a traced probe (`ptrace` gets through in learn mode) would stop
+        // at the exec.
+        let line =
+            r#"{"probe":"exec_from_memory","allowed":true,"detail":"the copy in memory ran"}"#;
+        report(
+            "exec_from_memory",
+            Err(exec_from_memory(&arg(&args, "--exec"), line)),
+        );
+        return;
+    }
     let writable = arg(&args, "--writable");
     let outside = arg(&args, "--outside");
 
@@ -68,6 +81,7 @@ fn main() {
     report("tcp_socket", io(std::net::TcpListener::bind("127.0.0.1:0")));
     report("udp_socket", io(std::net::UdpSocket::bind("127.0.0.1:0")));
     let inside = writable.join("probe.sock");
+    let _ = std::fs::remove_file(&inside);
     report(
         "unix_socket_inside",
         io(std::os::unix::net::UnixListener::bind(&inside)
@@ -80,6 +94,25 @@ fn main() {
         ))),
     );
     report(
+        "unix_dgram_outside",
+        unix_dgram_outside(&arg(&args, "--unix-dgram")),
+    );
+    report(
+        "proc_self",
+        io(std::fs::read_to_string("/proc/self/status")),
+    );
+    let other = arg(&args, "--other-pid");
+    report(
+        "proc_other",
+        io(std::fs::read(
+            PathBuf::from("/proc").join(&other).join("cmdline"),
+        )),
+    );
+    report(
+        "proc_list",
+        io(std::fs::read_dir("/proc").map(|d| d.count())),
+    );
+    report(
         "thread",
         std::thread::Builder::new()
             .spawn(|| 7)
@@ -88,12 +121,93 @@ fn main() {
             .map(|n| format!("joined {n}")),
     );
     report("fork", fork());
+    report("vfork", vfork());
+    report("clone_vfork", clone_vfork());
     report("posix_spawn", posix_spawn());
     report("ptrace", ptrace());
     let exec = arg(&args, "--exec");
     let line = r#"{"probe":"exec","allowed":true,"detail":"the other program ran"}"#;
     let error = std::process::Command::new(&exec).arg(line).exec();
     report("exec", Err(error.to_string()));
+}
+
+/// Sends a datagram to a socket outside, from an unnamed socket pair (which needs no
+/// `socket` call and no address of its own).
+fn unix_dgram_outside(target: &std::path::Path) -> Result<String, String> {
+    let (a, _b) = std::os::unix::net::UnixDatagram::pair().map_err(|e| e.to_string())?;
+    a.send_to(b"probe", target)
+        .map(|n| format!("sent {n} bytes"))
+        .map_err(|e| e.to_string())
+}
+
+/// Copies `program` into a memory file and executes it; returns only on failure.
+fn exec_from_memory(program: &std::path::Path, line: &str) -> String {
+    let name = CString::new("probe").unwrap_or_default();
+    // SAFETY: a valid NUL-terminated name and no flags.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), 0) };
+    if fd == -1 {
+        return format!("memfd_create: {}", errno());
+    }
+    let bytes = match std::fs::read(program) {
+        Ok(b) => b,
+        Err(e) => return format!("cannot read {}: {e}", program.display()),
+    };
+    // SAFETY: `fd` is the memory file just made; the slice is valid for its length.
+    let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    if written < 0 || written as usize != bytes.len() {
+        return format!("write: {}", errno());
+    }
+    let arg0 = CString::new("echo").unwrap_or_default();
+    let arg1 = CString::new(line).unwrap_or_default();
+    let argv = [arg0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
+    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+    let empty = CString::default();
+    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, NULL-terminated argv and envp.
+    unsafe {
+        libc::execveat(
+            fd,
+            empty.as_ptr(),
+            argv.as_ptr().cast(),
+            envp.as_ptr().cast(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    format!("execveat: {}", errno())
+}
+
+fn vfork() -> Result<String, String> {
+    // SAFETY: the child only calls `_exit`, which is what vfork allows (the raw call: libc's
+    // wrapper is deprecated for what a child that returns into Rust code may corrupt).
+    let pid = unsafe { libc::syscall(libc::SYS_vfork) };
+    match pid {
+        -1 => Err(errno()),
+        0 => unsafe { libc::_exit(0) },
+        pid => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child with a valid out-pointer.
+            unsafe { libc::waitpid(pid as libc::pid_t, &raw mut status, 0) };
+            Ok(format!("child {pid}"))
+        }
+    }
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK)`, as posix_spawn and Python's and Node's libraries start
+/// children.
+fn clone_vfork() -> Result<String, String> {
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // SAFETY: with CLONE_VFORK the parent waits while the child, on the same stack, only
+    // calls `_exit`.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+    match pid {
+        -1 => Err(errno()),
+        0 => unsafe { libc::_exit(0) },
+        pid => {
+            let mut status = 0;
+            // SAFETY: waiting for our own child with a valid out-pointer.
+            unsafe { libc::waitpid(pid as libc::pid_t, &raw mut status, 0) };
+            Ok(format!("child {pid}"))
+        }
+    }
 }
 
 fn fork() -> Result<String, String> {
