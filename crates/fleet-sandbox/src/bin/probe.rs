@@ -112,6 +112,27 @@ fn main() {
         "proc_list",
         io(std::fs::read_dir("/proc").map(|d| d.count())),
     );
+    report("proc_1_environ", io(std::fs::read("/proc/1/environ")));
+    report("read_etc_shadow", io(std::fs::read("/etc/shadow")));
+    report("mount", mount(&writable));
+    // SAFETY: each call below takes only integers.
+    report(
+        "unshare",
+        call(|| unsafe { libc::unshare(libc::CLONE_NEWUSER) }),
+    );
+    report(
+        "keyctl",
+        call(|| unsafe {
+            // KEYCTL_GET_KEYRING_ID of KEY_SPEC_SESSION_KEYRING, without creating it.
+            libc::syscall(libc::SYS_keyctl, 0, -3, 0) as libc::c_int
+        }),
+    );
+    report("setuid_root", call(|| unsafe { libc::setuid(0) }));
+    let supervisor: libc::pid_t = other.to_string_lossy().parse().unwrap_or(1);
+    report(
+        "signal_outside",
+        call(|| unsafe { libc::kill(supervisor, 0) }),
+    );
     report(
         "thread",
         std::thread::Builder::new()
@@ -208,6 +229,30 @@ fn clone_vfork() -> Result<String, String> {
             Ok(format!("child {pid}"))
         }
     }
+}
+
+/// A libc call that returns -1 and sets errno on failure.
+fn call(f: impl FnOnce() -> libc::c_int) -> Result<String, String> {
+    if f() == -1 {
+        Err(errno())
+    } else {
+        Ok("ok".into())
+    }
+}
+
+fn mount(at: &std::path::Path) -> Result<String, String> {
+    let target = CString::new(at.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    let kind = CString::new("tmpfs").map_err(|e| e.to_string())?;
+    // SAFETY: valid NUL-terminated strings and no data.
+    call(|| unsafe {
+        libc::mount(
+            kind.as_ptr(),
+            target.as_ptr(),
+            kind.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    })
 }
 
 fn fork() -> Result<String, String> {
