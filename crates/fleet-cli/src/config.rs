@@ -84,6 +84,18 @@ const KEYS: &[Key] = &[
         help: "how long the offline provider takes per answer",
     },
     Key {
+        name: "provider.idle_timeout_secs",
+        kind: Kind::Count,
+        env: Some("FLEET_IDLE_TIMEOUT_SECS"),
+        help: "how long a model's answer may go without a byte before the call times out (default 300)",
+    },
+    Key {
+        name: "provider.max_retries",
+        kind: Kind::Count,
+        env: Some("FLEET_MAX_RETRIES"),
+        help: "retries of a refused or dropped model request, with exponential backoff (default 4)",
+    },
+    Key {
         name: "ask.model",
         kind: Kind::Text,
         env: Some("FLEET_ASK_MODEL"),
@@ -392,6 +404,12 @@ impl Config {
             offline_latency: self
                 .count("provider.offline_latency_ms")
                 .map(Duration::from_millis),
+            idle_timeout: self
+                .count("provider.idle_timeout_secs")
+                .map(Duration::from_secs),
+            max_retries: self
+                .count("provider.max_retries")
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
         }
     }
 

@@ -40,11 +40,16 @@ pub struct ProviderSettings {
     pub cassette: Option<PathBuf>,
     /// How long the offline provider waits before each answer.
     pub offline_latency: Option<Duration>,
+    /// How long a hosted provider's answer may go without a byte (default 300 s).
+    pub idle_timeout: Option<Duration>,
+    /// Retries of a refused or dropped request (default 4).
+    pub max_retries: Option<u32>,
 }
 
 impl ProviderSettings {
     /// `FLEET_PROVIDER`, `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL`, `OPENAI_API_KEY`,
-    /// `OPENAI_BASE_URL`, `FLEET_CASSETTE` and `FLEET_OFFLINE_LATENCY_MS` (blank counts as unset).
+    /// `OPENAI_BASE_URL`, `FLEET_CASSETTE`, `FLEET_OFFLINE_LATENCY_MS`,
+    /// `FLEET_IDLE_TIMEOUT_SECS` and `FLEET_MAX_RETRIES` (blank counts as unset).
     #[must_use]
     pub fn from_env() -> Self {
         let var = |name: &str| {
@@ -63,6 +68,10 @@ impl ProviderSettings {
             offline_latency: var("FLEET_OFFLINE_LATENCY_MS")
                 .and_then(|ms| ms.parse().ok())
                 .map(Duration::from_millis),
+            idle_timeout: var("FLEET_IDLE_TIMEOUT_SECS")
+                .and_then(|s| s.parse().ok())
+                .map(Duration::from_secs),
+            max_retries: var("FLEET_MAX_RETRIES").and_then(|n| n.parse().ok()),
         }
     }
 }
@@ -98,7 +107,16 @@ pub fn from_settings(
             "the provider is {name} but {key} is not set: set it, or pick another provider"
         ))
     };
-    let http = || HttpClient::new(HttpConfig::default());
+    let http = || {
+        let mut config = HttpConfig::default();
+        if let Some(idle) = settings.idle_timeout {
+            config.idle_timeout = idle;
+        }
+        if let Some(n) = settings.max_retries {
+            config.retry.max_retries = n;
+        }
+        HttpClient::new(config)
+    };
     let anthropic = |key: &ApiKey| -> Result<Arc<dyn DynProvider>, ProviderError> {
         let base = settings
             .anthropic_base_url

@@ -596,6 +596,7 @@ mod patch_bot {
 mod bench_workloads;
 mod budget;
 mod coding_agents;
+mod faults;
 mod fleet_e2e;
 mod fleet_tui;
 mod store_concurrency;

@@ -29,7 +29,7 @@ fn fleet(p: &Project, args: &[&str]) -> Command {
 
 /// The store's batches, checked: positions never shared, every stream's versions from 1 with
 /// no gap. Returns the number of threads.
-fn check_log(db: &Path) -> usize {
+pub(crate) fn check_log(db: &Path) -> usize {
     let script = r#"
 import json, sqlite3, sys
 db = sqlite3.connect(sys.argv[1])

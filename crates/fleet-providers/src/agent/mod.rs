@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use fleet_core::budget::BudgetError;
 use fleet_core::provider::{
-    Content, Message, MessageRole, ModelRequest, ResponseBuilder, StopReason, StreamEvent,
-    ToolChoice, ToolSpec, next_event,
+    Content, ErrorKind, Message, MessageRole, ModelRequest, ProviderError, ResponseBuilder,
+    StopReason, StreamEvent, ToolChoice, ToolSpec, next_event,
 };
 use fleet_core::spec::{AgentSpec, Capability, SpecSet};
 use fleet_core::{
@@ -31,6 +31,10 @@ pub const STRUCTURED_OUTPUT: &str = "structured_output";
 
 /// Attempts a model gets to produce output that validates against the schema.
 pub const MAX_SCHEMA_ATTEMPTS: u32 = 5;
+
+/// How many times one call asks again for a model answer whose stream broke off midway (the
+/// HTTP client has already retried requests that failed before their answer began).
+pub const MAX_STREAM_RETRIES: u32 = 2;
 
 /// Limits that apply when neither the call nor the agent spec sets them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -334,6 +338,7 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
         let mut model_requests = 0u32;
         let mut tool_calls = 0u32;
         let mut schema_failures = 0u32;
+        let mut stream_retries = 0u32;
         let mut force_output = call.schema.is_some() && specs.len() == 1;
         loop {
             let mut request = ModelRequest {
@@ -448,6 +453,28 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                 usd: priced.unwrap_or(Usd::ZERO),
             });
             if let Some(e) = failure {
+                // A stream that broke off (a reset, a cut, a stall past the idle timeout) is
+                // asked again from the same conversation: what it wrote is dropped, what it
+                // used stays charged.
+                let broke_off = matches!(
+                    e,
+                    ProviderError::Transport { .. }
+                        | ProviderError::TimedOut(_)
+                        | ProviderError::Api {
+                            kind: ErrorKind::Server,
+                            ..
+                        }
+                );
+                if broke_off && stream_retries < MAX_STREAM_RETRIES {
+                    stream_retries += 1;
+                    let pause = Duration::from_millis(250 * u64::from(stream_retries));
+                    tokio::select! {
+                        biased;
+                        () = ctx.call.cancel.cancelled() => return Err(AgentError::Cancelled),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    continue;
+                }
                 return Err(e.into());
             }
             if let Some(e) = cut {

@@ -1,0 +1,218 @@
+//! Fault injection, end to end: `fleet run` against a local mock of the Anthropic Messages API
+//! that misbehaves as told (`tests/fixtures/faults/model.py`): rate limits with and without
+//! `retry-after`, a quota, overload, a server error, a connection reset mid-stream, a stream
+//! cut short, a frame that is not JSON, a stream that stalls past the idle timeout; and a host
+//! name that does not resolve. Each call ends recovered or null with a clear cause, the run
+//! neither panics nor hangs, and its store is consistent afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::store_concurrency::check_log;
+use super::user::Project;
+
+/// The mock, stopped when dropped.
+struct Model {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Model {
+    fn start(dir: &Path) -> Self {
+        let port_file = dir.join("faults.port");
+        let log = dir.join("faults.log");
+        let child = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faults/model.py"))
+            .arg(&port_file)
+            .arg(&log)
+            .spawn()
+            .expect("python3 runs the mock model");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                break text.trim().parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "the mock model did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Self { child, port, log }
+    }
+
+    /// How many requests each fault got.
+    fn attempts(&self, fault: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| serde_json::from_str::<Value>(l).unwrap()["fault"] == fault)
+            .count()
+    }
+}
+
+impl Drop for Model {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `fleet run faults --json` against `base_url`; (exit code, the run's summary, stderr). Fails
+/// the test if the run takes more than a minute: a fault must never hang a run.
+fn run(p: &Project, base_url: &str) -> (i32, Value, String) {
+    let mut child = p
+        .fleet(["run", "faults", "--json"])
+        .env("ANTHROPIC_API_KEY", "sk-ant-faults")
+        .env("ANTHROPIC_BASE_URL", base_url)
+        .env("FLEET_IDLE_TIMEOUT_SECS", "1")
+        .env("FLEET_MAX_RETRIES", "2")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the run hung: {:?}", child.wait_with_output());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let summary = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "run_ended")
+        .map(|v| v["summary"].clone())
+        .unwrap_or_else(|| panic!("no run_ended event: {stdout}{stderr}"));
+    (out.status.code().unwrap_or(-1), summary, stderr)
+}
+
+/// Every unit of every run in the store has ended (none left running), as `fleet trace` shows.
+fn every_unit_ended(p: &Project) {
+    let (code, trace, err) = p.output(["trace"]);
+    assert_eq!(code, 0, "{err}");
+    for line in trace.lines().skip(2) {
+        let state = line.split_whitespace().next().unwrap_or_default();
+        assert!(
+            !["running", "pending", "paused"].contains(&state),
+            "a unit never ended: {trace}"
+        );
+    }
+}
+
+const RECOVERED: [&str; 6] = [
+    "ok",
+    "429-retry-after",
+    "429-no-retry-after",
+    "529",
+    "500",
+    "reset",
+];
+
+#[test]
+fn every_fault_ends_recovered_or_with_its_cause_and_the_store_stays_consistent() {
+    let p = Project::init();
+    let model = Model::start(p.root().as_path());
+    let faults: Vec<&str> = RECOVERED
+        .iter()
+        .copied()
+        .chain(["429-quota", "truncated", "invalid-json", "stall"])
+        .collect();
+    std::fs::write(
+        p.root().join(".fleet/workflows/faults.js"),
+        format!(
+            "export const meta = {{ name: 'faults', description: 'one call per fault' }};\n\
+             const faults = {};\n\
+             return await parallel(faults.map((f) => () => agent(`fault:${{f}} answer ok`, {{ label: f }})));\n",
+            serde_json::to_string(&faults).unwrap()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let (code, summary, stderr) = run(&p, &format!("http://127.0.0.1:{}", model.port));
+    let took = started.elapsed();
+    eprintln!("{} faults in {took:?}", faults.len());
+    // Some calls came back null: the run completes and says how many.
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(summary["state"], "completed", "{summary}");
+    let result = summary["result"].as_array().unwrap();
+    for (fault, answer) in faults.iter().zip(result) {
+        let recovered = RECOVERED.contains(fault);
+        assert_eq!(
+            answer.as_str() == Some("ok"),
+            recovered,
+            "{fault}: {answer}"
+        );
+    }
+    let causes: Vec<(String, String)> = summary["nulls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["label"].as_str().unwrap().to_owned(),
+                n["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let cause = |label: &str| {
+        causes
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, r)| r.as_str())
+            .unwrap_or_else(|| panic!("{label} is not null: {causes:?}"))
+    };
+    assert!(
+        cause("429-quota").contains("You exceeded your current quota"),
+        "{causes:?}"
+    );
+    assert!(
+        cause("truncated").contains("the connection closed before the answer was complete"),
+        "{causes:?}"
+    );
+    assert!(
+        cause("invalid-json").contains("malformed stream"),
+        "{causes:?}"
+    );
+    assert!(cause("stall").contains("timed out"), "{causes:?}");
+    assert_eq!(causes.len(), 4, "{causes:?}");
+    // What recovered was retried once; a spending cap and a malformed answer are not retried
+    // (they cannot get better); a cut or stalled stream is, up to FLEET_MAX_RETRIES.
+    for fault in &RECOVERED[1..] {
+        assert!(model.attempts(fault) >= 2, "{fault} was retried");
+    }
+    assert_eq!(model.attempts("ok"), 1);
+    assert_eq!(model.attempts("429-quota"), 1);
+    assert_eq!(model.attempts("invalid-json"), 1);
+    assert!(model.attempts("truncated") >= 3, "retried up to the limit");
+    assert!(model.attempts("stall") >= 2, "retried after the timeout");
+
+    // A host name that cannot resolve (an empty label: refused by the resolver itself, so no
+    // query leaves the machine): every call comes to nothing, so the run fails, saying why.
+    let (code, summary, stderr) = run(&p, "http://model..local");
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(summary["state"], "failed", "{summary}");
+    assert!(
+        summary["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("every agent() call came to nothing"),
+        "{summary}"
+    );
+    let first = summary["nulls"][0]["reason"].as_str().unwrap();
+    assert!(
+        first.contains("dns error") || first.contains("failed to lookup address"),
+        "{first}"
+    );
+
+    // Nothing half-written: every unit ended, and the log's batches are whole and in order.
+    every_unit_ended(&p);
+    assert_eq!(check_log(&p.root().join(".fleet/fleet.db")), 2);
+}
