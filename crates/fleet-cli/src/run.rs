@@ -324,6 +324,17 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     };
     let workload = started.elapsed();
     view.finish(&summary)?;
+    // Other fleet processes on the same store made this one wait: say how long, once it is
+    // worth saying.
+    let contention = store.contention();
+    if contention.waited >= Duration::from_millis(500) && !args.json {
+        eprintln!(
+            "  store: waited {:.1} s in all ({} times) for other fleet processes writing to {}",
+            contention.waited.as_secs_f64(),
+            contention.waits,
+            store.path().display()
+        );
+    }
     if let Some(fake) = &fake {
         // What the benchmarks read: what the model saw, and what this process took.
         eprintln!(

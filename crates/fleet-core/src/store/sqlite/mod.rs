@@ -27,6 +27,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod busy;
 mod rows;
 mod schema;
 mod writer;
@@ -63,10 +64,20 @@ pub struct ModelUsage {
     pub records: u64,
 }
 
+/// How long the store's writer has waited for other processes' write locks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Contention {
+    /// How many times it found the store locked.
+    pub waits: u64,
+    /// How long it waited in all.
+    pub waited: std::time::Duration,
+}
+
 /// The durable event store. Reads run on the caller's thread (they are short and see only
 /// committed data); writes go to the writer thread.
 pub struct SqliteStore {
     path: PathBuf,
+    contention: std::sync::Arc<Mutex<Contention>>,
     requests: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     reader: Mutex<Connection>,
@@ -81,8 +92,9 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn configure(conn: &Connection) -> Result<(), StoreError> {
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+fn configure(conn: &mut Connection) -> Result<(), StoreError> {
+    // Another fleet process writing: wait for it (bounded, and counted; see `busy`).
+    conn.busy_handler(Some(busy::handler))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     // Statement journals (written for each row of an `INSERT OR REPLACE` inside a savepoint)
@@ -107,7 +119,7 @@ impl SqliteStore {
             })?;
         }
         let mut conn = Connection::open(&path)?;
-        configure(&conn)?;
+        configure(&mut conn)?;
         schema::migrate(&mut conn)?;
         let last: i64 = conn.query_row(
             "SELECT COALESCE(MAX(last_position), 0) FROM event_batches",
@@ -120,12 +132,13 @@ impl SqliteStore {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
-        let writer = Writer::new(conn, head_tx, PathBuf::from(wal))?;
-        let reader = Connection::open_with_flags(
+        let contention = std::sync::Arc::new(Mutex::new(Contention::default()));
+        let writer = Writer::new(conn, head_tx, PathBuf::from(wal), contention.clone())?;
+        let mut reader = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        configure(&reader)?;
+        configure(&mut reader)?;
         reader.pragma_update(None, "query_only", true)?;
         let (requests, queue) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -137,6 +150,7 @@ impl SqliteStore {
             })?;
         Ok(Self {
             path,
+            contention,
             requests: Some(requests),
             writer: Some(handle),
             reader: Mutex::new(reader),
@@ -148,6 +162,16 @@ impl SqliteStore {
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// How long writes have waited so far for other processes using the same file (each
+    /// wait is bounded: a write that finds the store locked for 10 s fails, saying so).
+    #[must_use]
+    pub fn contention(&self) -> Contention {
+        *self
+            .contention
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn reader(&self) -> MutexGuard<'_, Connection> {

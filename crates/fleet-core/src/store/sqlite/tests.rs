@@ -473,3 +473,37 @@ fn the_ledger_sums_each_batch_by_model_and_counts_every_record() {
         assert_eq!(store.usage_by_model(None).unwrap(), by_model);
     });
 }
+
+#[test]
+fn a_store_another_process_holds_locked_is_waited_for_and_the_wait_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.contention(), Contention::default());
+    // Another connection (as another process would) takes the write lock for 300 ms.
+    let other = Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    let started = std::time::Instant::now();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut rec = Recorder::create(&store, Some("waits".into()))
+            .await
+            .unwrap();
+        rec.start_turn(WorkUnitKind::Workflow, None).await.unwrap();
+    });
+    release.join().unwrap();
+    let waited = store.contention();
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(250),
+        "the append waited for the lock"
+    );
+    assert!(waited.waits >= 1, "{waited:?}");
+    assert!(
+        waited.waited >= std::time::Duration::from_millis(200) && waited.waited <= busy::MAX_WAIT,
+        "{waited:?}"
+    );
+}

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -121,6 +121,8 @@ pub(super) struct Writer {
     dirty: bool,
     /// The events of a batch, encoded (kept to reuse its allocation).
     buffer: Vec<u8>,
+    /// The waits for other processes' locks, for [`super::SqliteStore::contention`].
+    contention: Arc<Mutex<super::Contention>>,
 }
 
 impl Writer {
@@ -128,6 +130,7 @@ impl Writer {
         conn: Connection,
         head: watch::Sender<u64>,
         wal: PathBuf,
+        contention: Arc<Mutex<super::Contention>>,
     ) -> Result<Self, StoreError> {
         let mut writer = Self {
             conn,
@@ -137,6 +140,7 @@ impl Writer {
             wal,
             dirty: false,
             buffer: Vec::new(),
+            contention,
         };
         writer.reset_position()?;
         Ok(writer)
@@ -265,6 +269,7 @@ impl Writer {
             tx.commit()?;
             Ok(())
         })();
+        self.count_waits();
         match result {
             Ok(()) => {
                 if let Some(last) = outcomes
@@ -283,13 +288,32 @@ impl Writer {
                 // Nothing of the group is stored: forget what the streams and counter assumed.
                 self.streams.clear();
                 let _ = self.reset_position();
-                let reason = e.to_string();
+                let reason = match &e {
+                    StoreError::Sqlite(sqlite) if super::busy::is_busy(sqlite) => format!(
+                        "the store stayed locked by another process for {} s: another fleet process is writing to it; try again, or give this run a store of its own (store.path)",
+                        super::busy::MAX_WAIT.as_secs()
+                    ),
+                    _ => e.to_string(),
+                };
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::CommitFailed {
                         reason: reason.clone(),
                     }));
                 }
             }
+        }
+    }
+
+    /// Adds this thread's waits for the lock to the store's figures.
+    fn count_waits(&self) {
+        let (waits, waited) = super::busy::take();
+        if waits > 0 {
+            let mut c = self
+                .contention
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            c.waits += waits;
+            c.waited += waited;
         }
     }
 
