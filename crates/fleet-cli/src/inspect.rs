@@ -28,6 +28,14 @@ struct RunInfo {
     tokens: u64,
     usd: f64,
     attempts: usize,
+    /// Up to what the calls in flight when their process ended may have cost, and how many.
+    unconfirmed: (f64, usize),
+}
+
+/// `thread`'s unconfirmed charges: (dollars, calls).
+fn unconfirmed(thread: &Thread) -> (f64, usize) {
+    let open = thread.unconfirmed();
+    (open.iter().map(|(_, usd)| usd.dollars()).sum(), open.len())
 }
 
 /// The pid of the process running `id`, if one is alive.
@@ -97,6 +105,7 @@ fn info(app: &App, thread: &Thread) -> RunInfo {
         tokens,
         usd,
         attempts: thread.turns.len(),
+        unconfirmed: unconfirmed(thread),
     }
 }
 
@@ -149,8 +158,19 @@ pub(crate) fn runs(app: &App, limit: usize) -> anyhow::Result<u8> {
         ),
     );
     out.push('\n');
+    let mut unsure = (0.0, 0, 0);
     for thread in &threads {
         let i = info(app, thread);
+        let marked = if i.unconfirmed.1 > 0 {
+            unsure = (
+                unsure.0 + i.unconfirmed.0,
+                unsure.1 + i.unconfirmed.1,
+                unsure.2 + 1,
+            );
+            format!("{}*", render::dollars(i.usd))
+        } else {
+            render::dollars(i.usd)
+        };
         let _ = writeln!(
             out,
             "{:<width$}  {:<8} {:<22} {} {:<16} {:>7} {:>6} {:>7} {:>9}",
@@ -162,7 +182,16 @@ pub(crate) fn runs(app: &App, limit: usize) -> anyhow::Result<u8> {
             render::duration_ms(i.wall_ms),
             i.calls,
             render::tokens(i.tokens),
-            render::dollars(i.usd),
+            marked,
+        );
+    }
+    if unsure.1 > 0 {
+        let _ = writeln!(
+            out,
+            "* {} run(s) also owe up to {} unconfirmed: {} call(s) were in flight when their process ended, and the provider may have billed them (fleet cost RUN)",
+            unsure.2,
+            render::dollars(unsure.0),
+            unsure.1
         );
     }
     if total > ids.len() {
@@ -386,9 +415,31 @@ pub(crate) fn trace(app: &App, run: Option<&str>) -> anyhow::Result<u8> {
                 .or_insert_with(|| message.clone());
         }
     }
+    // A turn in flight when the process ended: its cost is known only as its reservation.
+    for (unit, usd) in thread.unconfirmed() {
+        let note = format!(
+            "unconfirmed: up to {} for a model turn in flight when its process ended",
+            render::dollars(usd.dollars())
+        );
+        notes
+            .entry(unit)
+            .and_modify(|n: &mut String| {
+                n.push_str("; ");
+                n.push_str(&note);
+            })
+            .or_insert(note);
+    }
     let now = Timestamp::now();
+    let unsure = if i.unconfirmed.1 > 0 {
+        format!(
+            " (+ up to {} unconfirmed)",
+            render::dollars(i.unconfirmed.0)
+        )
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "{} {} {} · {} · {} tokens · {}\n\n",
+        "{} {} {} · {} · {} tokens · {}{unsure}\n\n",
         app.style.paint(Paint::Bold, &i.name),
         i.id.short(),
         paint_state(app, &i.state).trim_end(),
@@ -411,6 +462,7 @@ pub(crate) fn cost(app: &App, run: Option<&str>, since: Option<&str>) -> anyhow:
     // (model, calls, input, output, cache read, cost, unpriced)
     let mut rows: Vec<(String, u64, u64, u64, u64, f64, u64)> = Vec::new();
     let title;
+    let mut unsure = (0.0, 0);
     if let Some(run) = run {
         let id = app.resolve_run(&store, run)?;
         let rt = App::runtime()?;
@@ -443,8 +495,18 @@ pub(crate) fn cost(app: &App, run: Option<&str>, since: Option<&str>) -> anyhow:
             ));
         }
         title = format!("run {}", id.short());
+        unsure = unconfirmed(&thread);
     } else {
         let since_ts = since.map(parse_since).transpose()?;
+        let rt = App::runtime()?;
+        for id in store.thread_ids()? {
+            if let Some(thread) = rt.block_on(store.snapshot(id))?
+                && since_ts.is_none_or(|t| thread.updated_at >= t)
+            {
+                let (usd, calls) = unconfirmed(&thread);
+                unsure = (unsure.0 + usd, unsure.1 + calls);
+            }
+        }
         for m in store.usage_by_model(since_ts)? {
             let u = m.usage;
             rows.push((
@@ -513,6 +575,19 @@ pub(crate) fn cost(app: &App, run: Option<&str>, since: Option<&str>) -> anyhow:
         s.paint(Paint::Bold, "total"),
         render::dollars(total)
     );
+    if unsure.1 > 0 {
+        let _ = writeln!(
+            out,
+            "{:<24} {:>61}",
+            s.paint(Paint::Bold, "unconfirmed"),
+            format!("up to {}", render::dollars(unsure.0))
+        );
+        let _ = writeln!(
+            out,
+            "{} call(s) were in flight when their process ended: the provider may have billed them, so the bill counts their reservations apart",
+            unsure.1
+        );
+    }
     if any_unpriced {
         out.push_str("some usage had no price: add the model to the price table\n");
     }

@@ -125,6 +125,18 @@ pub enum ActivityKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         args: Option<serde_json::Value>,
     },
+    /// A priced model turn was admitted against the budgets and is about to be sent. Until
+    /// the unit records usage past `tokens_before`, the turn's cost is known only as this
+    /// reservation: a unit whose process ended mid-turn owes it as an unconfirmed charge
+    /// ([`crate::Thread::unconfirmed`]), since the provider may have billed the turn.
+    TurnAdmitted {
+        /// The model.
+        model: String,
+        /// The worst case reserved for the turn.
+        reserved: crate::money::Usd,
+        /// The unit's tokens (every kind) before the turn.
+        tokens_before: u64,
+    },
     /// A workflow run attempt ended.
     RunEnded {
         /// `completed`, `stopped` or `failed`.

@@ -618,6 +618,42 @@ impl Thread {
         self.turns.iter().find(|t| t.id == id)
     }
 
+    /// Charges the bill cannot confirm: each unit whose process ended in the middle of a
+    /// priced model turn (admitted, then never recorded usage, and the unit never finished),
+    /// with the turn's reservation. The provider may have billed those turns, so a bill shows
+    /// them beside what it knows; a unit that finished (completed, failed, cancelled) settled
+    /// every turn it began.
+    #[must_use]
+    pub fn unconfirmed(&self) -> Vec<(WorkUnitId, crate::money::Usd)> {
+        let mut open: BTreeMap<WorkUnitId, (crate::money::Usd, u64)> = BTreeMap::new();
+        for activity in &self.activities {
+            if let (
+                Some(unit),
+                crate::activity::ActivityKind::TurnAdmitted {
+                    reserved,
+                    tokens_before,
+                    ..
+                },
+            ) = (activity.work_unit_id, &activity.kind)
+            {
+                open.insert(unit, (*reserved, *tokens_before));
+            }
+        }
+        let mut out: Vec<(WorkUnitId, crate::money::Usd)> = open
+            .into_iter()
+            .filter_map(|(id, (reserved, before))| {
+                let unit = self.work_units.get(&id)?;
+                let finished = matches!(
+                    unit.state,
+                    WorkUnitState::Completed | WorkUnitState::Failed | WorkUnitState::Cancelled
+                );
+                (!finished && unit.usage.total() <= before).then_some((id, reserved))
+            })
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
     /// The work unit `id`.
     #[must_use]
     pub fn work_unit(&self, id: WorkUnitId) -> Option<&WorkUnit> {

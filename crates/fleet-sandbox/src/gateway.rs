@@ -296,6 +296,27 @@ impl Turn {
         let admitted_output = reservation.amount().output_tokens;
         let mut max_output = admitted_output;
         request.max_tokens = u32::try_from(max_output).unwrap_or(request.max_tokens);
+        // The caller records the admission before the turn goes, so that a crash while it
+        // is in flight leaves it on the bill (bounded: a caller that never answers delays a
+        // turn by 5 s, not forever).
+        if let Some(updates) = &self.updates
+            && reservation.amount().usd > Usd::ZERO
+        {
+            let recorded = crate::Recorded::default();
+            let sent = updates.send(TaskUpdate::Admitted {
+                model: request.model.clone(),
+                reserved: reservation.amount().usd,
+                recorded: recorded.clone(),
+            });
+            if sent.is_ok() {
+                tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => return Err(provider_failure(&ProviderError::Cancelled)),
+                    () = recorded.wait() => {}
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                }
+            }
+        }
 
         let model = request.model.clone();
         let mut usage = TokenUsage::default();

@@ -48,8 +48,8 @@ pub use self::prepare::{Prepared, prepare_writable, runnable_by_workers};
 pub use self::profile::baseline;
 pub use self::runner::SpecialistRunner;
 pub use self::supervisor::{
-    Charge, MeteredTurn, Supervisor, SupervisorError, SupervisorEvent, TaskOptions, TaskReport,
-    TaskUpdate,
+    Charge, MeteredTurn, Recorded, Supervisor, SupervisorError, SupervisorEvent, TaskOptions,
+    TaskReport, TaskUpdate,
 };
 pub use self::workspace::{CommitQueue, CommitRequest, WorkspaceLock};
 

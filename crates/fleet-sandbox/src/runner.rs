@@ -201,6 +201,21 @@ async fn record(
             cost.usd += turn.cost;
             return Ok(());
         }
+        TaskUpdate::Admitted {
+            model,
+            reserved,
+            recorded,
+        } => {
+            let kind = ActivityKind::TurnAdmitted {
+                model,
+                reserved,
+                tokens_before: usage.total(),
+            };
+            let written = ctx.journal.activity(unit, kind).await;
+            recorded.done();
+            written?;
+            return Ok(());
+        }
         TaskUpdate::Note(note) => note,
     };
     match note {

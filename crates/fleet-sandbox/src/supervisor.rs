@@ -112,6 +112,45 @@ pub enum TaskUpdate {
     Note(Note),
     /// A model turn the gateway metered and charged.
     Turn(MeteredTurn),
+    /// A priced model turn was admitted with this worst case; the gateway sends it to the
+    /// provider once the caller says it is recorded (or after 5 s), so that a crash in
+    /// between leaves the turn on the bill as an unconfirmed charge.
+    Admitted {
+        /// The model.
+        model: String,
+        /// The worst case reserved.
+        reserved: Usd,
+        /// Call [`Recorded::done`] once the admission is durable.
+        recorded: Recorded,
+    },
+}
+
+/// The caller's answer to [`TaskUpdate::Admitted`]. Equal to any other: it carries no data.
+#[derive(Clone, Default)]
+pub struct Recorded(std::sync::Arc<tokio::sync::Notify>);
+
+impl Recorded {
+    /// The admission is recorded: the turn may go.
+    pub fn done(&self) {
+        self.0.notify_one();
+    }
+
+    /// Waits for [`Recorded::done`].
+    pub(crate) async fn wait(&self) {
+        self.0.notified().await;
+    }
+}
+
+impl std::fmt::Debug for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorded")
+    }
+}
+
+impl PartialEq for Recorded {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A finished task: the worker's answer and what the gateway metered for it.

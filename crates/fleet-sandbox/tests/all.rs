@@ -874,6 +874,33 @@ mod runner {
             supervisor.spent("echo-bot").unwrap().spent.usd
         );
         assert!(outcome.cost.usd > fleet_core::Usd::ZERO);
+        // Its turn's reservation was journaled before the turn went to the model, and the
+        // usage recorded after it settles it: nothing is left unconfirmed.
+        let (admitted, unconfirmed) = journal
+            .read(|t| {
+                let admitted: Vec<_> = t
+                    .activities
+                    .iter()
+                    .filter(|a| a.work_unit_id == Some(outcome.work_unit_id))
+                    .filter_map(|a| match &a.kind {
+                        fleet_core::ActivityKind::TurnAdmitted {
+                            model,
+                            reserved,
+                            tokens_before,
+                        } => Some((model.clone(), *reserved, *tokens_before)),
+                        _ => None,
+                    })
+                    .collect();
+                (admitted, t.unconfirmed())
+            })
+            .await;
+        assert_eq!(admitted.len(), 1, "{admitted:?}");
+        assert_eq!(admitted[0].0, "claude-haiku-4-5");
+        assert!(
+            admitted[0].1 >= outcome.cost.usd && admitted[0].2 == 0,
+            "{admitted:?}"
+        );
+        assert!(unconfirmed.is_empty(), "{unconfirmed:?}");
 
         let died = runner
             .run(call("crash"), CallContext::new(journal.clone(), root))

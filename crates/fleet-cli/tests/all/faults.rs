@@ -216,3 +216,109 @@ fn every_fault_ends_recovered_or_with_its_cause_and_the_store_stays_consistent()
     every_unit_ended(&p);
     assert_eq!(check_log(&p.root().join(".fleet/fleet.db")), 2);
 }
+
+/// The mock's served turn (100 input and 5 output tokens of claude-haiku-4-5), in dollars.
+const SERVED_TURN: f64 = 100.0 * 1e-6 + 5.0 * 5e-6;
+
+#[test]
+fn calls_in_flight_at_a_kill_stay_on_the_bill_as_unconfirmed_charges() {
+    let p = Project::init();
+    let model = Model::start(p.root().as_path());
+    std::fs::write(
+        p.root().join(".fleet/workflows/faults.js"),
+        "export const meta = { name: 'faults', description: 'slow calls' };\n\
+         return await parallel(Array.from({ length: 12 }, (_, i) => () =>\n\
+           agent(`fault:slow call ${i}`, { label: `slow ${i}` })));\n",
+    )
+    .unwrap();
+    let env = |cmd: &mut Command| {
+        cmd.env("ANTHROPIC_API_KEY", "sk-ant-faults")
+            .env(
+                "ANTHROPIC_BASE_URL",
+                format!("http://127.0.0.1:{}", model.port),
+            )
+            .env("FLEET_CONCURRENCY", "4")
+            .env("NO_COLOR", "1");
+    };
+    let mut cmd = p.fleet(["run", "faults"]);
+    env(&mut cmd);
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it (SIGKILL) while the first four calls wait for their answers.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while model.attempts("slow") < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the calls never reached the model"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The provider served (and billed) every request it got.
+    std::thread::sleep(Duration::from_millis(3200));
+    let served = model.attempts("slow");
+    assert_eq!(served, 4);
+
+    let (_, runs, _) = p.output(["runs"]);
+    let id = runs
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{runs}"))
+        .to_owned();
+    let (code, cost, err) = p.output(["cost", "--run", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(cost.contains("unconfirmed"), "{cost}");
+    assert!(
+        cost.contains("4 call(s) were in flight when their process ended"),
+        "{cost}"
+    );
+    let unconfirmed: f64 = cost
+        .lines()
+        .find(|l| l.starts_with("unconfirmed"))
+        .and_then(|l| l.split("up to $").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{cost}"));
+    // The bill never undercounts: what it knows plus what it cannot confirm covers what the
+    // provider served.
+    assert!(
+        unconfirmed >= served as f64 * SERVED_TURN,
+        "${unconfirmed} < {served} served turns: {cost}"
+    );
+    let (_, runs, _) = p.output(["runs"]);
+    assert!(
+        runs.contains("1 run(s) also owe up to") && runs.contains("4 call(s) were in flight"),
+        "{runs}"
+    );
+    let (_, trace, _) = p.output(["trace"]);
+    assert_eq!(
+        trace.matches("unconfirmed: up to").count(),
+        4,
+        "each unit in flight says so: {trace}"
+    );
+
+    // Resumed, the calls run again (and answer at once this time); the charges of the killed
+    // attempt stay on the bill, since the provider kept them.
+    let mut cmd = p.fleet(["run", "--resume", &id]);
+    env(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, cost, _) = p.output(["cost", "--run", &id]);
+    assert!(
+        cost.contains("4 call(s) were in flight when their process ended"),
+        "{cost}"
+    );
+    assert!(
+        cost.contains("claude-haiku-4-5"),
+        "what the resume spent is confirmed: {cost}"
+    );
+    assert_eq!(check_log(&p.root().join(".fleet/fleet.db")), 1);
+}

@@ -610,10 +610,11 @@ fn some_null_calls_are_counted_and_fail_on_null_makes_them_fail_the_run() {
     let down = serde_json::json!({"expect": {"messages": [{"content": [{"text": "task b"}]}]},
         "error": {"kind": "server", "message": "the provider is down"}});
     let cassette = p.root().join("one-down.json");
-    // Each call takes the first unused exchange it matches: b the failing one, a and c the rest.
+    // Each call takes the first unused exchange it matches: b the failing ones (it is asked
+    // three times: a stream that fails midway is asked again twice), a and c the rest.
     std::fs::write(
         &cassette,
-        serde_json::json!({"order": "any", "exchanges": [down, ok.clone(), ok]}).to_string(),
+        serde_json::json!({"order": "any", "exchanges": [down.clone(), down.clone(), down, ok.clone(), ok]}).to_string(),
     )
     .unwrap();
     let run = |extra: &[&str]| {

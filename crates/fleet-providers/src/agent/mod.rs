@@ -382,6 +382,21 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
             };
             request.max_tokens =
                 u32::try_from(reservation.amount().output_tokens).unwrap_or(plan.max_tokens);
+            // The bill's safety net: if this process ends before the turn's usage is recorded,
+            // the store still knows what the turn may have cost.
+            let reserved = reservation.amount().usd;
+            if reserved > Usd::ZERO {
+                journal
+                    .activity(
+                        unit,
+                        ActivityKind::TurnAdmitted {
+                            model: plan.model.clone(),
+                            reserved,
+                            tokens_before: usage.total(),
+                        },
+                    )
+                    .await?;
+            }
             model_requests += 1;
             let mut stream = self
                 .inner

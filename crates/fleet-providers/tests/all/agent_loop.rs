@@ -151,6 +151,9 @@ async fn multi_step_tool_use_records_activities_usage_and_cost() {
                     ActivityKind::Message { role, .. } => format!("message:{role:?}"),
                     ActivityKind::ToolCall { name, .. } => format!("call:{name}"),
                     ActivityKind::ToolResult { is_error, .. } => format!("result:{is_error}"),
+                    ActivityKind::TurnAdmitted { tokens_before, .. } => {
+                        format!("admitted:{tokens_before}")
+                    }
                     other => format!("{other:?}"),
                 })
                 .collect();
@@ -160,11 +163,15 @@ async fn multi_step_tool_use_records_activities_usage_and_cost() {
     assert_eq!(
         kinds,
         [
+            // Each priced turn's reservation is journaled before it goes to the model.
             "message:User",
+            "admitted:0",
             "call:read_file",
             "result:false",
+            "admitted:120",
             "call:read_file",
             "result:true",
+            "admitted:240",
             "message:Assistant"
         ]
     );
