@@ -15,8 +15,9 @@ use serde_json::json;
 
 use crate::app::App;
 use crate::exit;
+use crate::live::SPINNER;
 use crate::render::{self, Paint, Style};
-use crate::run::{SPINNER, pid_file, recv, runner, signal, specialists};
+use crate::run::{pid_file, recv, runner, signal, specialists};
 
 /// `fleet ask`.
 pub(crate) fn ask(app: &App, task: &str, json: bool) -> anyhow::Result<u8> {

@@ -12,7 +12,11 @@ use serde_json::{Value, json};
 
 use crate::render::{self, Paint, Style};
 
-use crate::run::{SHOWN_IN_FLIGHT, SPINNER};
+/// The frames of the spinner on calls in flight.
+pub(crate) const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+
+/// How many in-flight calls the live view lists before it says "and N more".
+pub(crate) const SHOWN_IN_FLIGHT: usize = 8;
 
 /// How a run is shown.
 pub(crate) enum View {

@@ -24,11 +24,6 @@ use crate::live::{Live, View};
 use crate::render::Paint;
 use crate::{RunArgs, exit};
 
-pub(crate) const SPINNER: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
-
-/// How many in-flight calls the live view lists before it says "and N more".
-pub(crate) const SHOWN_IN_FLIGHT: usize = 8;
-
 /// `fleet run`.
 pub(crate) fn run(app: &App, args: RunArgs) -> anyhow::Result<u8> {
     App::runtime()?.block_on(run_workflow(app, args))

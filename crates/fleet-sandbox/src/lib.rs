@@ -20,7 +20,6 @@
 //! ```
 
 mod client;
-mod gateway;
 mod helper;
 mod landlock;
 mod plan;

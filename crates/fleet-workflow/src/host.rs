@@ -29,8 +29,8 @@ use crate::catalog::Catalog;
 use crate::engine::{BudgetView, ChildWorkflow, FrameId, Host, HostResult};
 use crate::events::{CallCounts, CallNote, CallState, RunEvent};
 use crate::resume::ResumeJournal;
-use crate::run::RunShared;
 use crate::script::Script;
+use crate::shared::RunShared;
 use crate::worktree::Worktree;
 
 /// The run-wide concurrency limit. It halves when a provider answers 429/529 and grows back

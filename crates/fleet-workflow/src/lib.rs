@@ -31,6 +31,7 @@ mod quickjs;
 mod resume;
 mod run;
 mod script;
+mod shared;
 mod suggest;
 pub mod testkit;
 mod worktree;

@@ -25,6 +25,7 @@ use crate::outcome::came_to_nothing;
 use crate::quickjs::QuickJs;
 use crate::resume::ResumeJournal;
 use crate::script::Script;
+use crate::shared::RunShared;
 
 /// A run could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,38 +40,6 @@ pub enum StartError {
     /// The run to resume is still running in this process.
     #[error("run {0} is still running; stop it before resuming")]
     StillRunning(RunId),
-}
-
-/// Everything about a run that its handle and its host share.
-pub(crate) struct RunShared {
-    pub id: RunId,
-    pub name: String,
-    events: Mutex<Vec<RunEvent>>,
-    count: watch::Sender<usize>,
-    state: watch::Sender<Option<Arc<RunSummary>>>,
-    cancel: CancelToken,
-    record_error: Mutex<Option<String>>,
-}
-
-impl RunShared {
-    pub(crate) fn emit(&self, event: RunEvent) {
-        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        events.push(event);
-        let n = events.len();
-        drop(events);
-        // Waiters subscribe before they look at the events, so nobody listening means nobody
-        // can miss this one.
-        if self.count.receiver_count() > 0 {
-            self.count.send_replace(n);
-        }
-    }
-
-    pub(crate) fn record_failed(&self, error: String) {
-        self.record_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(error);
-    }
 }
 
 /// A started run.

@@ -599,5 +599,6 @@ mod coding_agents;
 mod faults;
 mod fleet_e2e;
 mod fleet_tui;
+mod module_cycles;
 mod store_concurrency;
 mod user;

@@ -15,11 +15,10 @@
 //!
 //! What a worker says it spent never moves money.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use fleet_core::Usd;
-use fleet_core::budget::{Amount, BudgetError, Demand, MIN_USEFUL_OUTPUT};
+use fleet_core::budget::{Amount, Demand, MIN_USEFUL_OUTPUT};
 use fleet_core::ipc::{
     ModelErrorData, ModelEventParams, ModelStreamParams, ModelStreamResult, Note, RequestId,
     RpcError, codes,
@@ -29,80 +28,9 @@ use fleet_core::usage::TokenUsage;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use super::assignment::Refusal;
+use super::{Charge, MeteredTurn, Pool, Pooled, Supervisor, SupervisorEvent, TaskUpdate, lock};
 use crate::client::WorkerRequest;
-use crate::supervisor::{
-    Charge, MeteredTurn, Pool, Pooled, Supervisor, SupervisorEvent, TaskUpdate, lock,
-};
-
-/// What the gateway metered for one task.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Meter {
-    pub(crate) usage: TokenUsage,
-    pub(crate) cost: Usd,
-    pub(crate) turns: u32,
-    /// Why the gateway refused a turn of the task, when it did (a budget).
-    pub(crate) refused: Option<Refusal>,
-}
-
-/// A turn the gateway refused for a budget.
-#[derive(Debug, Clone)]
-pub(crate) struct Refusal {
-    /// The budget that refused it ("agent patch-bot", "the fleet", "run").
-    pub(crate) budget: String,
-    /// Its spend and limit, in words.
-    pub(crate) what: String,
-    /// What the worker was told.
-    pub(crate) message: String,
-}
-
-impl Refusal {
-    fn new(error: &BudgetError, message: String) -> Self {
-        let (budget, what) = match error {
-            BudgetError::Exceeded { budget, what } => (budget.clone(), what.clone()),
-            other => (String::new(), other.to_string()),
-        };
-        Self {
-            budget,
-            what,
-            message,
-        }
-    }
-}
-
-/// The task a worker runs now, as the gateway sees it.
-pub(crate) struct Assignment {
-    task_id: String,
-    updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
-    /// The caller's budgets, charged too.
-    charge: Option<Charge>,
-    meter: Meter,
-    /// Its turns in flight, by the worker's request id.
-    turns: HashMap<RequestId, CancelToken>,
-}
-
-impl Assignment {
-    pub(crate) fn new(
-        task_id: String,
-        updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
-        charge: Option<Charge>,
-    ) -> Self {
-        Self {
-            task_id,
-            updates,
-            charge,
-            meter: Meter::default(),
-            turns: HashMap::new(),
-        }
-    }
-
-    /// The task ended: its turns still in flight are stopped; what it was metered.
-    pub(crate) fn finish(self) -> Meter {
-        for cancel in self.turns.values() {
-            cancel.cancel();
-        }
-        self.meter
-    }
-}
 
 /// Serves one worker's requests until it is gone.
 pub(crate) async fn serve(

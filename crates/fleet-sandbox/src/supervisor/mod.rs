@@ -2,217 +2,32 @@
 //! at most `max`, idle ones beyond `min` stopped after `idle_timeout`); tasks go to an idle
 //! worker or a new one; a worker that dies mid-task is reported, replaced after a backoff, and
 //! the task retried per the plan. With a provider ([`Supervisor::with_gateway`]) it is also
-//! every worker's model gateway and only meter (see `gateway.rs`).
+//! every worker's model gateway and only meter (see `supervisor/gateway.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleet_core::budget::{BudgetId, BudgetLimits, BudgetStatus, Budgets};
 use fleet_core::ipc::{
-    Call, GatewayInfo, InitializeParams, Note, PROTOCOL_VERSION, TaskRef, TaskResult, TaskRunParams,
+    Call, GatewayInfo, InitializeParams, Note, PROTOCOL_VERSION, TaskRef, TaskRunParams,
 };
-use fleet_core::provider::{CancelToken, DynProvider};
-use fleet_core::usage::TokenUsage;
+use fleet_core::provider::DynProvider;
 use fleet_core::{PriceTable, Usd};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
-use crate::gateway::{self, Assignment};
+mod assignment;
+mod events;
+pub(crate) mod gateway;
+mod pool;
+mod task;
+
+use self::assignment::Assignment;
+pub use self::events::{SupervisorError, SupervisorEvent};
+pub(crate) use self::pool::{Pool, Pooled, lock};
+pub use self::task::{Charge, MeteredTurn, Recorded, TaskOptions, TaskReport, TaskUpdate};
 use crate::{OverBudget, Sandbox, SandboxError, WorkerError, WorkerPlan, WorkerProcess};
-/// What the supervisor tells whoever listens.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum SupervisorEvent {
-    /// A worker started and answered `initialize`.
-    WorkerStarted {
-        /// Its agent.
-        agent: String,
-    },
-    /// A worker died; `task_id` is the task it was running.
-    WorkerDied {
-        /// Its agent.
-        agent: String,
-        /// The task it was running.
-        task_id: Option<String>,
-        /// How it ended.
-        status: String,
-        /// The end of its log.
-        stderr_tail: String,
-    },
-    /// A task is tried again on a fresh worker.
-    TaskRetried {
-        /// Its agent.
-        agent: String,
-        /// The task.
-        task_id: String,
-        /// The attempt starting now (from 2).
-        attempt: u32,
-    },
-    /// An idle worker was stopped.
-    WorkerStopped {
-        /// Its agent.
-        agent: String,
-    },
-    /// The agent went over its budget (or the run's): no new task starts until it is resumed.
-    AgentPaused {
-        /// The agent.
-        agent: String,
-        /// Which budgets are used up, and what the agent has spent.
-        reason: String,
-    },
-    /// A worker wrote a line that broke the protocol (it was answered with a JSON-RPC error
-    /// when it was not itself an answer).
-    ProtocolError {
-        /// The agent.
-        agent: String,
-        /// What was wrong.
-        message: String,
-    },
-    /// The gateway forwarded a model turn and metered it from the provider's stream.
-    ModelTurn {
-        /// The agent.
-        agent: String,
-        /// The task.
-        task_id: String,
-        /// What was metered and charged.
-        turn: MeteredTurn,
-    },
-    /// A worker said it spent tokens (`task/usage`): shown, never charged.
-    ReportedUsage {
-        /// The agent.
-        agent: String,
-        /// The task.
-        task_id: String,
-        /// The model it named.
-        model: String,
-        /// The tokens it claimed.
-        usage: TokenUsage,
-    },
-}
-
-/// One model turn as the gateway metered it from the provider's own stream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MeteredTurn {
-    /// The model.
-    pub model: String,
-    /// Its tokens.
-    pub usage: TokenUsage,
-    /// What it was charged.
-    pub cost: Usd,
-    /// Whether it ended in an error or was cancelled (its tokens are charged all the same).
-    pub failed: bool,
-}
-
-/// What a running task sends its caller.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum TaskUpdate {
-    /// A notification from the worker (progress, log lines, its own usage claims).
-    Note(Note),
-    /// A model turn the gateway metered and charged.
-    Turn(MeteredTurn),
-    /// A priced model turn was admitted with this worst case; the gateway sends it to the
-    /// provider once the caller says it is recorded (or after 5 s), so that a crash in
-    /// between leaves the turn on the bill as an unconfirmed charge.
-    Admitted {
-        /// The model.
-        model: String,
-        /// The worst case reserved.
-        reserved: Usd,
-        /// Call [`Recorded::done`] once the admission is durable.
-        recorded: Recorded,
-    },
-}
-
-/// The caller's answer to [`TaskUpdate::Admitted`]. Equal to any other: it carries no data.
-#[derive(Clone, Default)]
-pub struct Recorded(std::sync::Arc<tokio::sync::Notify>);
-
-impl Recorded {
-    /// The admission is recorded: the turn may go.
-    pub fn done(&self) {
-        self.0.notify_one();
-    }
-
-    /// Waits for [`Recorded::done`].
-    pub(crate) async fn wait(&self) {
-        self.0.notified().await;
-    }
-}
-
-impl std::fmt::Debug for Recorded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Recorded")
-    }
-}
-
-impl PartialEq for Recorded {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-/// A finished task: the worker's answer and what the gateway metered for it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskReport {
-    /// The worker's answer.
-    pub result: TaskResult,
-    /// The tokens of all its model turns.
-    pub usage: TokenUsage,
-    /// What they cost.
-    pub cost: Usd,
-    /// How many model turns it made.
-    pub turns: u32,
-}
-
-/// Why a task could not be run.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SupervisorError {
-    /// No such agent.
-    #[error("no agent \"{0}\" is supervised")]
-    UnknownAgent(String),
-    /// Its worker cannot be started.
-    #[error("cannot start a worker for {agent}: {reason}")]
-    Start {
-        /// The agent.
-        agent: String,
-        /// Why.
-        reason: String,
-    },
-    /// The task failed (the worker's answer, or its death after the last retry).
-    #[error(transparent)]
-    Task(#[from] WorkerError),
-    /// The agent is paused.
-    #[error("agent {agent} is paused: {reason}")]
-    Paused {
-        /// The agent.
-        agent: String,
-        /// Why.
-        reason: String,
-    },
-    /// The task was cancelled by its caller.
-    #[error("agent {agent}: the task was cancelled")]
-    Cancelled {
-        /// The agent.
-        agent: String,
-    },
-    /// The task failed because the gateway refused one of its model turns (over the agent's,
-    /// the fleet's or the caller's budget).
-    #[error("{reason}")]
-    Refused {
-        /// The agent.
-        agent: String,
-        /// The budget that refused the turn ("agent patch-bot", "the fleet", or the caller's).
-        budget: String,
-        /// Its spend and limit, in words.
-        what: String,
-        /// The refusal as the worker was told it: the agent, the budget, the spend and the
-        /// limit.
-        reason: String,
-    },
-}
 
 /// How long a cancelled task has to answer before its worker is killed.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -236,50 +51,6 @@ impl Drop for CancelOnDrop<'_> {
             assignment.finish();
         }
     }
-}
-
-/// What a task is given besides its params.
-#[derive(Debug, Default, Clone)]
-pub struct TaskOptions {
-    /// Where its notifications and metered model turns go as they come.
-    pub updates: Option<mpsc::UnboundedSender<TaskUpdate>>,
-    /// The caller's budgets, charged for every model turn as well as the agent's: a turn that
-    /// does not fit them is refused (the agent is not paused: it is the caller's budget).
-    pub charge: Option<Charge>,
-    /// Cancels the task: the worker is sent `task/cancel`, and killed if it has not answered
-    /// within 5 s.
-    pub cancel: Option<CancelToken>,
-}
-
-/// Budgets of the caller's that a task's model turns are charged to as well as the agent's:
-/// a ledger and the budgets in it (their ancestors too).
-#[derive(Debug, Clone)]
-pub struct Charge {
-    /// The ledger.
-    pub budgets: Budgets,
-    /// The budgets charged.
-    pub to: Vec<BudgetId>,
-}
-
-pub(crate) struct Pooled {
-    pub(crate) process: WorkerProcess,
-    notes: tokio::sync::Mutex<mpsc::UnboundedReceiver<Note>>,
-    /// The task it runs now, with its model turns in flight.
-    pub(crate) task: Mutex<Option<Assignment>>,
-}
-
-pub(crate) struct Pool {
-    pub(crate) plan: WorkerPlan,
-    slots: Arc<Semaphore>,
-    idle: Mutex<Vec<(Arc<Pooled>, Instant)>>,
-    busy: Mutex<Vec<Arc<Pooled>>>,
-    deaths_in_a_row: AtomicU32,
-    pub(crate) budget: BudgetId,
-    pub(crate) paused: Mutex<Option<String>>,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Keeps the workers of many agents.
