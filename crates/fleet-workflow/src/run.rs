@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::catalog::Catalog;
 use crate::engine::{EngineRun, ScriptEngine, ScriptFailure};
 use crate::events::{RunEvent, RunId, RunState, RunSummary};
-use crate::host::{HostConfig, RunHost};
+use crate::host::{HostConfig, HostParts, RunHost};
 use crate::options::{Resume, RunOptions};
 use crate::outcome::came_to_nothing;
 use crate::quickjs::QuickJs;
@@ -309,15 +309,15 @@ impl WorkflowEngine {
                 ),
             });
         }
-        let host = Arc::new(RunHost::new(
-            shared.clone(),
+        let host = RunHost::start(HostParts {
+            shared: shared.clone(),
             // The calls record without waiting for the disk between their events; each call
             // flushes before it is acknowledged.
-            journal.write_behind(),
-            self.runner.clone(),
-            self.specs.clone(),
-            self.catalog.clone(),
-            HostConfig {
+            journal: journal.write_behind(),
+            runner: self.runner.clone(),
+            specs: self.specs.clone(),
+            catalog: self.catalog.clone(),
+            config: HostConfig {
                 max_agent_calls: options.max_agent_calls,
                 tokens_total: options.budget_tokens,
                 usd_total: options.budget_usd,
@@ -330,13 +330,12 @@ impl WorkflowEngine {
                     .unwrap_or_else(|| std::path::PathBuf::from(".")),
                 model_aliases: options.model_aliases.clone(),
             },
-            options.concurrency,
-            journaled,
-            root_id,
-            script.clone(),
-            cancel.clone(),
-        ));
-        host.init_self();
+            concurrency: options.concurrency,
+            resume: journaled,
+            root: root_id,
+            script: script.clone(),
+            cancel: cancel.clone(),
+        });
         let handle = RunHandle {
             shared: shared.clone(),
         };
