@@ -185,11 +185,14 @@ pub(crate) fn specialists(
     Ok(Arc::new(
         AgentRouter::new(sandboxed)
             .route(
-                fleet_providers::claude_code::NAME,
+                fleet_providers::runner::coding_cli::claude_code::NAME,
                 Arc::new(ClaudeCodeRunner::new(claude, root, prices)),
             )
             .route("codex-exec", Arc::new(codex_runner.clone().exec()))
-            .route(fleet_providers::codex::NAME, Arc::new(codex_runner)),
+            .route(
+                fleet_providers::runner::coding_cli::codex::NAME,
+                Arc::new(codex_runner),
+            ),
     ))
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fleet_core::provider::{DynProvider, ProviderError};
 
-use crate::model_router::ModelRouter;
+use crate::model::router::ModelRouter;
 use crate::{
     AnthropicProvider, ApiKey, HttpClient, HttpConfig, OfflineProvider, OpenAiApi, OpenAiProvider,
     ScriptedProvider,
@@ -121,14 +121,14 @@ pub fn from_settings(
         let base = settings
             .anthropic_base_url
             .clone()
-            .unwrap_or_else(|| crate::anthropic::DEFAULT_BASE_URL.into());
+            .unwrap_or_else(|| crate::model::anthropic::DEFAULT_BASE_URL.into());
         Ok(Arc::new(AnthropicProvider::new(http()?, base, key.clone())))
     };
     let openai = |api: OpenAiApi, name: &str| -> Result<Arc<dyn DynProvider>, ProviderError> {
         let base = settings
             .openai_base_url
             .clone()
-            .unwrap_or_else(|| crate::openai::DEFAULT_BASE_URL.into());
+            .unwrap_or_else(|| crate::model::openai::DEFAULT_BASE_URL.into());
         Ok(Arc::new(OpenAiProvider::new(
             http()?,
             name,

@@ -47,33 +47,25 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod agent;
-pub mod anthropic;
-pub mod claude_code;
-pub mod cli;
-pub mod codex;
-pub mod decode;
+mod commands;
 mod env;
-pub mod host;
-pub mod http;
-pub mod model_router;
-pub mod offline;
-pub mod openai;
-pub mod router;
-pub mod scripted;
-pub mod sse;
-mod stream;
+pub mod model;
+pub mod runner;
+pub mod transport;
 
-pub use agent::tools::{Tool, ToolContext, ToolOutput};
-pub use agent::{ModelAgentRunner, RunnerBuilder, RunnerDefaults};
-pub use anthropic::AnthropicProvider;
-pub use claude_code::{ClaudeCodeRunner, ClaudeCodeSession, ClaudeStream};
-pub use codex::{CodexExecStream, CodexRunner, CodexSession, CodexStream};
+pub use commands::HostCommands;
 pub use env::{PROVIDERS, ProviderSettings, from_env, from_settings};
-pub use host::HostCommands;
-pub use http::{ApiKey, HttpClient, HttpConfig, RetryPolicy};
-pub use model_router::ModelRouter;
-pub use offline::OfflineProvider;
-pub use openai::{OpenAiApi, OpenAiProvider};
-pub use router::AgentRouter;
-pub use scripted::{Cassette, RecordingProvider, ScriptedProvider};
+pub use model::anthropic::AnthropicProvider;
+pub use model::offline::OfflineProvider;
+pub use model::openai::{OpenAiApi, OpenAiProvider};
+pub use model::router::ModelRouter;
+pub use model::scripted::{
+    Cassette, Exchange, Order, RecordingProvider, ScriptedError, ScriptedProvider,
+};
+pub use runner::agent::tools::{Tool, ToolContext, ToolOutput};
+pub use runner::agent::{ModelAgentRunner, RunnerBuilder, RunnerDefaults};
+pub use runner::coding_cli::claude_code::{ClaudeCodeRunner, ClaudeCodeSession, ClaudeStream};
+pub use runner::coding_cli::codex::{CodexExecStream, CodexRunner, CodexSession, CodexStream};
+pub use runner::router::AgentRouter;
+pub use transport::http::{ApiKey, HttpClient, HttpConfig, RetryPolicy};
+pub use transport::{decode, sse};

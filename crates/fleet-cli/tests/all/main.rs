@@ -257,7 +257,7 @@ mod patch_bot {
     use fleet_core::spec::AgentSpec;
     use fleet_core::usage::TokenUsage;
     use fleet_core::{PriceTable, SandboxPolicy};
-    use fleet_providers::scripted::Exchange;
+    use fleet_providers::Exchange;
     use fleet_providers::{Cassette, ScriptedProvider};
     use fleet_sandbox::{Sandbox, Supervisor, WorkerPlan};
     use serde_json::json;

@@ -5,8 +5,8 @@ use fleet_core::provider::{
     StreamEvent, ToolSpec, next_event,
 };
 use fleet_core::{CancelToken, TokenUsage};
-use fleet_providers::http::{HttpConfig, RetryPolicy};
 use fleet_providers::{AnthropicProvider, ApiKey, HttpClient, OpenAiApi, OpenAiProvider, decode};
+use fleet_providers::{HttpConfig, RetryPolicy};
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -8,7 +8,7 @@ use fleet_core::{
     MemoryStore, SharedStore, TokenUsage, Usd, WorkUnitDraft, WorkUnitId, WorkUnitKind,
     WorkUnitState,
 };
-use fleet_providers::scripted::{Cassette, Exchange, Order, ScriptedError};
+use fleet_providers::{Cassette, Exchange, Order, ScriptedError};
 use fleet_providers::{
     HostCommands, ModelAgentRunner, OfflineProvider, RunnerDefaults, ScriptedProvider,
 };

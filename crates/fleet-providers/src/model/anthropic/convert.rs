@@ -11,9 +11,9 @@ use fleet_core::spec::Effort;
 use serde_json::{Value, json};
 
 use super::wire::{self, Block, BlockDelta, CacheControl, Event, TextBlock};
-use crate::http::kind_of_error_type;
-use crate::sse::SseFrame;
-use crate::stream::{FrameDecoder, decode_error, parse_arguments};
+use crate::transport::http::kind_of_error_type;
+use crate::transport::sse::SseFrame;
+use crate::transport::stream::{FrameDecoder, decode_error, parse_arguments};
 
 pub(crate) const PROVIDER: &str = "anthropic";
 

@@ -107,7 +107,7 @@ impl Provider for ModelRouter {
 mod tests {
     use super::*;
     use crate::OfflineProvider;
-    use crate::scripted::{Cassette, ScriptedProvider};
+    use crate::model::scripted::{Cassette, ScriptedProvider};
     use fleet_core::provider::{ResponseBuilder, next_event};
 
     async fn answer(router: &ModelRouter, model: &str) -> String {
@@ -125,7 +125,7 @@ mod tests {
     #[tokio::test]
     async fn each_request_goes_to_the_provider_of_its_model() {
         let scripted: Arc<dyn DynProvider> = Arc::new(ScriptedProvider::new(Cassette {
-            exchanges: vec![crate::scripted::Exchange {
+            exchanges: vec![crate::model::scripted::Exchange {
                 events: vec![
                     fleet_core::provider::StreamEvent::TextDelta {
                         text: "from the scripted one".into(),
@@ -135,7 +135,7 @@ mod tests {
                     },
                 ],
                 expect: serde_json::json!({}),
-                ..crate::scripted::Exchange::default()
+                ..crate::model::scripted::Exchange::default()
             }],
             ..Cassette::default()
         }));

@@ -1,7 +1,10 @@
-//! What the coding-agent CLI runners ([`crate::claude_code`], [`crate::codex`]) share: the
+//! What the coding-agent CLI runners ([`crate::runner::coding_cli::claude_code`], [`crate::runner::coding_cli::codex`]) share: the
 //! [`Step`]s their stream readers produce, the recorder that applies steps to the journal as a
 //! work-unit tree, the answers to permission requests from an agent's capabilities, and the
 //! stderr tail of a CLI that died.
+
+pub mod claude_code;
+pub mod codex;
 
 use std::collections::HashMap;
 

@@ -9,8 +9,8 @@ use fleet_core::CancelToken;
 use fleet_core::provider::{EventStream, ProviderError, StreamEvent};
 use futures_util::{Stream, StreamExt};
 
-use crate::http::describe_reqwest;
-use crate::sse::{SseDecoder, SseFrame};
+use crate::transport::http::describe_reqwest;
+use crate::transport::sse::{SseDecoder, SseFrame};
 
 /// A provider's decoder of SSE frames into normalized events: pure, no I/O.
 pub(crate) trait FrameDecoder: Send + 'static {
@@ -77,7 +77,7 @@ pub(crate) fn parse_arguments(
 fn not_an_event_stream(provider: &str, head: &[u8]) -> ProviderError {
     let text = String::from_utf8_lossy(head);
     let shown: String = text.trim().chars().take(200).collect();
-    let message = if let (_, Some(error)) = crate::http::error_body(head) {
+    let message = if let (_, Some(error)) = crate::transport::http::error_body(head) {
         format!("the answer is a JSON error, not an event stream: {error}")
     } else if shown.starts_with('{') || shown.starts_with('[') {
         format!(

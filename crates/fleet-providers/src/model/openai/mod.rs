@@ -11,8 +11,8 @@ use fleet_core::provider::{
 use fleet_core::spec::Effort;
 use reqwest::header::{HeaderMap, HeaderValue};
 
-use crate::http::{ApiKey, HttpClient, HttpConfig};
-use crate::stream::sse_events;
+use crate::transport::http::{ApiKey, HttpClient, HttpConfig};
+use crate::transport::stream::sse_events;
 
 /// OpenAI's own base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";

@@ -41,8 +41,10 @@ use fleet_core::{
 };
 use serde_json::{Value, json};
 
-use crate::cli::{CliProcess, GRACE, Grants, Recorder, close_tree, open_root, set_refs};
-pub use crate::cli::{Step, Target};
+use crate::runner::coding_cli::{
+    CliProcess, GRACE, Grants, Recorder, close_tree, open_root, set_refs,
+};
+pub use crate::runner::coding_cli::{Step, Target};
 
 /// The provider's name in work units' provider references.
 pub const NAME: &str = "claude-code";

@@ -32,7 +32,7 @@ use fleet_core::{
 };
 use serde_json::{Value, json};
 
-use crate::cli::{
+use crate::runner::coding_cli::{
     CliProcess, GRACE, Grants, Recorder, Step, Target, close_tree, open_root, set_refs,
 };
 

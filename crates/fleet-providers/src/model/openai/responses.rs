@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{effort_name, image_url};
-use crate::http::kind_of_error_type;
-use crate::sse::SseFrame;
-use crate::stream::{FrameDecoder, decode_error, parse_arguments};
+use crate::transport::http::kind_of_error_type;
+use crate::transport::sse::SseFrame;
+use crate::transport::stream::{FrameDecoder, decode_error, parse_arguments};
 
 /// The request body: messages become input items, tool calls `function_call` items and tool
 /// results `function_call_output` items.

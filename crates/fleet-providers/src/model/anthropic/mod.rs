@@ -9,8 +9,8 @@ use reqwest::header::{HeaderMap, HeaderValue};
 
 pub(crate) use convert::Decoder;
 
-use crate::http::{ApiKey, HttpClient, HttpConfig};
-use crate::stream::sse_events;
+use crate::transport::http::{ApiKey, HttpClient, HttpConfig};
+use crate::transport::stream::sse_events;
 
 /// The default base URL.
 pub const DEFAULT_BASE_URL: &str = "https://api.anthropic.com";

@@ -4,7 +4,7 @@
 
 use fleet_core::provider::{ProviderError, StreamEvent};
 
-use crate::stream::decode_bytes;
+use crate::transport::stream::decode_bytes;
 
 /// An Anthropic Messages SSE body.
 ///
@@ -12,7 +12,11 @@ use crate::stream::decode_bytes;
 /// The first error the stream holds or causes (an `error` event, malformed JSON, a body that
 /// ends before `message_stop`).
 pub fn anthropic(body: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
-    decode_bytes("anthropic", &mut crate::anthropic::Decoder::default(), body)
+    decode_bytes(
+        "anthropic",
+        &mut crate::model::anthropic::Decoder::default(),
+        body,
+    )
 }
 
 /// An OpenAI Chat Completions SSE body.
@@ -22,7 +26,7 @@ pub fn anthropic(body: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
 pub fn openai_chat(body: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
     decode_bytes(
         "openai",
-        &mut crate::openai::chat::Decoder::new("openai"),
+        &mut crate::model::openai::chat::Decoder::new("openai"),
         body,
     )
 }
@@ -34,7 +38,7 @@ pub fn openai_chat(body: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
 pub fn openai_responses(body: &[u8]) -> Result<Vec<StreamEvent>, ProviderError> {
     decode_bytes(
         "openai",
-        &mut crate::openai::responses::Decoder::new("openai"),
+        &mut crate::model::openai::responses::Decoder::new("openai"),
         body,
     )
 }
