@@ -56,6 +56,7 @@ pub mod transport;
 pub use commands::HostCommands;
 pub use env::{PROVIDERS, ProviderSettings, from_env, from_settings};
 pub use model::anthropic::AnthropicProvider;
+pub use model::decode;
 pub use model::offline::OfflineProvider;
 pub use model::openai::{OpenAiApi, OpenAiProvider};
 pub use model::router::ModelRouter;
@@ -68,4 +69,4 @@ pub use runner::coding_cli::claude_code::{ClaudeCodeRunner, ClaudeCodeSession, C
 pub use runner::coding_cli::codex::{CodexExecStream, CodexRunner, CodexSession, CodexStream};
 pub use runner::router::AgentRouter;
 pub use transport::http::{ApiKey, HttpClient, HttpConfig, RetryPolicy};
-pub use transport::{decode, sse};
+pub use transport::sse;

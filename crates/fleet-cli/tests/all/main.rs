@@ -220,14 +220,24 @@ mod no_network {
             ],
             ..fleet_sandbox::SandboxPolicy::default()
         };
-        let started = Instant::now();
-        let out = sandbox
-            .command(&policy, &fleet, ["ask", "hello", "--json"])
-            .unwrap()
-            .current_dir(&home)
-            .output()
-            .unwrap();
-        let took = started.elapsed();
+        // A binary just copied can be "busy" for a moment: another test's fork may still hold
+        // the copy's descriptor until its exec.
+        let mut tries = 0;
+        let (out, took) = loop {
+            let started = Instant::now();
+            match sandbox
+                .command(&policy, &fleet, ["ask", "hello", "--json"])
+                .unwrap()
+                .current_dir(&home)
+                .output()
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                result => break (result.unwrap(), started.elapsed()),
+            }
+        };
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success(), "{stdout}{stderr}");

@@ -1,8 +1,7 @@
 //! Getting bytes to and from a provider: the pooled HTTP client with its retries, the
-//! incremental Server-Sent Events decoder, the stream that turns a response body into events
-//! through a provider's frame decoder, and decoding recorded bodies without a connection.
+//! incremental Server-Sent Events decoder, and the stream that turns a response body into
+//! events through a provider's frame decoder.
 
-pub mod decode;
 pub mod http;
 pub mod sse;
 pub(crate) mod stream;
