@@ -72,6 +72,7 @@ pub mod provider;
 pub mod sandbox;
 pub mod spec;
 pub mod store;
+pub mod sync;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod thread;

@@ -6,12 +6,13 @@
 use std::collections::HashMap;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use fleet_core::ipc::{
     Call, InitializeParams, InitializeResult, Message, ModelStreamParams, Note, RequestId,
     RpcError, TaskResult, TaskRunParams, codes, decode_line,
 };
+use fleet_core::sync::lock;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
@@ -72,10 +73,6 @@ pub enum WorkerRequest {
 
 /// Where the worker's requests go, once someone serves them.
 type Served = Arc<Mutex<Option<mpsc::UnboundedSender<WorkerRequest>>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// A running worker.
 #[derive(Debug)]

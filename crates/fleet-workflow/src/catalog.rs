@@ -178,14 +178,20 @@ impl Catalog {
         if let Some(e) = self.unregistered(name) {
             return Err(format!("workflow '{name}' cannot be registered: {e}"));
         }
-        let suggestion =
-            crate::suggest::did_you_mean(self.entries.keys().map(String::as_str), name);
+        let suggestion = suggestion(name, self.entries.keys().map(String::as_str));
         let known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
         Err(format!(
             "unknown workflow '{name}'; known: {}.{suggestion}",
             known.join(", ")
         ))
     }
+}
+
+/// ` Did you mean '<closest>'?` when one of `known` is close to `name`, else nothing.
+pub(crate) fn suggestion<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    fleet_core::sync::did_you_mean(name, known)
+        .map(|k| format!(" Did you mean '{k}'?"))
+        .unwrap_or_default()
 }
 
 /// The directories from `cwd` up to the repository root (the first with `.git`), closest

@@ -32,7 +32,6 @@ mod resume;
 mod run;
 mod script;
 mod shared;
-mod suggest;
 pub mod testkit;
 mod worktree;
 

@@ -1,11 +1,12 @@
 //! An agent's pool of workers, as the supervisor and its gateway see it.
 
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use fleet_core::budget::BudgetId;
 use fleet_core::ipc::Note;
+pub(crate) use fleet_core::sync::lock;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::assignment::Assignment;
@@ -29,9 +30,4 @@ pub(crate) struct Pool {
     pub(super) deaths_in_a_row: AtomicU32,
     pub(crate) budget: BudgetId,
     pub(crate) paused: Mutex<Option<String>>,
-}
-
-/// Locks `m`; a poisoned lock still guards usable data here (every update is one assignment).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

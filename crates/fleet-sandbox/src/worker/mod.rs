@@ -11,7 +11,7 @@ use self::model::Link;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use fleet_core::activity::LogLevel;
 use fleet_core::ipc::{
@@ -19,6 +19,7 @@ use fleet_core::ipc::{
     RequestId, RpcError, TaskLimits, TaskResult, UsageReport, codes, decode_line,
 };
 use fleet_core::provider::CancelToken;
+use fleet_core::sync::lock;
 use fleet_core::usage::TokenUsage;
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
@@ -350,10 +351,6 @@ pub async fn serve<R: Role>(
     drop(link);
     drop(out);
     writer.await.unwrap_or(Ok(()))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn trim_newline(line: &[u8]) -> &[u8] {

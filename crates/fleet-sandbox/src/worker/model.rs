@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use fleet_core::provider::{
     CancelToken, Capabilities, ErrorKind, EventStream, ModelRequest, Provider, ProviderError,
     StreamEvent,
 };
+use fleet_core::sync::lock;
 use futures_core::Stream;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -30,10 +31,6 @@ enum Inbound {
 }
 
 type Streams = Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<Inbound>>>>;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The worker's end of the connection for its own requests: ids, and where their answers go.
 #[derive(Clone)]

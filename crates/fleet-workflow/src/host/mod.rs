@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use fleet_core::agent::DynAgentRunner;
@@ -13,6 +13,7 @@ use fleet_core::journal::Journal;
 use fleet_core::money::{Cost, Usd};
 use fleet_core::provider::CancelToken;
 use fleet_core::spec::AgentSpec;
+use fleet_core::sync::lock;
 use fleet_core::usage::TokenUsage;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
@@ -96,10 +97,6 @@ pub(crate) struct RunHost {
     type_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// In-flight calls: unit and start time (for progress events).
     pub in_flight: Mutex<FxHashMap<WorkUnitId, Instant>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How a live call ended, for the tally.
@@ -363,7 +360,7 @@ impl RunHost {
         }
         let mut known: Vec<&String> = self.specs.keys().collect();
         known.sort();
-        let suggestion = crate::suggest::did_you_mean(known.iter().map(|k| k.as_str()), name);
+        let suggestion = crate::catalog::suggestion(name, known.iter().map(|k| k.as_str()));
         let list = if known.is_empty() {
             "none are declared (add agents/<name>.yaml)".to_owned()
         } else {
