@@ -167,10 +167,6 @@ define_id!(
     /// One activity (tool call, message, log line, phase marker) of a thread.
     ActivityId, "activity"
 );
-define_id!(
-    /// One workflow run.
-    RunId, "run"
-);
 
 #[cfg(test)]
 mod tests {
@@ -220,9 +216,9 @@ mod tests {
 
     #[test]
     fn serde_goes_through_parse() {
-        let id = RunId::new();
+        let id = WorkUnitId::new();
         let upper = format!("\"{}\"", id.to_string().to_uppercase());
-        let back: RunId = serde_json::from_str(&upper).unwrap();
+        let back: WorkUnitId = serde_json::from_str(&upper).unwrap();
         assert_eq!(back, id);
         assert_eq!(serde_json::to_string(&back).unwrap(), format!("\"{id}\""));
     }

@@ -87,7 +87,7 @@ pub use command::{Command, CommandError, Recorder, WorkUnitDraft};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use event::{BudgetAlert, Event, RecordedEvent, TurnState};
 pub use exec::{CommandOutput, CommandRequest, CommandSandbox, DynCommandSandbox, ExecError};
-pub use id::{ActivityId, IdError, RunId, ThreadId, TurnId, WorkUnitId};
+pub use id::{ActivityId, IdError, ThreadId, TurnId, WorkUnitId};
 pub use jiff::Timestamp;
 pub use journal::{Journal, SharedStore};
 pub use money::{Cost, Usd};
