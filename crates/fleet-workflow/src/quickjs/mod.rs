@@ -17,14 +17,16 @@
 //! script never holds up the runtime, though it delays the progress of calls woken from other
 //! threads until its next await.
 
+mod errors;
 mod gather;
 mod heap;
+mod queue;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -32,21 +34,21 @@ use fleet_core::activity::LogLevel;
 use fleet_core::provider::BoxFuture;
 use rquickjs::context::EvalOptions;
 use rquickjs::function::Opt;
-use rquickjs::{
-    CatchResultExt, CaughtError, Context, Ctx, Exception, Function, Object, Persistent, Runtime,
-};
+use rquickjs::{CatchResultExt, Context, Ctx, Exception, Function, Object, Persistent, Runtime};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+pub(crate) use self::errors::clean_stack;
+use self::errors::{caught, compile_error};
 use self::gather::{Gather, Slot, identity};
 use self::heap::{CappedAllocator, HeapGauge};
+use self::queue::{DRIVING, NOT_POLLING, RunQueue, TaskWaker, Woken};
 use crate::engine::{
     ChildWorkflow, EngineRun, FrameId, HostResult, ScriptEngine, ScriptFailure, ScriptLimits,
 };
-use crate::lex::line_col;
-use crate::script::{Script, ScriptError};
+use crate::script::Script;
 
 const PRELUDE: &str = include_str!("prelude.js");
 /// Wraps the body so that top-level `await` and `return` work. It sits on line 1, so only
@@ -108,99 +110,6 @@ struct Pending {
 }
 
 type Settlement = Result<Option<String>, (String, String)>;
-
-/// Which host futures are woken, for the run's thread to poll.
-struct RunQueue {
-    woken: Mutex<Woken>,
-    /// The run's thread, unparked by every wake-up from another thread.
-    thread: std::thread::Thread,
-    /// Set when the run is stopped.
-    stop: AtomicBool,
-    /// The task being polled ([`NOT_POLLING`] between polls), to tell a task that wakes itself
-    /// (a yield) from one woken by another.
-    polling: AtomicUsize,
-}
-
-const NOT_POLLING: usize = usize::MAX;
-
-#[derive(Default)]
-struct Woken {
-    /// Woken from other threads (a reply, a commit), in the order they were woken.
-    remote: Vec<usize>,
-    /// Woken on the run's thread while it polled another task: a call that ends admits the
-    /// next one, and that one is polled next, before the other woken tasks (as tokio's LIFO
-    /// slot does), so that it starts at once instead of after every other call that ended.
-    local: Vec<usize>,
-    /// Woke themselves while polled (`yield_now`): polled again once the script has run, in
-    /// the next round or after the script's next call that starts host work, never at once.
-    yielded: Vec<usize>,
-}
-
-thread_local! {
-    /// The queue of the run whose thread this is (its address), to tell a wake-up on the
-    /// run's own thread from one on another.
-    static DRIVING: Cell<usize> = const { Cell::new(0) };
-}
-
-impl RunQueue {
-    fn push(self: &Arc<Self>, task: usize) {
-        let here = DRIVING.with(Cell::get) == Arc::as_ptr(self) as usize;
-        let mut woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
-        if here && self.polling.load(Ordering::Relaxed) == task {
-            woken.yielded.push(task);
-        } else if here {
-            woken.local.push(task);
-        } else {
-            woken.remote.push(task);
-            drop(woken);
-            self.thread.unpark();
-        }
-    }
-
-    /// Moves every woken task into `into` (those woken on the run's thread first).
-    fn take(&self, into: &mut Vec<usize>) {
-        let mut woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
-        into.append(&mut woken.local);
-        into.append(&mut woken.yielded);
-        into.append(&mut woken.remote);
-    }
-
-    /// Moves the tasks of one list (`local` or `yielded`) into `into`.
-    fn take_list(&self, into: &mut Vec<usize>, list: fn(&mut Woken) -> &mut Vec<usize>) {
-        into.append(list(
-            &mut self.woken.lock().unwrap_or_else(PoisonError::into_inner),
-        ));
-    }
-
-    /// Puts back local tasks taken with [`RunQueue::take_list`] but not polled.
-    fn requeue(&self, tasks: &mut Vec<usize>) {
-        if !tasks.is_empty() {
-            let mut woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
-            woken.local.append(tasks);
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        let woken = self.woken.lock().unwrap_or_else(PoisonError::into_inner);
-        woken.remote.is_empty() && woken.local.is_empty() && woken.yielded.is_empty()
-    }
-}
-
-/// Wakes one host future: queues it and unparks the run's thread.
-struct TaskWaker {
-    task: usize,
-    queue: Arc<RunQueue>,
-}
-
-impl std::task::Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.queue.push(self.task);
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.queue.push(self.task);
-    }
-}
 
 /// A host future in flight, and its waker.
 struct Task {
@@ -722,80 +631,6 @@ fn start_frame(
             .call::<_, ()>((promise,))
             .map_err(|e| engine_error(caught(&ctx, e)))
     })
-}
-
-fn caught(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
-    match e {
-        rquickjs::Error::Exception => ctx.catch().into_exception().map_or_else(
-            || "an exception".to_owned(),
-            |e| e.message().unwrap_or_default(),
-        ),
-        other => other.to_string(),
-    }
-}
-
-/// The place and message of a body that does not compile.
-fn compile_error(script: &Script, error: CaughtError<'_>) -> ScriptFailure {
-    let (message, stack) = match &error {
-        CaughtError::Exception(e) => (
-            e.message().unwrap_or_default(),
-            e.stack().unwrap_or_default(),
-        ),
-        other => (other.to_string(), String::new()),
-    };
-    let stack = fix_columns(&stack, &script.origin);
-    let (line, column) =
-        locate(&stack, &script.origin).unwrap_or_else(|| line_col(&script.source, 0));
-    ScriptFailure::Compile(ScriptError {
-        origin: script.origin.clone(),
-        line,
-        column,
-        message,
-    })
-}
-
-/// The first `origin:line:column` in a stack.
-fn locate(stack: &str, origin: &str) -> Option<(usize, usize)> {
-    let needle = format!("{origin}:");
-    let at = stack.find(&needle)? + needle.len();
-    let mut parts = stack[at..].splitn(3, ':');
-    let line = parts.next()?.parse().ok()?;
-    let column: String = parts
-        .next()?
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    Some((line, column.parse().ok()?))
-}
-
-/// The script's own frames of a stack: the prelude's and the wrapper's call are dropped, and
-/// line-1 columns are moved back to where they are in the file.
-pub(crate) fn clean_stack(stack: &str, origin: &str) -> String {
-    let kept: Vec<&str> = stack
-        .lines()
-        .filter(|l| !l.contains("<fleet prelude>") && !l.contains("at <eval> ("))
-        .collect();
-    fix_columns(&kept.join("\n"), origin)
-}
-
-/// Undoes the wrapper's shift of line-1 columns in a stack.
-fn fix_columns(stack: &str, origin: &str) -> String {
-    let needle = format!("{origin}:1:");
-    let mut out = String::with_capacity(stack.len());
-    let mut rest = stack;
-    while let Some(at) = rest.find(&needle) {
-        let after = at + needle.len();
-        out.push_str(&rest[..after]);
-        let digits: String = rest[after..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        let column: usize = digits.parse().unwrap_or(0);
-        out.push_str(&column.saturating_sub(PREFIX.len()).max(1).to_string());
-        rest = &rest[after + digits.len()..];
-    }
-    out.push_str(rest);
-    out
 }
 
 fn level(name: &str) -> LogLevel {
