@@ -14,6 +14,10 @@
 //! metered from the provider's own stream. Either side may stop a request of its own with
 //! `$/cancelRequest`. A worker holds no credentials, and what it says it spent (`task/usage`)
 //! is a diagnostic that never moves money.
+//!
+//! Why one file: this is the protocol's definition, its message types and the one function
+//! that checks a line against them. A worker's author reads it top to bottom beside the schema,
+//! and the tests at the end are its examples.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -4,6 +4,10 @@
 //! changing anything, so a refused event leaves the thread as it was; stores use it to refuse
 //! events that would break the model (a finished unit running again, a unit whose parent is
 //! missing), and [`project`] uses it to rebuild a thread from its stream.
+//!
+//! Why one file: the read model and `apply` are one concept. Each field of [`Thread`] is
+//! changed only by the arms of `apply`, so the two read best side by side. The tests live apart,
+//! in `thread/tests.rs`.
 
 use std::collections::{BTreeMap, HashSet};
 

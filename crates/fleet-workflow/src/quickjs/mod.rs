@@ -16,6 +16,10 @@
 //! between. The futures still use the caller's tokio runtime for timers and I/O; a busy
 //! script never holds up the runtime, though it delays the progress of calls woken from other
 //! threads until its next await.
+//!
+//! Why one file: the run's state, its event loop and the natives that feed it share one
+//! invariant (everything happens on the run's thread, in the order the loop decides). The parts
+//! that stand alone live beside it: `gather`, `heap`, `queue` (the wake-ups) and `errors`.
 
 mod errors;
 mod gather;

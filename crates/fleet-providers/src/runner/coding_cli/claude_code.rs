@@ -28,6 +28,10 @@
 //! Background subagents: a turn ends at its `result` unless a subagent it started in the
 //! background is still running or has just been reported; then the CLI's follow-up turn (its
 //! `result` has `origin.kind = "task-notification"`) belongs to the same fleet turn.
+//!
+//! Still one file (936 lines), where `codex/` is already split into its reader, session and
+//! runner. Splitting it the same way is open work in issue 25, together with serde wire types
+//! for the stream in place of `.get()` chains.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
