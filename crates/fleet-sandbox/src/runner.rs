@@ -6,7 +6,7 @@
 
 use fleet_core::activity::{ActivityKind, LogLevel};
 use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
-use fleet_core::budget::BudgetError;
+use fleet_core::budget::{BudgetError, Measure};
 use fleet_core::command::WorkUnitDraft;
 use fleet_core::id::WorkUnitId;
 use fleet_core::ipc::{Note, TaskRunParams};
@@ -135,9 +135,11 @@ impl SpecialistRunner {
             }
             Err(SupervisorError::Paused { agent, reason }) => {
                 failed(format!("agent {agent} is paused: {reason}")).await?;
+                // An agent is paused for its dollar spend (its budget has no token limit).
                 Err(AgentError::Budget(BudgetError::Exceeded {
                     budget: format!("agent {agent}"),
                     what: reason,
+                    measure: Measure::Usd,
                 }))
             }
             Err(SupervisorError::Cancelled { .. }) => {
@@ -150,11 +152,16 @@ impl SpecialistRunner {
                 agent,
                 budget,
                 what,
+                measure,
                 ..
             }) => {
                 let what = format!("{agent}'s model turn was refused at the gateway: {what}");
                 failed(format!("budget \"{budget}\" exhausted: {what}")).await?;
-                Err(AgentError::Budget(BudgetError::Exceeded { budget, what }))
+                Err(AgentError::Budget(BudgetError::Exceeded {
+                    budget,
+                    what,
+                    measure,
+                }))
             }
             Err(e) => {
                 let reason = e.to_string();
@@ -211,7 +218,12 @@ async fn record(
                 reserved,
                 tokens_before: usage.total(),
             };
-            let written = ctx.journal.activity(unit, kind).await;
+            // Durable before the gateway forwards the turn (a write-behind journal would
+            // only have queued it).
+            let mut written = ctx.journal.activity(unit, kind).await;
+            if written.is_ok() {
+                written = ctx.journal.flush().await;
+            }
             recorded.done();
             written?;
             return Ok(());

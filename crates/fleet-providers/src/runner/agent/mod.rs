@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_core::budget::BudgetError;
+use fleet_core::budget::{BudgetError, Measure};
 use fleet_core::provider::{
     Content, ErrorKind, Message, MessageRole, ModelRequest, ProviderError, ResponseBuilder,
     StopReason, StreamEvent, ToolChoice, ToolSpec, next_event,
@@ -396,6 +396,9 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                         },
                     )
                     .await?;
+                // A write-behind journal only queues it: the net must be durable before the
+                // provider is asked for anything that may cost money.
+                journal.flush().await?;
             }
             model_requests += 1;
             let mut stream = self
@@ -437,6 +440,7 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                                 what: format!(
                                     "its prompt was larger than estimated, and the budgets pay for only {allowed} output tokens; the turn was cut off"
                                 ),
+                                measure: Measure::OutputTokens,
                             });
                             if matches!(e, StreamEvent::Usage { .. }) {
                                 builder.push(e);
