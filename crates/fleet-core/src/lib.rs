@@ -82,7 +82,9 @@ mod yaml;
 
 pub use activity::{Activity, ActivityKind, LogLevel, Role};
 pub use agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, DynAgentRunner};
-pub use budget::{Amount, BudgetError, BudgetId, BudgetLimits, Budgets, Demand, Reservation};
+pub use budget::{
+    Amount, BudgetError, BudgetId, BudgetLimits, Budgets, Demand, Measure, Reservation,
+};
 pub use command::{Command, CommandError, Recorder, WorkUnitDraft};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use event::{BudgetAlert, Event, RecordedEvent, TurnState};

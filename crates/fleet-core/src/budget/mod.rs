@@ -96,6 +96,26 @@ impl BudgetStatus {
     }
 }
 
+/// What a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Output tokens.
+    OutputTokens,
+    /// Dollars.
+    Usd,
+}
+
+impl Measure {
+    /// The measure in a sentence: "token", "dollar".
+    #[must_use]
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::OutputTokens => "token",
+            Self::Usd => "dollar",
+        }
+    }
+}
+
 /// A call did not fit a budget.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -107,6 +127,8 @@ pub enum BudgetError {
         budget: String,
         /// Spent, reserved, limit and what the call needed, in words.
         what: String,
+        /// What ran out.
+        measure: Measure,
     },
     /// A budget id from another ledger.
     #[error("unknown budget")]
@@ -249,6 +271,11 @@ impl Budgets {
             if tokens_fit && usd_fit {
                 return None;
             }
+            let measure = if tokens_fit {
+                Measure::Usd
+            } else {
+                Measure::OutputTokens
+            };
             let what = if tokens_fit {
                 format!(
                     "{} spent and {} reserved of {}; this call may cost up to {}",
@@ -269,6 +296,7 @@ impl Budgets {
             let error = BudgetError::Exceeded {
                 budget: n.name.clone(),
                 what,
+                measure,
             };
             Some((i, error))
         })

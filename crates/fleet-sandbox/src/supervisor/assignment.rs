@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use fleet_core::Usd;
-use fleet_core::budget::BudgetError;
+use fleet_core::budget::{BudgetError, Measure};
 use fleet_core::ipc::RequestId;
 use fleet_core::provider::CancelToken;
 use fleet_core::usage::TokenUsage;
@@ -29,19 +29,26 @@ pub(crate) struct Refusal {
     pub(crate) budget: String,
     /// Its spend and limit, in words.
     pub(crate) what: String,
+    /// What ran out.
+    pub(crate) measure: Measure,
     /// What the worker was told.
     pub(crate) message: String,
 }
 
 impl Refusal {
     pub(super) fn new(error: &BudgetError, message: String) -> Self {
-        let (budget, what) = match error {
-            BudgetError::Exceeded { budget, what } => (budget.clone(), what.clone()),
-            other => (String::new(), other.to_string()),
+        let (budget, what, measure) = match error {
+            BudgetError::Exceeded {
+                budget,
+                what,
+                measure,
+            } => (budget.clone(), what.clone(), *measure),
+            other => (String::new(), other.to_string(), Measure::Usd),
         };
         Self {
             budget,
             what,
+            measure,
             message,
         }
     }

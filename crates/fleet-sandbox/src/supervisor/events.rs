@@ -1,5 +1,6 @@
 //! What the supervisor tells its listeners, and why a task could not run.
 
+use fleet_core::budget::Measure;
 use fleet_core::usage::TokenUsage;
 
 use super::task::MeteredTurn;
@@ -118,6 +119,8 @@ pub enum SupervisorError {
         budget: String,
         /// Its spend and limit, in words.
         what: String,
+        /// What ran out.
+        measure: Measure,
         /// The refusal as the worker was told it: the agent, the budget, the spend and the
         /// limit.
         reason: String,

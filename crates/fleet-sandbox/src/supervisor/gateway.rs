@@ -18,7 +18,7 @@
 use std::sync::{Arc, Weak};
 
 use fleet_core::Usd;
-use fleet_core::budget::{Amount, Demand, MIN_USEFUL_OUTPUT};
+use fleet_core::budget::{Amount, Demand, MIN_USEFUL_OUTPUT, Measure};
 use fleet_core::ipc::{
     ModelErrorData, ModelEventParams, ModelStreamParams, ModelStreamResult, Note, RequestId,
     RpcError, codes,
@@ -132,6 +132,8 @@ impl Turn {
                 Refusal {
                     budget: format!("agent {agent}"),
                     what: format!("the agent is paused: {reason}"),
+                    // Agents are paused for their dollar spend.
+                    measure: Measure::Usd,
                     message: message.clone(),
                 },
             );

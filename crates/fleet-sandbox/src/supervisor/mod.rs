@@ -520,6 +520,7 @@ impl Supervisor {
                 agent: pool.plan.agent.clone(),
                 budget: refusal.budget,
                 what: refusal.what,
+                measure: refusal.measure,
                 reason: refusal.message,
             }),
             (result, _) => result

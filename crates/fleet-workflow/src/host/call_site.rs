@@ -377,14 +377,15 @@ pub(super) fn json_len(value: &Value) -> usize {
 /// Why a call was refused, in the workflow's words when the run's or a phase's budget refused
 /// it (as Claude Code words a spent budget), else the ledger's.
 pub(super) fn refused_by_budget(e: &BudgetError) -> String {
-    let BudgetError::Exceeded { budget, what } = e else {
+    let BudgetError::Exceeded {
+        budget,
+        what,
+        measure,
+    } = e
+    else {
         return e.to_string();
     };
-    let measure = if what.contains("output tokens") {
-        "token"
-    } else {
-        "dollar"
-    };
+    let measure = measure.noun();
     if budget == "run" {
         format!(
             "Workflow {measure} budget exceeded ({what}). No new agent() call starts. Raise the run's {measure} budget to go on."
