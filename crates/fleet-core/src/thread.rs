@@ -647,11 +647,7 @@ impl Thread {
             .into_iter()
             .filter_map(|(id, (reserved, before))| {
                 let unit = self.work_units.get(&id)?;
-                let finished = matches!(
-                    unit.state,
-                    WorkUnitState::Completed | WorkUnitState::Failed | WorkUnitState::Cancelled
-                );
-                (!finished && unit.usage.total() <= before).then_some((id, reserved))
+                unit.owes_admitted_turn(before).then_some((id, reserved))
             })
             .collect();
         out.sort_by_key(|(id, _)| *id);

@@ -228,6 +228,20 @@ pub struct WorkUnit {
     pub children: Vec<WorkUnitId>,
 }
 
+impl WorkUnit {
+    /// Whether a priced model turn admitted when the unit had used `tokens_before` tokens is
+    /// still unsettled: the unit recorded no usage since and never finished (a unit that
+    /// completed, failed or was cancelled settled every turn it began).
+    #[must_use]
+    pub fn owes_admitted_turn(&self, tokens_before: u64) -> bool {
+        let finished = matches!(
+            self.state,
+            WorkUnitState::Completed | WorkUnitState::Failed | WorkUnitState::Cancelled
+        );
+        !finished && self.usage.total() <= tokens_before
+    }
+}
+
 impl std::ops::Deref for WorkUnit {
     type Target = WorkUnitRecord;
     fn deref(&self) -> &WorkUnitRecord {

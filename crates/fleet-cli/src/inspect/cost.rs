@@ -21,7 +21,7 @@ pub(crate) fn cost(app: &App, run: Option<&str>, since: Option<&str>) -> anyhow:
     // (model, calls, input, output, cache read, cost, unpriced)
     let mut rows: Vec<(String, u64, u64, u64, u64, f64, u64)> = Vec::new();
     let title;
-    let mut unsure = (0.0, 0);
+    let unsure;
     if let Some(run) = run {
         let id = app.resolve_run(&store, run)?;
         let rt = App::runtime()?;
@@ -57,15 +57,11 @@ pub(crate) fn cost(app: &App, run: Option<&str>, since: Option<&str>) -> anyhow:
         unsure = unconfirmed(&thread);
     } else {
         let since_ts = since.map(parse_since).transpose()?;
-        let rt = App::runtime()?;
-        for id in store.thread_ids()? {
-            if let Some(thread) = rt.block_on(store.snapshot(id))?
-                && since_ts.is_none_or(|t| thread.updated_at >= t)
-            {
-                let (usd, calls) = unconfirmed(&thread);
-                unsure = (unsure.0 + usd, unsure.1 + calls);
-            }
-        }
+        let open = store.unconfirmed(since_ts)?;
+        unsure = (
+            open.iter().map(|(_, _, usd)| usd.dollars()).sum(),
+            open.len(),
+        );
         for m in store.usage_by_model(since_ts)? {
             let u = m.usage;
             rows.push((

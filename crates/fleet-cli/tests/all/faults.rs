@@ -294,6 +294,20 @@ fn calls_in_flight_at_a_kill_stay_on_the_bill_as_unconfirmed_charges() {
         runs.contains("1 run(s) also owe up to") && runs.contains("4 call(s) were in flight"),
         "{runs}"
     );
+    // The bill of every run finds the same charges (from the store's rows, not per run).
+    let (code, all, err) = p.output(["cost"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        all.contains("4 call(s) were in flight when their process ended"),
+        "{all}"
+    );
+    let up_to = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("unconfirmed"))
+            .and_then(|l| l.split("up to $").nth(1))
+            .map(|n| n.trim().to_owned())
+    };
+    assert_eq!(up_to(&all), up_to(&cost), "{all}");
     let (_, trace, _) = p.output(["trace"]);
     assert_eq!(
         trace.matches("unconfirmed: up to").count(),

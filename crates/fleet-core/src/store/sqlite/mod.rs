@@ -38,7 +38,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
 
 use jiff::Timestamp;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::{oneshot, watch};
 
 pub use self::schema::SCHEMA_VERSION;
@@ -228,6 +228,98 @@ impl SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The charges no bill can confirm across threads updated since `since` (all when
+    /// `None`), as [`Thread::unconfirmed`] finds them in each thread: from the unfinished
+    /// work units' rows, without building the threads whose rows are up to date (a killed
+    /// process may leave rows behind the log; those few threads are read through).
+    ///
+    /// # Errors
+    /// Storage failures; a row that cannot be decoded.
+    pub fn unconfirmed(
+        &self,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<(ThreadId, crate::id::WorkUnitId, Usd)>, StoreError> {
+        let conn = self.reader();
+        // One read transaction: the rows and the log are of one moment.
+        let tx = conn.unchecked_transaction()?;
+        let corrupt = |what: &str, reason: String| StoreError::Corrupt {
+            what: what.to_owned(),
+            reason,
+        };
+        let mut out = Vec::new();
+        let mut lagging = std::collections::HashSet::new();
+        {
+            let mut behind = tx.prepare_cached(
+                "SELECT b.thread_id FROM event_batches b LEFT JOIN threads t ON t.id = b.thread_id
+                 GROUP BY b.thread_id HAVING MAX(b.last_version) > COALESCE(MAX(t.version), 0)",
+            )?;
+            let ids = behind.query_map([], |r| r.get::<_, String>(0))?;
+            for id in ids {
+                let id = id?;
+                let id = ThreadId::parse(&id)
+                    .map_err(|e| corrupt(&format!("thread id {id}"), e.to_string()))?;
+                lagging.insert(id);
+                if let Some(thread) = rows::load_thread(&tx, id)?.thread
+                    && since.is_none_or(|t| thread.updated_at >= t)
+                {
+                    out.extend(
+                        thread
+                            .unconfirmed()
+                            .into_iter()
+                            .map(|(u, usd)| (id, u, usd)),
+                    );
+                }
+            }
+        }
+        let mut units = tx.prepare_cached(
+            "SELECT w.data, t.updated_at FROM work_units w JOIN threads t ON t.id = w.thread_id
+             WHERE w.state NOT IN ('completed', 'failed', 'cancelled') ORDER BY w.id",
+        )?;
+        let mut admitted = tx.prepare_cached(
+            "SELECT data FROM activities WHERE work_unit_id = ?1
+               AND json_extract(data, '$.kind.type') = 'turn_admitted'
+             ORDER BY seq DESC LIMIT 1",
+        )?;
+        let mut rows = units.query([])?;
+        while let Some(row) = rows.next()? {
+            let data: String = row.get(0)?;
+            let updated: String = row.get(1)?;
+            let unit: crate::work_unit::WorkUnit =
+                serde_json::from_str(&data).map_err(|e| corrupt("work unit row", e.to_string()))?;
+            if lagging.contains(&unit.thread_id) {
+                continue;
+            }
+            let updated: Timestamp = updated
+                .parse()
+                .map_err(|e: jiff::Error| corrupt("thread row's updated_at", e.to_string()))?;
+            if since.is_some_and(|t| updated < t) {
+                continue;
+            }
+            let Some(activity) = admitted
+                .query_row([unit.id.to_string()], |r| r.get::<_, String>(0))
+                .optional()?
+            else {
+                continue;
+            };
+            let activity: crate::activity::Activity = serde_json::from_str(&activity)
+                .map_err(|e| corrupt("activity row", e.to_string()))?;
+            if let crate::activity::ActivityKind::TurnAdmitted {
+                reserved,
+                tokens_before,
+                ..
+            } = activity.kind
+                && unit.owes_admitted_turn(tokens_before)
+            {
+                out.push((unit.thread_id, unit.id, reserved));
+            }
+        }
+        drop(rows);
+        drop(units);
+        drop(admitted);
+        tx.finish()?;
+        Ok(out)
     }
 
     /// The ids of all threads, most recently updated first.

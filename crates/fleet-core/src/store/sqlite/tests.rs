@@ -507,3 +507,94 @@ fn a_store_another_process_holds_locked_is_waited_for_and_the_wait_counted() {
         "{waited:?}"
     );
 }
+
+#[test]
+fn unconfirmed_charges_are_found_from_the_rows_as_each_thread_finds_them() {
+    use crate::activity::ActivityKind;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("fleet.db")).unwrap();
+    let expected = runtime().block_on(async {
+        let mut threads = Vec::new();
+        for _ in 0..2 {
+            let mut rec = Recorder::create(&store, None).await.unwrap();
+            let (_, root) = rec.start_turn(WorkUnitKind::Workflow, None).await.unwrap();
+            let unit = async |rec: &mut Recorder<&SqliteStore>| {
+                rec.start_work_unit(root, WorkUnitKind::DelegatedAgent, |_| {})
+                    .await
+                    .unwrap()
+            };
+            let admit = |unit, nanos, before| Command::AppendActivity {
+                turn_id: None,
+                work_unit_id: Some(unit),
+                kind: ActivityKind::TurnAdmitted {
+                    model: "m".into(),
+                    reserved: Usd::from_nanos(nanos),
+                    tokens_before: before,
+                },
+            };
+            let used = |unit| Command::RecordPricedUsage {
+                work_unit_id: unit,
+                model: Some("m".into()),
+                usage: TokenUsage {
+                    input: 5,
+                    output: 5,
+                    ..TokenUsage::default()
+                },
+                cost: Usd::from_nanos(7),
+            };
+            // In flight when the process ended: owes its second turn's reservation.
+            let open = unit(&mut rec).await;
+            rec.execute(admit(open, 100, 0)).await.unwrap();
+            rec.execute(used(open)).await.unwrap();
+            rec.execute(admit(open, 300, 10)).await.unwrap();
+            // Its turn recorded usage: settled.
+            let settled = unit(&mut rec).await;
+            rec.execute(admit(settled, 500, 0)).await.unwrap();
+            rec.execute(used(settled)).await.unwrap();
+            // Finished (failed) before its usage came: settled too.
+            let failed = unit(&mut rec).await;
+            rec.execute(admit(failed, 700, 0)).await.unwrap();
+            rec.finish_work_unit(failed, WorkUnitState::Failed, None)
+                .await
+                .unwrap();
+            // Interrupted mid-turn: owes it.
+            let interrupted = unit(&mut rec).await;
+            rec.execute(admit(interrupted, 900, 0)).await.unwrap();
+            rec.finish_work_unit(interrupted, WorkUnitState::Interrupted, None)
+                .await
+                .unwrap();
+            threads.push(rec.thread().clone());
+        }
+        let mut expected: Vec<_> = threads
+            .iter()
+            .flat_map(|t| t.unconfirmed().into_iter().map(|(u, usd)| (t.id, u, usd)))
+            .collect();
+        assert_eq!(expected.len(), 4, "two a thread: {expected:?}");
+        let mut found = store.unconfirmed(None).unwrap();
+        expected.sort_by_key(|(_, u, _)| *u);
+        found.sort_by_key(|(_, u, _)| *u);
+        assert_eq!(found, expected);
+        let owed: i64 = found.iter().map(|(_, _, usd)| usd.nanos()).sum();
+        assert_eq!(owed, 2 * (300 + 900));
+        // Threads last updated before `since` are left out.
+        let later = Timestamp::now() + jiff::SignedDuration::from_secs(1);
+        assert_eq!(store.unconfirmed(Some(later)).unwrap(), []);
+        expected
+    });
+    // Reopened, every row is written (the writer projects as it closes): the same charges,
+    // now from the rows alone.
+    drop(store);
+    let store = SqliteStore::open(dir.path().join("fleet.db")).unwrap();
+    let behind: i64 = store
+        .reader()
+        .query_row(
+            "SELECT COUNT(*) FROM threads t WHERE t.version < (SELECT MAX(last_version) FROM event_batches b WHERE b.thread_id = t.id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(behind, 0);
+    let mut found = store.unconfirmed(None).unwrap();
+    found.sort_by_key(|(_, u, _)| *u);
+    assert_eq!(found, expected);
+}
