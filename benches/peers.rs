@@ -1,4 +1,4 @@
-//! The four peer workloads of `shared/specs/benchmarks.md`, in process: `fanout`, `pipeline`,
+//! The four peer workloads of `benches/README.md`, in process: `fanout`, `pipeline`,
 //! `fanout-lat50` and `resume`, each a QuickJS script (`benches/workflows/`) run by the real
 //! engine against a durable SQLite store (WAL, `synchronous = FULL`) with the benchmarks' fake
 //! model (`fleet_workflow::testkit::FakeModel`) at concurrency 16, with the allocator tuned as

@@ -1,4 +1,4 @@
-//! The peer workloads of `shared/specs/benchmarks.md` as whole processes: `fleet run` of the
+//! The peer workloads of `benches/README.md` as whole processes: `fleet run` of the
 //! bundled benchmark scripts (`benches/workflows/`) with the benchmarks' fake model, each in a
 //! fresh project with its SQLite store. Prints, per workload, the time from exec to exit, the
 //! workload time inside the process, µs per call, the process's peak RSS (the kernel's

@@ -1,4 +1,4 @@
-//! One test per behaviour of `shared/specs/workflow-api.md`, each asserting the exact result.
+//! One test per behaviour of `docs/workflows.md`, each asserting the exact result.
 
 use std::time::Duration;
 

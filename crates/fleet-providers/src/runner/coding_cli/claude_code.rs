@@ -7,7 +7,7 @@
 //! answers the CLI's permission requests from the agent's capabilities and records the turn as
 //! a work-unit tree. [`ClaudeCodeRunner`] runs each agent call as a session of one turn.
 //!
-//! Mapping (see `shared/specs/providers.md`, "Claude Code CLI" and "Into work units"): the call's
+//! Mapping (see `docs/providers.md`, "The wire formats"): the call's
 //! unit is the root; an `Agent` (older: `Task`) `tool_use` pre-creates a pending
 //! `delegated_agent` child keyed by its `tool_use_id`; `system/task_started` starts it (and
 //! creates it when no `tool_use` was seen); messages whose `parent_tool_use_id` names a child

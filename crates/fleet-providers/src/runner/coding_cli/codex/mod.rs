@@ -9,7 +9,7 @@
 //! [`CodexRunner`] runs each agent call as a session of one turn, or with
 //! [`exec`](CodexRunner::exec) as one `codex exec --json`, read by [`CodexExecStream`].
 //!
-//! Mapping (see `shared/specs/providers.md`, "Codex CLI" and "Into work units"): the turn is the
+//! Mapping (see `docs/providers.md`, "The wire formats"): the turn is the
 //! root; items become activities of the unit whose thread they arrive on; a `collabAgentToolCall`
 //! spawn (or a `subAgentActivity` start) opens a `delegated_agent` child for each receiver
 //! thread, under the unit that spawned it. Child threads' events come on the same connection
