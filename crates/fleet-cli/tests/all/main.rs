@@ -66,6 +66,48 @@ mod architecture {
             );
         }
     }
+
+    /// Every member declares its dependencies through `[workspace.dependencies]`, so each
+    /// crate's version is chosen once, in the root `Cargo.toml`.
+    #[test]
+    fn every_dependency_is_declared_once_for_the_workspace() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let workspace: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let members = workspace["workspace"]["members"].as_array().unwrap();
+        let mut wrong = Vec::new();
+        for member in members {
+            let member = member.as_str().unwrap();
+            let manifest: toml::Table =
+                std::fs::read_to_string(root.join(member).join("Cargo.toml"))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+            let sections = ["dependencies", "dev-dependencies", "build-dependencies"];
+            for section in sections {
+                let Some(deps) = manifest.get(section).and_then(toml::Value::as_table) else {
+                    continue;
+                };
+                for (name, spec) in deps {
+                    let shared = spec
+                        .get("workspace")
+                        .and_then(toml::Value::as_bool)
+                        .unwrap_or(false);
+                    // A crate's own path, for its features in its tests, is not a version.
+                    let own = spec.get("path").and_then(toml::Value::as_str) == Some(".");
+                    if !shared && !own {
+                        wrong.push(format!("{member}: [{section}] {name}"));
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "declare these in the root's [workspace.dependencies] and use `workspace = true`: {wrong:?}"
+        );
+    }
 }
 
 mod cli {
