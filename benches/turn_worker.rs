@@ -4,20 +4,20 @@
 
 use fleet_core::ipc::{InitializeResult, TaskResult};
 use fleet_core::provider::{CancelToken, Provider};
-use fleet_sandbox::worker::{Role, Task, WorkerContext, serve_stdio};
+use fleet_sandbox::worker::{Role, RoleError, Task, WorkerContext, serve_stdio};
 use futures_util::future::join_all;
 
 struct Turns;
 
 impl Role for Turns {
-    async fn init(&mut self, _ctx: &WorkerContext) -> Result<InitializeResult, String> {
+    async fn init(&mut self, _ctx: &WorkerContext) -> Result<InitializeResult, RoleError> {
         Ok(InitializeResult {
             role: "turns".into(),
             version: None,
         })
     }
 
-    async fn on_task(&self, task: Task) -> Result<TaskResult, String> {
+    async fn on_task(&self, task: Task) -> Result<TaskResult, RoleError> {
         let mut words = task.prompt.split_whitespace().map(str::parse::<usize>);
         let (Some(Ok(turns)), Some(Ok(concurrent))) = (words.next(), words.next()) else {
             return Err("the prompt is `TURNS CONCURRENT`".into());

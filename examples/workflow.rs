@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
     for problem in &catalog.errors {
         println!("workflow not registered: {problem}");
     }
-    let script = catalog.find(&name).map_err(anyhow::Error::msg)?;
+    let script = catalog.find(&name)?;
     let engine = WorkflowEngine::new(Arc::clone(&store), Arc::new(runner))
         .with_specs(specs.specs.iter().cloned())
         .with_catalog(catalog);

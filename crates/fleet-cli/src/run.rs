@@ -94,7 +94,9 @@ async fn choose(app: &App, store: &SqliteStore, args: &RunArgs) -> anyhow::Resul
             "workflow '{named}' cannot be registered: {bad}"
         ));
     } else {
-        catalog.find(&named).map_err(UsageError)?
+        catalog
+            .find(&named)
+            .map_err(|e| UsageError(e.to_string()))?
     };
     for problem in &catalog.errors {
         eprintln!("fleet: workflow not registered: {problem}");

@@ -43,14 +43,14 @@ pub use self::client::{WorkerError, WorkerProcess, WorkerRequest};
 pub use self::helper::{SETUP_FAILED, UNPRIVILEGED_ID, helper_main};
 pub use self::landlock::{Enforcement, landlock_available, unix_sockets_confinable};
 pub use self::plan::{DEFAULT_COST_BUDGET, OverBudget, PlanError, WorkerPlan};
-pub use self::prepare::{Prepared, prepare_writable, runnable_by_workers};
+pub use self::prepare::{Prepared, UnrunnableProgram, prepare_writable, runnable_by_workers};
 pub use self::profile::baseline;
 pub use self::runner::SpecialistRunner;
 pub use self::supervisor::{
     Charge, MeteredTurn, Recorded, Supervisor, SupervisorError, SupervisorEvent, TaskOptions,
     TaskReport, TaskUpdate,
 };
-pub use self::workspace::{CommitQueue, CommitRequest, WorkspaceLock};
+pub use self::workspace::{CommitError, CommitQueue, CommitRequest, WorkspaceLock};
 
 /// Why a sandboxed program cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,7 +7,7 @@
 //! stays in the group. Ordinary users need none of this: their workers run as themselves.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{SandboxPolicy, UNPRIVILEGED_ID};
 
@@ -56,22 +56,42 @@ pub fn prepare_writable(policy: &SandboxPolicy) -> std::io::Result<Vec<Prepared>
     Ok(done)
 }
 
+/// Why the workers cannot run their program.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnrunnableProgram {
+    /// There is no such file.
+    #[error("the worker program {} does not exist", .0.display())]
+    Missing(PathBuf),
+    /// A directory above it, or the program itself, is closed to the workers' uid.
+    #[error(
+        "the worker program {} cannot be run by uid {UNPRIVILEGED_ID}, which workers run as \
+         when fleet runs as root ({} is closed to other users): install it where every \
+         user can run it (e.g. /usr/local/bin), or run fleet as an ordinary user",
+        .program.display(),
+        .closed.display()
+    )]
+    Closed {
+        /// The program.
+        program: PathBuf,
+        /// The first path on the way to it that other users cannot enter or run.
+        closed: PathBuf,
+    },
+}
+
 /// When this process is root, whether the workers (uid [`UNPRIVILEGED_ID`]) can run
 /// `program`: it and every directory above it must be open to other users.
 ///
 /// # Errors
 /// What stops them, with the fix.
-pub fn runnable_by_workers(program: &Path) -> Result<(), String> {
+pub fn runnable_by_workers(program: &Path) -> Result<(), UnrunnableProgram> {
     if !rustix::process::geteuid().is_root() {
         return Ok(());
     }
     let mut closed = None;
     for (i, path) in program.ancestors().enumerate() {
         let Ok(meta) = std::fs::metadata(path) else {
-            return Err(format!(
-                "the worker program {} does not exist",
-                program.display()
-            ));
+            return Err(UnrunnableProgram::Missing(program.to_path_buf()));
         };
         let others = if i == 0 { 0o005 } else { 0o001 };
         if meta.uid() != UNPRIVILEGED_ID && meta.mode() & others != others {
@@ -80,13 +100,10 @@ pub fn runnable_by_workers(program: &Path) -> Result<(), String> {
     }
     match closed {
         None => Ok(()),
-        Some(path) => Err(format!(
-            "the worker program {} cannot be run by uid {UNPRIVILEGED_ID}, which workers run as \
-             when fleet runs as root ({} is closed to other users): install it where every \
-             user can run it (e.g. /usr/local/bin), or run fleet as an ordinary user",
-            program.display(),
-            path.display()
-        )),
+        Some(closed) => Err(UnrunnableProgram::Closed {
+            program: program.to_path_buf(),
+            closed,
+        }),
     }
 }
 

@@ -57,8 +57,36 @@ pub struct CommitRequest {
 
 type Queued = (
     CommitRequest,
-    oneshot::Sender<Result<Option<String>, String>>,
+    oneshot::Sender<Result<Option<String>, CommitError>>,
 );
+
+/// Why a commit did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// git could not be started.
+    #[error("cannot run git: {0}")]
+    NoGit(String),
+    /// The workspace's lock could not be taken.
+    #[error("cannot lock {}: {reason}", .workspace.display())]
+    Lock {
+        /// The workspace.
+        workspace: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// git refused a step (`add`, `commit`), saying why.
+    #[error("git {step} failed: {said}")]
+    Git {
+        /// The git command.
+        step: &'static str,
+        /// What git said.
+        said: String,
+    },
+    /// The queue's task has ended (its runtime is shutting down).
+    #[error("the commit queue has stopped")]
+    Stopped,
+}
 
 /// Commits to one workspace, one request at a time, in order.
 #[derive(Debug, Clone)]
@@ -85,18 +113,16 @@ impl CommitQueue {
     ///
     /// # Errors
     /// What git said.
-    pub async fn commit(&self, request: CommitRequest) -> Result<Option<String>, String> {
+    pub async fn commit(&self, request: CommitRequest) -> Result<Option<String>, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((request, reply))
-            .map_err(|_| "the commit queue has stopped".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the commit queue has stopped".to_owned())?
+            .map_err(|_| CommitError::Stopped)?;
+        answer.await.map_err(|_| CommitError::Stopped)?
     }
 }
 
-async fn git(workspace: &Path, args: &[&str]) -> Result<(bool, String), String> {
+async fn git(workspace: &Path, args: &[&str]) -> Result<(bool, String), CommitError> {
     let out = Command::new("git")
         .arg("-C")
         .arg(workspace)
@@ -105,7 +131,7 @@ async fn git(workspace: &Path, args: &[&str]) -> Result<(bool, String), String> 
         .args(args)
         .output()
         .await
-        .map_err(|e| format!("cannot run git: {e}"))?;
+        .map_err(|e| CommitError::NoGit(e.to_string()))?;
     let text = if out.status.success() {
         String::from_utf8_lossy(&out.stdout)
     } else {
@@ -114,10 +140,13 @@ async fn git(workspace: &Path, args: &[&str]) -> Result<(bool, String), String> 
     Ok((out.status.success(), text.trim().to_owned()))
 }
 
-async fn commit(workspace: &Path, request: &CommitRequest) -> Result<Option<String>, String> {
+async fn commit(workspace: &Path, request: &CommitRequest) -> Result<Option<String>, CommitError> {
     let _lock = WorkspaceLock::acquire(workspace)
         .await
-        .map_err(|e| format!("cannot lock {}: {e}", workspace.display()))?;
+        .map_err(|e| CommitError::Lock {
+            workspace: workspace.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let paths: Vec<String> = request
         .paths
         .iter()
@@ -127,7 +156,7 @@ async fn commit(workspace: &Path, request: &CommitRequest) -> Result<Option<Stri
     add.extend(paths.iter().map(String::as_str));
     let (ok, said) = git(workspace, &add).await?;
     if !ok {
-        return Err(format!("git add failed: {said}"));
+        return Err(CommitError::Git { step: "add", said });
     }
     let mut staged = vec!["diff", "--cached", "--quiet", "--"];
     staged.extend(paths.iter().map(String::as_str));
@@ -138,7 +167,10 @@ async fn commit(workspace: &Path, request: &CommitRequest) -> Result<Option<Stri
     commit.extend(paths.iter().map(String::as_str));
     let (ok, said) = git(workspace, &commit).await?;
     if !ok {
-        return Err(format!("git commit failed: {said}"));
+        return Err(CommitError::Git {
+            step: "commit",
+            said,
+        });
     }
     let (_, head) = git(workspace, &["rev-parse", "HEAD"]).await?;
     Ok(Some(head))

@@ -11,7 +11,7 @@ use fleet_core::store::memory::MemoryStore;
 use fleet_core::work_unit::WorkUnitKind;
 use fleet_providers::{HostCommands, ModelAgentRunner};
 use fleet_sandbox::CommitQueue;
-use fleet_sandbox::worker::{Task, WorkerContext};
+use fleet_sandbox::worker::{RoleError, Task, WorkerContext};
 
 /// What a specialist's tasks work with.
 pub struct Desk {
@@ -27,7 +27,7 @@ impl Desk {
     ///
     /// # Errors
     /// The spec is not an agent spec, or the supervisor offers no model gateway.
-    pub fn new(ctx: &WorkerContext) -> Result<Self, String> {
+    pub fn new(ctx: &WorkerContext) -> Result<Self, RoleError> {
         let spec: AgentSpec = serde_json::from_value(ctx.spec.clone())
             .map_err(|e| format!("initialize: the spec is not an agent spec: {e}"))?;
         if ctx.gateway.is_none() {
@@ -35,7 +35,8 @@ impl Desk {
                 "the supervisor has no model gateway, so {} cannot reach a model \
                  (give the supervisor a provider: Supervisor::with_gateway)",
                 spec.name
-            ));
+            )
+            .into());
         }
         Ok(Self {
             spec: Arc::new(spec),
@@ -50,7 +51,7 @@ impl Desk {
     ///
     /// # Errors
     /// The loop failed: a refused or failed model turn, a limit reached, the task cancelled.
-    pub async fn ask(&self, task: &Task, prompt: &str) -> Result<String, String> {
+    pub async fn ask(&self, task: &Task, prompt: &str) -> Result<String, RoleError> {
         let runner = ModelAgentRunner::builder(task.model())
             .workdir(&self.workspace)
             .commands(Arc::new(HostCommands))

@@ -2,14 +2,14 @@
 
 use serde_json::json;
 
-use crate::{Desk, Specialist, Task, TaskResult};
+use crate::{Desk, RoleError, Specialist, Task, TaskResult};
 
 /// The doc-bot role.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct DocBot;
 
 impl Specialist for DocBot {
-    async fn on_task(&self, desk: &Desk, task: &Task) -> Result<TaskResult, String> {
+    async fn on_task(&self, desk: &Desk, task: &Task) -> Result<TaskResult, RoleError> {
         let before = desk.dirty().await?;
         let said = desk.ask(task, &task.prompt).await?;
         let changed = desk.changes_since(&before).await?;

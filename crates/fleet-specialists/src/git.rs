@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use fleet_sandbox::CommitRequest;
-use fleet_sandbox::worker::Task;
+use fleet_sandbox::worker::{RoleError, Task};
 
 use crate::Desk;
 
@@ -14,7 +14,7 @@ impl Desk {
     ///
     /// # Errors
     /// git cannot be run, or the workspace is not a git repository.
-    pub async fn dirty(&self) -> Result<BTreeSet<PathBuf>, String> {
+    pub async fn dirty(&self) -> Result<BTreeSet<PathBuf>, RoleError> {
         let out = tokio::process::Command::new("git")
             .arg("-C")
             .arg(&self.workspace)
@@ -33,7 +33,8 @@ impl Desk {
                 "git status failed in {}: {}",
                 self.workspace.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            )
+            .into());
         }
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -51,7 +52,7 @@ impl Desk {
     pub async fn changes_since(
         &self,
         before: &BTreeSet<PathBuf>,
-    ) -> Result<BTreeSet<PathBuf>, String> {
+    ) -> Result<BTreeSet<PathBuf>, RoleError> {
         Ok(self.dirty().await?.difference(before).cloned().collect())
     }
 
@@ -64,7 +65,7 @@ impl Desk {
         &self,
         task: &Task,
         paths: &BTreeSet<PathBuf>,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, RoleError> {
         if paths.is_empty() {
             return Ok(None);
         }
@@ -76,5 +77,6 @@ impl Desk {
                 paths: paths.iter().cloned().collect(),
             })
             .await
+            .map_err(|e| RoleError::new(e.to_string()))
     }
 }

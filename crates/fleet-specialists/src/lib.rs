@@ -22,8 +22,8 @@ use std::sync::OnceLock;
 
 use fleet_core::ipc::InitializeResult;
 pub use fleet_core::ipc::TaskResult;
-pub use fleet_sandbox::worker::Task;
 use fleet_sandbox::worker::{Role, WorkerContext};
+pub use fleet_sandbox::worker::{RoleError, Task};
 
 pub use self::desk::Desk;
 pub use self::project::TestRun;
@@ -35,7 +35,7 @@ pub trait Specialist: Send + Sync + 'static {
         &self,
         desk: &Desk,
         task: &Task,
-    ) -> impl Future<Output = Result<TaskResult, String>> + Send;
+    ) -> impl Future<Output = Result<TaskResult, RoleError>> + Send;
 }
 
 /// A [`Specialist`] as a worker's [`Role`]: `initialize` sets up its desk.
@@ -55,7 +55,7 @@ impl<S: Specialist> Worker<S> {
 }
 
 impl<S: Specialist> Role for Worker<S> {
-    async fn init(&mut self, ctx: &WorkerContext) -> Result<InitializeResult, String> {
+    async fn init(&mut self, ctx: &WorkerContext) -> Result<InitializeResult, RoleError> {
         let desk = Desk::new(ctx)?;
         let role = desk.spec.name.clone();
         log(&format!(
@@ -72,7 +72,7 @@ impl<S: Specialist> Role for Worker<S> {
         })
     }
 
-    async fn on_task(&self, task: Task) -> Result<TaskResult, String> {
+    async fn on_task(&self, task: Task) -> Result<TaskResult, RoleError> {
         let desk = self.desk.get().ok_or("the worker is not initialized")?;
         self.specialist.on_task(desk, &task).await
     }
@@ -120,7 +120,7 @@ fn log(message: &str) {
 pub struct Samples;
 
 impl Specialist for Samples {
-    async fn on_task(&self, desk: &Desk, task: &Task) -> Result<TaskResult, String> {
+    async fn on_task(&self, desk: &Desk, task: &Task) -> Result<TaskResult, RoleError> {
         match desk.spec.name.as_str() {
             "patch-bot" => patch_bot::PatchBot.on_task(desk, task).await,
             "test-writer-bot" => test_writer_bot::TestWriterBot.on_task(desk, task).await,
@@ -135,7 +135,7 @@ impl Specialist for Samples {
 pub struct AgentLoop;
 
 impl Specialist for AgentLoop {
-    async fn on_task(&self, desk: &Desk, task: &Task) -> Result<TaskResult, String> {
+    async fn on_task(&self, desk: &Desk, task: &Task) -> Result<TaskResult, RoleError> {
         let text = desk.ask(task, &task.prompt).await?;
         Ok(TaskResult { text, output: None })
     }

@@ -4,7 +4,7 @@
 use fleet_core::activity::LogLevel;
 use serde_json::json;
 
-use crate::{Desk, Specialist, Task, TaskResult};
+use crate::{Desk, RoleError, Specialist, Task, TaskResult};
 
 /// How many patches patch-bot tries before it gives up.
 pub const ATTEMPTS: usize = 3;
@@ -14,7 +14,7 @@ pub const ATTEMPTS: usize = 3;
 pub struct PatchBot;
 
 impl Specialist for PatchBot {
-    async fn on_task(&self, desk: &Desk, task: &Task) -> Result<TaskResult, String> {
+    async fn on_task(&self, desk: &Desk, task: &Task) -> Result<TaskResult, RoleError> {
         let before = desk.dirty().await?;
         let mut changed = std::collections::BTreeSet::new();
         let mut prompt = task.prompt.clone();
@@ -43,8 +43,6 @@ impl Specialist for PatchBot {
                 task.prompt, tests.tail
             );
         }
-        Err(format!(
-            "the tests still fail after {ATTEMPTS} patches; nothing was committed"
-        ))
+        Err(format!("the tests still fail after {ATTEMPTS} patches; nothing was committed").into())
     }
 }

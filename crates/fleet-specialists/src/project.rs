@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fleet_core::exec::{CommandRequest, CommandSandbox};
 use fleet_providers::HostCommands;
-use fleet_sandbox::worker::Task;
+use fleet_sandbox::worker::{RoleError, Task};
 
 use crate::Desk;
 
@@ -27,7 +27,7 @@ impl Desk {
     ///
     /// # Errors
     /// There is no test command, or it cannot be started.
-    pub async fn run_tests(&self, task: &Task) -> Result<TestRun, String> {
+    pub async fn run_tests(&self, task: &Task) -> Result<TestRun, RoleError> {
         let command = test_command(task)
             .or_else(|| detect_tests(&self.workspace))
             .ok_or(

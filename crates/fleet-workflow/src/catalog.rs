@@ -15,6 +15,42 @@ use serde_json::Value;
 
 use crate::script::{Script, ScriptError};
 
+/// A workflow the catalog cannot give.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    /// No workflow has that name.
+    #[error("unknown workflow '{name}'; known: {}.{}", known.join(", "), suggestion_text(.closest.as_deref()))]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The names the catalog has.
+        known: Vec<String>,
+        /// The closest known name, when one is close.
+        closest: Option<String>,
+    },
+    /// A file of that name was found, but its header is bad.
+    #[error("workflow '{name}' cannot be registered: {error}")]
+    Unregistered {
+        /// The name asked for.
+        name: String,
+        /// What is wrong with the file.
+        error: ScriptError,
+    },
+    /// `workflow(ref)` was given something that names no workflow.
+    #[error("workflow(): expected a name, {{ name }} or {{ scriptPath }}")]
+    BadReference,
+    /// The file `{ scriptPath }` names does not load.
+    #[error("workflow(): {0}")]
+    Script(ScriptError),
+}
+
+fn suggestion_text(closest: Option<&str>) -> String {
+    closest
+        .map(|k| format!(" Did you mean '{k}'?"))
+        .unwrap_or_default()
+}
+
 /// Where a workflow was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,8 +169,12 @@ impl Catalog {
     /// What `workflow(ref)` names: a name, `{name}` or `{scriptPath}` (relative to `base`).
     ///
     /// # Errors
-    /// The message `workflow()` rejects with.
-    pub fn resolve(&self, reference: &Value, base: Option<&Path>) -> Result<Arc<Script>, String> {
+    /// What `workflow()` rejects with.
+    pub fn resolve(
+        &self,
+        reference: &Value,
+        base: Option<&Path>,
+    ) -> Result<Arc<Script>, CatalogError> {
         let name = match reference {
             Value::String(name) => name.as_str(),
             Value::Object(map) => {
@@ -146,13 +186,13 @@ impl Catalog {
                     };
                     return Script::load(&path)
                         .map(Arc::new)
-                        .map_err(|e| format!("workflow(): {e}"));
+                        .map_err(CatalogError::Script);
                 }
                 map.get("name")
                     .and_then(Value::as_str)
-                    .ok_or("workflow(): expected a name, { name } or { scriptPath }")?
+                    .ok_or(CatalogError::BadReference)?
             }
-            _ => return Err("workflow(): expected a name, { name } or { scriptPath }".into()),
+            _ => return Err(CatalogError::BadReference),
         };
         self.find(name)
     }
@@ -166,32 +206,35 @@ impl Catalog {
             .find(|e| Path::new(&e.origin).file_stem().and_then(|s| s.to_str()) == Some(name))
     }
 
-    /// The script named `name`, or an error listing the known names.
+    /// The script named `name`.
     ///
     /// # Errors
-    /// When no workflow has that name.
-    pub fn find(&self, name: &str) -> Result<Arc<Script>, String> {
+    /// When no workflow has that name (the error lists the known ones), or the file of that
+    /// name has a bad header.
+    pub fn find(&self, name: &str) -> Result<Arc<Script>, CatalogError> {
         if let Some(entry) = self.entries.get(name) {
             return Ok(entry.script.clone());
         }
         // A file of that name that could not be registered: say why, not that it is unknown.
         if let Some(e) = self.unregistered(name) {
-            return Err(format!("workflow '{name}' cannot be registered: {e}"));
+            return Err(CatalogError::Unregistered {
+                name: name.to_owned(),
+                error: e.clone(),
+            });
         }
-        let suggestion = suggestion(name, self.entries.keys().map(String::as_str));
-        let known: Vec<&str> = self.entries.keys().map(String::as_str).collect();
-        Err(format!(
-            "unknown workflow '{name}'; known: {}.{suggestion}",
-            known.join(", ")
-        ))
+        let known: Vec<String> = self.entries.keys().cloned().collect();
+        Err(CatalogError::Unknown {
+            name: name.to_owned(),
+            closest: fleet_core::sync::did_you_mean(name, known.iter().map(String::as_str))
+                .map(str::to_owned),
+            known,
+        })
     }
 }
 
 /// ` Did you mean '<closest>'?` when one of `known` is close to `name`, else nothing.
 pub(crate) fn suggestion<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
-    fleet_core::sync::did_you_mean(name, known)
-        .map(|k| format!(" Did you mean '{k}'?"))
-        .unwrap_or_default()
+    suggestion_text(fleet_core::sync::did_you_mean(name, known))
 }
 
 /// The directories from `cwd` up to the repository root (the first with `.git`), closest

@@ -16,8 +16,49 @@ use crate::script::{Script, ScriptError};
 /// A workflow frame: the top-level script is frame 0, each nested `workflow()` gets its own.
 pub type FrameId = u32;
 
-/// What an asynchronous primitive resolves to: a JSON value, or the message it rejects with.
-pub type HostResult = Result<Value, String>;
+/// What an asynchronous primitive resolves to: a JSON value, or why it rejects.
+pub type HostResult = Result<Value, Rejection>;
+
+/// Why a primitive rejects (or throws at once): the message the script's error carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Rejection {
+    message: String,
+}
+
+impl Rejection {
+    /// A rejection with `message`.
+    #[must_use]
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+
+    /// The message the script sees.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for Rejection {
+    fn from(message: String) -> Self {
+        Self { message }
+    }
+}
+
+impl From<&str> for Rejection {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<crate::catalog::CatalogError> for Rejection {
+    fn from(error: crate::catalog::CatalogError) -> Self {
+        Self::new(error.to_string())
+    }
+}
 
 /// A nested workflow the host has opened (and recorded) for a frame's `workflow()` call.
 #[derive(Debug, Clone)]
@@ -56,7 +97,7 @@ pub trait Host: Send + Sync + 'static {
         frame: FrameId,
         prompt: String,
         opts: Option<Value>,
-    ) -> Result<BoxFuture<'static, HostResult>, String>;
+    ) -> Result<BoxFuture<'static, HostResult>, Rejection>;
 
     /// `phase(title)`.
     fn phase(&self, frame: FrameId, title: String);
@@ -76,7 +117,7 @@ pub trait Host: Send + Sync + 'static {
         frame: FrameId,
         reference: Value,
         args: Option<Value>,
-    ) -> Result<BoxFuture<'static, Result<ChildWorkflow, String>>, String>;
+    ) -> Result<BoxFuture<'static, Result<ChildWorkflow, Rejection>>, Rejection>;
 
     /// A nested workflow ended; the future records it.
     fn close_workflow(

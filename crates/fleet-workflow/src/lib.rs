@@ -35,10 +35,10 @@ mod shared;
 pub mod testkit;
 mod worktree;
 
-pub use catalog::{Catalog, Entry, Source};
+pub use catalog::{Catalog, CatalogError, Entry, Source};
 pub use engine::{
-    BudgetView, ChildWorkflow, EngineRun, FrameId, Host, HostResult, ScriptEngine, ScriptFailure,
-    ScriptLimits,
+    BudgetView, ChildWorkflow, EngineRun, FrameId, Host, HostResult, Rejection, ScriptEngine,
+    ScriptFailure, ScriptLimits,
 };
 pub use events::{CallCounts, CallNote, CallState, RunEvent, RunId, RunState, RunSummary};
 pub use malloc::tune_malloc;

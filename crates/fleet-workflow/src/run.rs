@@ -40,6 +40,9 @@ pub enum StartError {
     /// The run to resume is still running in this process.
     #[error("run {0} is still running; stop it before resuming")]
     StillRunning(RunId),
+    /// The catalog has no workflow of that name.
+    #[error(transparent)]
+    Workflow(#[from] crate::catalog::CatalogError),
 }
 
 /// A started run.
@@ -221,14 +224,15 @@ impl WorkflowEngine {
     /// Starts the catalog's workflow `name`.
     ///
     /// # Errors
-    /// An unknown name (as [`StartError::Record`] never; the message lists the known names).
+    /// [`StartError::Workflow`] for a name the catalog does not have (it lists the known
+    /// ones); else as [`WorkflowEngine::start`].
     pub async fn start_named(
         &self,
         name: &str,
         options: RunOptions,
-    ) -> Result<RunHandle, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<RunHandle, StartError> {
         let script = self.catalog.find(name)?;
-        Ok(self.start(script, options, None).await?)
+        self.start(script, options, None).await
     }
 
     /// Starts `script`, or resumes run `resume` with it: records the run and returns at once;

@@ -40,7 +40,7 @@ pub(crate) fn workflows_list(app: &App) -> anyhow::Result<u8> {
 /// `fleet workflows show NAME`.
 pub(crate) fn workflows_show(app: &App, name: &str) -> anyhow::Result<u8> {
     let catalog = app.catalog();
-    let script = catalog.find(name).map_err(UsageError)?;
+    let script = catalog.find(name).map_err(|e| UsageError(e.to_string()))?;
     let meta = &script.meta;
     let mut out = format!(
         "{}\n  {}\n  from {}\n",

@@ -370,7 +370,7 @@ fn beyond_the_schema(doc: &Document<'_>, file: &Path) -> Vec<Diagnostic> {
                     outer.map(|o| PathSeg::Key(o.into())).into_iter().collect();
                 path.push(PathSeg::Key("allowed_syscalls".into()));
                 path.push(PathSeg::Index(i));
-                problems.push(doc.error_at(&path, message));
+                problems.push(doc.error_at(&path, message.to_string()));
             }
         }
     }
@@ -417,25 +417,49 @@ fn refusal(name: &str) -> Option<&'static str> {
     })
 }
 
+/// An `allowed_syscalls` entry the sandbox cannot take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyscallNameError {
+    /// A system call the sandbox never allows, whatever the spec says.
+    #[error("\"{name}\" {why}")]
+    Refused {
+        /// The entry.
+        name: String,
+        /// Why it is never allowed.
+        why: &'static str,
+    },
+    /// No Linux system call has that name.
+    #[error("unknown syscall \"{name}\"{}", match closest {
+        Some(s) => format!(" (did you mean \"{s}\"?)"),
+        None => ": expected a Linux system call name such as \"openat\"".to_owned(),
+    })]
+    Unknown {
+        /// The entry.
+        name: String,
+        /// The closest known name, when one is close.
+        closest: Option<&'static str>,
+    },
+}
+
 /// Checks one `allowed_syscalls` entry: known to the kernel and not one the sandbox refuses.
 ///
 /// # Errors
-/// A message saying what is wrong and what to do instead.
-pub fn check_syscall_name(name: &str) -> Result<(), String> {
+/// What is wrong, and what to do instead.
+pub fn check_syscall_name(name: &str) -> Result<(), SyscallNameError> {
     if let Some(why) = refusal(name) {
-        return Err(format!("\"{name}\" {why}"));
+        return Err(SyscallNameError::Refused {
+            name: name.to_owned(),
+            why,
+        });
     }
     if SYSCALLS_X86_64.iter().any(|(n, _)| *n == name) {
         return Ok(());
     }
-    Err(
-        match did_you_mean(name, SYSCALLS_X86_64.iter().map(|(n, _)| *n)) {
-            Some(s) => format!("unknown syscall \"{name}\" (did you mean \"{s}\"?)"),
-            None => format!(
-                "unknown syscall \"{name}\": expected a Linux system call name such as \"openat\""
-            ),
-        },
-    )
+    Err(SyscallNameError::Unknown {
+        name: name.to_owned(),
+        closest: did_you_mean(name, SYSCALLS_X86_64.iter().map(|(n, _)| *n)),
+    })
 }
 
 /// The JSON Schema of an agent spec, as committed at `docs/agent-spec.schema.json`.

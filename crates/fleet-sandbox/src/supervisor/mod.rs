@@ -200,9 +200,9 @@ impl Supervisor {
                 agent: plan.agent.clone(),
                 reason: e.to_string(),
             })?;
-        crate::runnable_by_workers(&plan.program).map_err(|reason| SupervisorError::Start {
+        crate::runnable_by_workers(&plan.program).map_err(|e| SupervisorError::Start {
             agent: plan.agent.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         if let (Some(provider), Some(model)) = (&self.gateway, &plan.model)
             && !provider.capabilities_dyn().free

@@ -3,8 +3,10 @@
 //! model through the supervisor's gateway ([`Task::model`]). Workers need not be written in
 //! Rust: anything that speaks the protocol's JSON lines will do.
 
+mod error;
 mod model;
 
+pub use self::error::RoleError;
 pub use self::model::GatewayModel;
 use self::model::Link;
 
@@ -115,10 +117,10 @@ pub trait Role: Send + Sync + 'static {
     fn init(
         &mut self,
         ctx: &WorkerContext,
-    ) -> impl Future<Output = Result<InitializeResult, String>> + Send;
+    ) -> impl Future<Output = Result<InitializeResult, RoleError>> + Send;
 
     /// Runs one task; an `Err` answers `task/run` with a task-failed error.
-    fn on_task(&self, task: Task) -> impl Future<Output = Result<TaskResult, String>> + Send;
+    fn on_task(&self, task: Task) -> impl Future<Output = Result<TaskResult, RoleError>> + Send;
 
     /// Called by `shutdown`, before the worker exits.
     fn shutdown(&self) -> impl Future<Output = ()> + Send {
@@ -252,7 +254,7 @@ pub async fn serve<R: Role>(
                 let answer = role
                     .init(&ctx)
                     .await
-                    .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e))
+                    .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))
                     .and_then(|r| {
                         serde_json::to_value(r)
                             .map_err(|e| RpcError::new(codes::INTERNAL_ERROR, e.to_string()))
@@ -308,7 +310,7 @@ pub async fn serve<R: Role>(
                                 |e| Message::error(Some(id.clone()), RpcError::new(codes::INTERNAL_ERROR, e.to_string())),
                                 |v| Message::result(id.clone(), v),
                             ),
-                            Err(e) => Message::error(Some(id.clone()), RpcError::new(codes::TASK_FAILED, e)),
+                            Err(e) => Message::error(Some(id.clone()), RpcError::new(codes::TASK_FAILED, e.to_string())),
                         },
                     };
                     lock(&running).remove(&task_id);
@@ -401,14 +403,14 @@ mod tests {
     struct Shout;
 
     impl Role for Shout {
-        async fn init(&mut self, ctx: &WorkerContext) -> Result<InitializeResult, String> {
+        async fn init(&mut self, ctx: &WorkerContext) -> Result<InitializeResult, RoleError> {
             Ok(InitializeResult {
                 role: ctx.spec["name"].as_str().unwrap_or("?").to_owned(),
                 version: None,
             })
         }
 
-        async fn on_task(&self, task: Task) -> Result<TaskResult, String> {
+        async fn on_task(&self, task: Task) -> Result<TaskResult, RoleError> {
             match task.prompt.as_str() {
                 "wait" => {
                     task.cancel.cancelled().await;

@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
-use crate::engine::HostResult;
+use crate::engine::{HostResult, Rejection};
 use crate::events::{CallNote, CallState, RunEvent};
 use crate::worktree::Worktree;
 
@@ -338,7 +338,11 @@ impl CallSite {
                 Ending::Failed(reason) => {
                     tally.counts.failed += 1;
                     tally.failures.push(note(&reason));
-                    (CallState::Failed, Some(reason.clone()), Err(reason))
+                    (
+                        CallState::Failed,
+                        Some(reason.clone()),
+                        Err(Rejection::new(reason)),
+                    )
                 }
             }
         };

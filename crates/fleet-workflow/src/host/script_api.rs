@@ -13,7 +13,7 @@ use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use serde_json::Value;
 
 use crate::call::{CallOptions, call_key};
-use crate::engine::{BudgetView, ChildWorkflow, FrameId, Host, HostResult};
+use crate::engine::{BudgetView, ChildWorkflow, FrameId, Host, HostResult, Rejection};
 use crate::events::RunEvent;
 
 use super::call_site::CallSite;
@@ -25,7 +25,7 @@ impl Host for RunHost {
         frame: FrameId,
         prompt: String,
         opts: Option<Value>,
-    ) -> Result<BoxFuture<'static, HostResult>, String> {
+    ) -> Result<BoxFuture<'static, HostResult>, Rejection> {
         let mut opts = CallOptions::parse(opts.as_ref())?;
         if let Some(model) = &mut opts.model
             && let Some(real) = self.config.model_aliases.get(model.as_str())
@@ -47,7 +47,8 @@ impl Host for RunHost {
             return Err(format!(
                 "Workflow agent() call cap reached ({}). Split the work across runs, or raise the run's agent-call limit.",
                 self.config.max_agent_calls
-            ));
+            )
+            .into());
         }
         self.check_budget().inspect_err(|_| {
             self.budget_exhausted.store(true, Ordering::Relaxed);
@@ -172,7 +173,7 @@ impl Host for RunHost {
         frame: FrameId,
         reference: Value,
         args: Option<Value>,
-    ) -> Result<BoxFuture<'static, Result<ChildWorkflow, String>>, String> {
+    ) -> Result<BoxFuture<'static, Result<ChildWorkflow, Rejection>>, Rejection> {
         if frame != 0 {
             return Err(
                 "workflow() cannot be called from a nested workflow: only one level of nesting is allowed"

@@ -50,7 +50,8 @@ use self::gather::{Gather, Slot, identity};
 use self::heap::{CappedAllocator, HeapGauge};
 use self::queue::{DRIVING, NOT_POLLING, RunQueue, TaskWaker, Woken};
 use crate::engine::{
-    ChildWorkflow, EngineRun, FrameId, HostResult, ScriptEngine, ScriptFailure, ScriptLimits,
+    ChildWorkflow, EngineRun, FrameId, HostResult, Rejection, ScriptEngine, ScriptFailure,
+    ScriptLimits,
 };
 use crate::script::Script;
 
@@ -99,7 +100,7 @@ enum Wake {
     /// A nested workflow for promise `id` is ready to start (or could not be opened).
     Child {
         id: u64,
-        child: Result<ChildWorkflow, String>,
+        child: Result<ChildWorkflow, Rejection>,
     },
 }
 
@@ -526,16 +527,16 @@ fn top_level_result(settlement: Settlement) -> Result<Option<Value>, ScriptFailu
 fn finish_child(state: &State, frame: FrameId, parent_id: u64, settlement: Settlement) {
     let result: HostResult = match settlement {
         Ok(None) => Ok(Value::Null),
-        Ok(Some(json)) => serde_json::from_str(&json).map_err(|e| e.to_string()),
-        Err((message, stack)) => Err(if stack.is_empty() {
+        Ok(Some(json)) => serde_json::from_str(&json).map_err(|e| Rejection::new(e.to_string())),
+        Err((message, stack)) => Err(Rejection::new(if stack.is_empty() {
             message
         } else {
             format!("{message}\n{stack}")
-        }),
+        })),
     };
     let close = state
         .run_host
-        .close_workflow(frame, result.as_ref().map_err(String::as_str));
+        .close_workflow(frame, result.as_ref().map_err(Rejection::message));
     state.spawn(async move {
         close.await;
         Wake::Settled {
@@ -569,8 +570,8 @@ fn settle(
                     .map_err(engine_error)?;
                 Ok(value)
             }
-            Err(message) => {
-                let error = Exception::from_message(ctx.clone(), &message)
+            Err(rejection) => {
+                let error = Exception::from_message(ctx.clone(), rejection.message())
                     .map_err(engine_error)?
                     .into_value();
                 reject
@@ -675,7 +676,7 @@ fn install<'js>(
             move |ctx: Ctx<'js>, prompt: String, opts: String| {
                 let opts = parse_json(&ctx, "agent() options", &opts)?;
                 match st.run_host.agent(frame, prompt, opts) {
-                    Err(message) => Err(Exception::throw_message(&ctx, &message)),
+                    Err(rejection) => Err(Exception::throw_message(&ctx, rejection.message())),
                     Ok(call) => st.promise(&ctx, ctx_index, move |id| async move {
                         Wake::Settled {
                             id,
@@ -696,7 +697,7 @@ fn install<'js>(
                     parse_json(&ctx, "workflow() reference", &reference)?.unwrap_or(Value::Null);
                 let args = parse_json(&ctx, "workflow() args", &args)?;
                 match st.run_host.open_workflow(frame, reference, args) {
-                    Err(message) => Err(Exception::throw_message(&ctx, &message)),
+                    Err(rejection) => Err(Exception::throw_message(&ctx, rejection.message())),
                     Ok(open) => st.promise(&ctx, ctx_index, move |id| async move {
                         Wake::Child {
                             id,
