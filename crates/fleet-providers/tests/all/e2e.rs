@@ -151,6 +151,18 @@ async fn run(cli: &str, call: AgentCall) -> Option<Ran> {
     let outcome = result.unwrap_or_else(|e| panic!("{cli}: {e}"));
     let thread = store.snapshot(journal.thread_id()).await.unwrap().unwrap();
     assert_finished_units_stay_finished(&store, &thread).await;
+    // Every line the real CLI wrote read as its wire type: none was skipped.
+    let skipped: Vec<&str> = thread
+        .activities
+        .iter()
+        .filter_map(|a| match &a.kind {
+            ActivityKind::Log { message, .. } if message.contains(": skipped ") => {
+                Some(message.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(skipped.is_empty(), "{cli}: {skipped:?}");
     Some(Ran {
         store,
         thread,

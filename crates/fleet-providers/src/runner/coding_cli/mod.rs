@@ -14,7 +14,6 @@ use fleet_core::{
     AgentCall, AgentError, CallContext, Cost, PriceTable, ProviderRefs, TokenUsage, WorkUnitDraft,
     WorkUnitId, WorkUnitKind, WorkUnitState,
 };
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
@@ -375,7 +374,10 @@ impl CliProcess {
     }
 
     /// Writes `message` as one line.
-    pub(crate) async fn write(&mut self, message: &Value) -> Result<(), AgentError> {
+    pub(crate) async fn write(
+        &mut self,
+        message: &impl serde::Serialize,
+    ) -> Result<(), AgentError> {
         let mut line = serde_json::to_vec(message).unwrap_or_default();
         line.push(b'\n');
         let name = self.name;
