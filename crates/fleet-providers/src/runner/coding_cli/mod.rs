@@ -652,3 +652,12 @@ pub(crate) async fn set_refs(
     }
     Ok(())
 }
+
+/// For the CLIs' wire types: a field that may be missing or `null` reads as its default.
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Option::unwrap_or_default)
+}

@@ -12,6 +12,8 @@ use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::runner::coding_cli::null_as_default;
+
 /// One line the CLI writes.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -107,7 +109,7 @@ pub(super) struct Assistant {
 pub(super) struct AssistantMessage {
     pub(super) id: Option<String>,
     pub(super) model: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(super) content: Vec<Block>,
     pub(super) usage: Option<Usage>,
 }
@@ -117,13 +119,13 @@ pub(super) struct AssistantMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum Block {
     Text {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         text: String,
     },
     ToolUse {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         id: String,
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         name: String,
         #[serde(default)]
         input: Value,
@@ -171,7 +173,7 @@ pub(super) struct User {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct UserMessage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(super) content: UserContent,
 }
 
@@ -202,7 +204,7 @@ impl UserContent {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum UserBlock {
     ToolResult {
-        #[serde(default)]
+        #[serde(default, deserialize_with = "null_as_default")]
         tool_use_id: String,
         is_error: Option<bool>,
         content: Option<ToolResultContent>,
@@ -241,7 +243,7 @@ pub(super) struct Part {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ControlRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(super) request_id: String,
     pub(super) request: ControlRequestBody,
 }
@@ -250,7 +252,7 @@ pub(super) struct ControlRequest {
 /// registers nothing for (hooks, MCP messages).
 #[derive(Debug, Deserialize)]
 pub(super) struct ControlRequestBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(super) subtype: String,
     pub(super) tool_name: Option<String>,
     #[serde(default)]

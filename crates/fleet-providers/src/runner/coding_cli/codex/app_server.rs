@@ -4,12 +4,14 @@ use std::collections::{HashMap, HashSet};
 
 use fleet_core::activity::{ActivityKind, Role};
 use fleet_core::{ProviderRefs, WorkUnitState};
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::runner::coding_cli::{Step, Target};
 
 use super::NAME;
-use super::items::{ChildThread, agent_state, item_activities, openai_usage, short, text};
+use super::items::{ChildThread, agent_state, item_activities, short};
+use super::wire::{Item, Notification};
 
 /// Reads `codex app-server` notifications for one turn of a thread.
 #[derive(Debug, Default)]
@@ -21,7 +23,7 @@ pub struct CodexStream {
     pub(super) children: HashMap<String, ChildThread>,
     pub(super) ended: HashSet<String>,
     /// Notifications of threads no spawn has named yet.
-    pub(super) held: Vec<(String, Value)>,
+    pub(super) held: Vec<(String, Notification)>,
     /// The root's last message.
     pub(super) answer: String,
     pub(super) finished: bool,
@@ -103,15 +105,15 @@ impl CodexStream {
             key: thread.to_owned(),
             refs: self.refs(thread),
         });
-        let held: Vec<Value> = {
+        let held: Vec<Notification> = {
             let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
                 .into_iter()
                 .partition(|(t, _)| t == thread);
             self.held = rest;
             mine.into_iter().map(|(_, v)| v).collect()
         };
-        for msg in held {
-            steps.extend(self.notification(&msg));
+        for notification in held {
+            steps.extend(self.read(notification));
         }
     }
 
@@ -131,24 +133,39 @@ impl CodexStream {
         }
     }
 
-    /// What one notification (`{"method", "params"}`) asks to record.
+    /// What one notification (`{"method", "params"}`) asks to record. A notification fleet
+    /// reads that is not of its shape is logged on the root.
     pub fn notification(&mut self, msg: &Value) -> Vec<Step> {
+        match Notification::deserialize(msg) {
+            Ok(notification) => self.read(notification),
+            Err(e) => vec![Step::Activity {
+                target: Target::Root,
+                kind: ActivityKind::Log {
+                    level: fleet_core::LogLevel::Warn,
+                    message: format!(
+                        "codex: skipped a notification it cannot read ({e}): {}",
+                        msg.to_string().chars().take(120).collect::<String>()
+                    ),
+                },
+            }],
+        }
+    }
+
+    fn read(&mut self, notification: Notification) -> Vec<Step> {
         let mut steps = Vec::new();
-        let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
-        let params = msg.get("params").cloned().unwrap_or(Value::Null);
-        let Some(thread) = params.get("threadId").and_then(Value::as_str) else {
+        let Some(thread) = notification.thread().map(str::to_owned) else {
             return steps;
         };
-        let Some(target) = self.target(thread) else {
+        let Some(target) = self.target(&thread) else {
             // A child thread's events can come before the spawn that names it.
             if !self.finished {
-                self.held.push((thread.to_owned(), msg.clone()));
+                self.held.push((thread, notification));
             }
             return steps;
         };
-        match method {
-            "turn/started" => {
-                let turn = params.get("turn").and_then(|t| text(t, "id"));
+        match notification {
+            Notification::TurnStarted(params) => {
+                let turn = params.turn.id;
                 match &target {
                     Target::Root => {
                         if let Some(turn) = turn {
@@ -168,30 +185,34 @@ impl CodexStream {
                     }
                 }
             }
-            "item/started" | "item/completed" => {
-                let completed = method == "item/completed";
-                let item = params.get("item").cloned().unwrap_or(Value::Null);
-                self.item(&target, &item, completed, &mut steps);
+            Notification::ItemStarted(params) => {
+                if let Some(item) = &params.item {
+                    self.item(&target, item, false, &mut steps);
+                }
             }
-            "thread/tokenUsage/updated" => {
-                let last = params
-                    .get("tokenUsage")
-                    .and_then(|u| u.get("last"))
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                let usage = openai_usage(&last, "inputTokens", "cachedInputTokens", "outputTokens");
+            Notification::ItemCompleted(params) => {
+                if let Some(item) = &params.item {
+                    self.item(&target, item, true, &mut steps);
+                }
+            }
+            Notification::TokenUsageUpdated(params) => {
+                let usage = params
+                    .token_usage
+                    .and_then(|u| u.last)
+                    .unwrap_or_default()
+                    .tokens();
                 if usage.total() > 0 {
                     steps.push(Step::Usage {
-                        model: self.models.get(thread).cloned().unwrap_or_default(),
+                        model: self.models.get(&thread).cloned().unwrap_or_default(),
                         target,
                         usage,
                     });
                 }
             }
-            "error" => {
+            Notification::Error(params) => {
                 let message = params
-                    .get("error")
-                    .and_then(|e| text(e, "message"))
+                    .error
+                    .and_then(|e| e.message)
                     .unwrap_or_else(|| "error".into());
                 steps.push(Step::Activity {
                     target,
@@ -201,11 +222,10 @@ impl CodexStream {
                     },
                 });
             }
-            "turn/completed" => {
-                let turn = params.get("turn").cloned().unwrap_or(Value::Null);
-                let id = text(&turn, "id");
+            Notification::TurnCompleted(params) => {
+                let turn = params.turn;
                 // Only the root thread's own turn ends the fleet turn.
-                if target != Target::Root || (self.turn.is_some() && id != self.turn) {
+                if target != Target::Root || (self.turn.is_some() && turn.id != self.turn) {
                     return steps;
                 }
                 // Threads never announced belong to this turn: under the root.
@@ -213,11 +233,11 @@ impl CodexStream {
                     self.open_child(&orphan, Target::Root, None, None, None, &mut steps);
                 }
                 self.finished = true;
-                let error = match turn.get("status").and_then(Value::as_str) {
+                let error = match turn.status.as_deref() {
                     Some("failed") => Some(format!(
                         "codex failed: {}",
-                        turn.get("error")
-                            .and_then(|e| text(e, "message"))
+                        turn.error
+                            .and_then(|e| e.message)
                             .unwrap_or_else(|| "no reason given".into())
                     )),
                     Some("interrupted") => Some("codex: the turn was interrupted".to_owned()),
@@ -229,7 +249,7 @@ impl CodexStream {
                     model_usage: Vec::new(),
                 });
             }
-            _ => {}
+            Notification::Other => {}
         }
         steps
     }
@@ -237,75 +257,64 @@ impl CodexStream {
     pub(super) fn item(
         &mut self,
         target: &Target,
-        item: &Value,
+        item: &Item,
         completed: bool,
         steps: &mut Vec<Step>,
     ) {
-        match item.get("type").and_then(Value::as_str).unwrap_or("") {
-            "agentMessage" if completed => {
-                let said = text(item, "text").unwrap_or_default();
+        match item {
+            Item::AgentMessage { text } => {
+                if !completed {
+                    return;
+                }
                 if *target == Target::Root {
-                    self.answer.clone_from(&said);
+                    self.answer.clone_from(text);
                 }
                 steps.push(Step::Activity {
                     target: target.clone(),
                     kind: ActivityKind::Message {
                         role: Role::Assistant,
-                        text: said,
+                        text: text.clone(),
                     },
                 });
             }
-            "collabAgentToolCall" => {
+            Item::Collab(collab) => {
                 item_activities(target, item, completed, steps);
-                let spawn = text(item, "tool").as_deref() == Some("spawnAgent");
-                let receivers: Vec<String> = item
-                    .get("receiverThreadIds")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect();
-                if spawn {
-                    for thread in &receivers {
+                if collab.tool == "spawnAgent" {
+                    for thread in collab.receivers.iter().flatten() {
                         self.open_child(
                             thread,
                             target.clone(),
-                            text(item, "id"),
-                            text(item, "prompt").map(|p| short(&p)),
-                            text(item, "model"),
+                            Some(collab.id.clone()).filter(|id| !id.is_empty()),
+                            collab.prompt.as_deref().map(short),
+                            collab.model.clone(),
                             steps,
                         );
                     }
                 }
-                for (thread, state) in item
-                    .get("agentsStates")
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some((state, error)) = agent_state(state) {
-                        self.end_child(thread, state, error, steps);
+                for (thread, state) in collab.agent_states() {
+                    if let Some((state, error)) = agent_state(&state) {
+                        self.end_child(&thread, state, error, steps);
                     }
                 }
             }
-            "subAgentActivity" => {
-                let Some(thread) = text(item, "agentThreadId") else {
+            Item::SubAgentActivity(activity) => {
+                let Some(thread) = activity.agent_thread_id.as_deref() else {
                     return;
                 };
-                match item.get("kind").and_then(Value::as_str) {
+                match activity.kind.as_deref() {
                     Some("started") => self.open_child(
-                        &thread,
+                        thread,
                         target.clone(),
-                        text(item, "id"),
-                        text(item, "agentPath"),
-                        text(item, "model"),
+                        Some(activity.id.clone()).filter(|id| !id.is_empty()),
+                        activity.agent_path.clone(),
+                        activity.model.clone(),
                         steps,
                     ),
                     Some("completed") => {
-                        self.end_child(&thread, WorkUnitState::Completed, None, steps);
+                        self.end_child(thread, WorkUnitState::Completed, None, steps);
                     }
                     Some("interrupted") => self.end_child(
-                        &thread,
+                        thread,
                         WorkUnitState::Cancelled,
                         Some("the subagent was interrupted".into()),
                         steps,

@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::runner::coding_cli::{Step, Target};
 
 use super::NAME;
-use super::items::{agent_state, item_activities, openai_usage, short, text};
+use super::items::{agent_state, item_activities, short};
+use super::wire::{Collab, ExecEvent, Item};
 
 /// Reads `codex exec --json` output (one JSON event a line) for one call.
 #[derive(Debug, Default)]
@@ -38,75 +39,45 @@ impl CodexExecStream {
         self.thread.as_deref()
     }
 
-    /// What `line` asks to record; a line that is not a JSON object is logged and skipped.
+    /// What `line` asks to record; a line that is not a JSON object, or not of its event's
+    /// shape, is logged and skipped.
     pub fn line(&mut self, line: &str) -> Vec<Step> {
         let line = line.trim();
         if line.is_empty() {
             return Vec::new();
         }
-        let Ok(msg @ Value::Object(_)) = serde_json::from_str::<Value>(line) else {
-            self.malformed += 1;
-            return vec![Step::Activity {
-                target: Target::Root,
-                kind: ActivityKind::Log {
-                    level: fleet_core::LogLevel::Warn,
-                    message: format!(
-                        "codex: skipped a line that is not a JSON object: {}",
-                        line.chars().take(120).collect::<String>()
-                    ),
-                },
-            }];
+        let parsed = match serde_json::from_str::<Value>(line) {
+            Ok(value @ Value::Object(_)) => serde_json::from_value::<ExecEvent>(value)
+                .map_err(|e| format!("a line it cannot read ({e})")),
+            _ => Err("a line that is not a JSON object".to_owned()),
+        };
+        let event = match parsed {
+            Ok(event) => event,
+            Err(what) => {
+                self.malformed += 1;
+                return vec![Step::Activity {
+                    target: Target::Root,
+                    kind: ActivityKind::Log {
+                        level: fleet_core::LogLevel::Warn,
+                        message: format!(
+                            "codex: skipped {what}: {}",
+                            line.chars().take(120).collect::<String>()
+                        ),
+                    },
+                }];
+            }
         };
         let mut steps = Vec::new();
-        match msg.get("type").and_then(Value::as_str).unwrap_or("") {
-            "thread.started" => self.thread = text(&msg, "thread_id"),
-            kind @ ("item.started" | "item.updated" | "item.completed") => {
-                let item = msg.get("item").cloned().unwrap_or(Value::Null);
-                let completed = kind == "item.completed";
-                match item.get("type").and_then(Value::as_str).unwrap_or("") {
-                    "agent_message" if completed => {
-                        self.answer = text(&item, "text").unwrap_or_default();
-                        steps.push(Step::Activity {
-                            target: Target::Root,
-                            kind: ActivityKind::Message {
-                                role: Role::Assistant,
-                                text: self.answer.clone(),
-                            },
-                        });
-                    }
-                    "error" if completed => steps.push(Step::Activity {
-                        target: Target::Root,
-                        kind: ActivityKind::Log {
-                            level: fleet_core::LogLevel::Warn,
-                            message: format!(
-                                "codex: {}",
-                                text(&item, "message").unwrap_or_default()
-                            ),
-                        },
-                    }),
-                    "collab_tool_call" => {
-                        if kind != "item.updated" {
-                            item_activities(&Target::Root, &item, completed, &mut steps);
-                        }
-                        self.collab(&item, &mut steps);
-                    }
-                    _ if kind != "item.updated" => {
-                        item_activities(&Target::Root, &item, completed, &mut steps);
-                    }
-                    _ => {}
-                }
-            }
-            "turn.completed" => {
-                let usage = msg.get("usage").cloned().unwrap_or(Value::Null);
+        match event {
+            ExecEvent::ThreadStarted { thread_id } => self.thread = thread_id,
+            ExecEvent::ItemStarted { item } => self.item(item, Phase::Started, &mut steps),
+            ExecEvent::ItemUpdated { item } => self.item(item, Phase::Updated, &mut steps),
+            ExecEvent::ItemCompleted { item } => self.item(item, Phase::Completed, &mut steps),
+            ExecEvent::TurnCompleted { usage } => {
                 steps.push(Step::Usage {
                     target: Target::Root,
                     model: self.model.clone(),
-                    usage: openai_usage(
-                        &usage,
-                        "input_tokens",
-                        "cached_input_tokens",
-                        "output_tokens",
-                    ),
+                    usage: usage.unwrap_or_default().tokens(),
                 });
                 steps.push(Step::Finished {
                     text: self.answer.clone(),
@@ -114,76 +85,113 @@ impl CodexExecStream {
                     model_usage: Vec::new(),
                 });
             }
-            "turn.failed" => steps.push(Step::Finished {
+            ExecEvent::TurnFailed { error } => steps.push(Step::Finished {
                 text: self.answer.clone(),
                 error: Some(format!(
                     "codex failed: {}",
-                    msg.get("error")
-                        .and_then(|e| text(e, "message"))
+                    error
+                        .and_then(|e| e.message)
                         .unwrap_or_else(|| "no reason given".into())
                 )),
                 model_usage: Vec::new(),
             }),
-            "error" => steps.push(Step::Activity {
+            ExecEvent::Error { message } => steps.push(Step::Activity {
                 target: Target::Root,
                 kind: ActivityKind::Log {
                     level: fleet_core::LogLevel::Warn,
-                    message: format!("codex: {}", text(&msg, "message").unwrap_or_default()),
+                    message: format!("codex: {}", message.unwrap_or_default()),
                 },
             }),
-            _ => {}
+            ExecEvent::Other => {}
         }
         steps
     }
 
+    fn item(&mut self, item: Option<Item>, phase: Phase, steps: &mut Vec<Step>) {
+        let Some(item) = item else {
+            return;
+        };
+        let completed = phase == Phase::Completed;
+        match item {
+            Item::AgentMessage { text } if completed => {
+                self.answer.clone_from(&text);
+                steps.push(Step::Activity {
+                    target: Target::Root,
+                    kind: ActivityKind::Message {
+                        role: Role::Assistant,
+                        text,
+                    },
+                });
+            }
+            Item::Error { message } if completed => steps.push(Step::Activity {
+                target: Target::Root,
+                kind: ActivityKind::Log {
+                    level: fleet_core::LogLevel::Warn,
+                    message: format!("codex: {}", message.unwrap_or_default()),
+                },
+            }),
+            Item::Collab(collab) => {
+                if phase != Phase::Updated {
+                    item_activities(
+                        &Target::Root,
+                        &Item::Collab(collab.clone()),
+                        completed,
+                        steps,
+                    );
+                }
+                self.collab(&collab, steps);
+            }
+            item if phase != Phase::Updated => {
+                item_activities(&Target::Root, &item, completed, steps);
+            }
+            _ => {}
+        }
+    }
+
     /// `codex exec` shows a spawn and the states `wait` reports, never the child's own events.
-    pub(super) fn collab(&mut self, item: &Value, steps: &mut Vec<Step>) {
-        let item_id = text(item, "id");
-        if text(item, "tool").as_deref() == Some("spawn_agent") {
-            for thread in item
-                .get("receiver_thread_ids")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                if self.children.insert(thread.to_owned()) {
+    pub(super) fn collab(&mut self, item: &Collab, steps: &mut Vec<Step>) {
+        if item.tool == "spawn_agent" {
+            for thread in item.receivers.iter().flatten() {
+                if self.children.insert(thread.clone()) {
                     steps.push(Step::OpenChild {
-                        key: thread.to_owned(),
+                        key: thread.clone(),
                         parent: Target::Root,
-                        label: text(item, "prompt").map(|p| short(&p)),
+                        label: item.prompt.as_deref().map(short),
                         agent: None,
                         model: None,
                     });
                     steps.push(Step::StartChild {
-                        key: thread.to_owned(),
+                        key: thread.clone(),
                         refs: ProviderRefs {
                             provider: NAME.into(),
-                            thread: Some(thread.to_owned()),
+                            thread: Some(thread.clone()),
                             turn: None,
-                            item: item_id.clone(),
+                            item: Some(item.id.clone()).filter(|id| !id.is_empty()),
                             task: None,
                         },
                     });
                 }
             }
         }
-        for (thread, state) in item
-            .get("agents_states")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-        {
-            if let Some((state, error)) = agent_state(state)
-                && self.children.contains(thread)
+        for (thread, state) in item.agent_states() {
+            if let Some((state, error)) = agent_state(&state)
+                && self.children.contains(&thread)
                 && self.ended.insert(thread.clone())
             {
                 steps.push(Step::EndChild {
-                    key: thread.clone(),
+                    key: thread,
                     state,
                     error,
                 });
             }
         }
     }
+}
+
+/// Where an `item.*` event is in the item's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Started,
+    Updated,
+    Completed,
 }

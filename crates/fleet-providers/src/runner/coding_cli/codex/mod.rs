@@ -18,6 +18,11 @@
 //! `turn/completed` never ends the parent turn, and its state comes from `agentsStates`, not
 //! from the spawn call's status. Token usage (`thread/tokenUsage/updated`, `last`) goes to the
 //! unit of its thread, priced per model.
+//!
+//! The files: `wire` (the notifications, `exec` events and items as types, in both of Codex's
+//! spellings), `items` (what an item becomes), `app_server` ([`CodexStream`]), `exec`
+//! ([`CodexExecStream`]), `session` ([`CodexSession`] and its JSON-RPC framing); the runner is
+//! here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -36,11 +41,12 @@ mod app_server;
 mod exec;
 mod items;
 mod session;
+mod wire;
 
 pub use self::app_server::CodexStream;
 pub use self::exec::CodexExecStream;
-use self::items::text;
 pub use self::session::CodexSession;
+use self::session::text;
 
 /// The provider's name in work units' provider references.
 pub const NAME: &str = "codex";

@@ -14,7 +14,6 @@ use crate::runner::coding_cli::{
 
 use super::NAME;
 use super::app_server::CodexStream;
-use super::items::text;
 
 /// One `codex app-server` process and one Codex thread: its turns share the conversation.
 #[derive(Debug)]
@@ -311,4 +310,9 @@ pub(super) fn response(method: &str, msg: &Value) -> Result<Value, AgentError> {
         )));
     }
     Ok(msg.get("result").cloned().unwrap_or(Value::Null))
+}
+
+/// A string field of a JSON-RPC result or error (the responses' framing is read as JSON).
+pub(super) fn text(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(Value::as_str).map(str::to_owned)
 }
