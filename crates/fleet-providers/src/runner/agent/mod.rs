@@ -3,7 +3,12 @@
 //! call as a `delegated_agent` work unit with its messages, tool calls and priced usage, and
 //! reserves each model request's worst case against the budgets before making it, so a hard
 //! budget stops the next request rather than the next run.
+//!
+//! Every decision (what to ask, whether an answer ends the call, which tool a call runs, when a
+//! broken stream is asked again, when a schema has been missed too often) is made by the pure
+//! `conversation` state machine; the loop here only carries them out.
 
+mod conversation;
 pub mod patch;
 pub mod tools;
 
@@ -13,18 +18,18 @@ use std::time::Duration;
 
 use fleet_core::budget::{BudgetError, Measure};
 use fleet_core::provider::{
-    Content, ErrorKind, Message, MessageRole, ModelRequest, ProviderError, ResponseBuilder,
-    StopReason, StreamEvent, ToolChoice, ToolSpec, next_event,
+    Content, ModelRequest, ModelResponse, ProviderError, ResponseBuilder, StreamEvent, next_event,
 };
 use fleet_core::spec::{AgentSpec, Capability, SpecSet};
 use fleet_core::{
-    ActivityKind, AgentCall, AgentError, AgentOutcome, AgentRunner, Amount, CallContext, Cost,
-    Demand, DynAgentRunner, DynCommandSandbox, PriceTable, Provider, Role, TokenUsage, Usd,
-    WorkUnitDraft, WorkUnitId, WorkUnitKind, WorkUnitState,
+    ActivityKind, AgentCall, AgentError, AgentOutcome, AgentRunner, Amount, CallContext, Demand,
+    DynAgentRunner, DynCommandSandbox, PriceTable, Provider, Role, Usd, WorkUnitDraft, WorkUnitId,
+    WorkUnitKind, WorkUnitState,
 };
 use serde_json::{Value, json};
 
-use tools::{Subagents, Tool, ToolContext, ToolOutput};
+use self::conversation::{CallStep, Conversation, Next, Recovery, Settings};
+use tools::{Subagents, Tool, ToolContext};
 
 /// The tool through which a call with a schema answers.
 pub const STRUCTURED_OUTPUT: &str = "structured_output";
@@ -288,6 +293,8 @@ impl<P: Provider + 'static> AgentRunner for ModelAgentRunner<P> {
 }
 
 impl<P: Provider + 'static> ModelAgentRunner<P> {
+    /// The I/O loop: carries out what the [`Conversation`] decides, admitting each request
+    /// against the budgets, streaming it, recording everything, running the tools.
     async fn converse(
         &self,
         call: &AgentCall,
@@ -297,24 +304,24 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
         let journal = &ctx.call.journal;
         let unit = ctx.unit;
         let free = self.inner.provider.capabilities().free;
-        let validator = match &call.schema {
-            Some(schema) => Some(jsonschema::validator_for(schema).map_err(|e| {
-                AgentError::Config(format!("the output schema is not a valid JSON Schema: {e}"))
-            })?),
-            None => None,
-        };
         let mut tools: Vec<Arc<dyn Tool>> =
             tools::builtin(&plan.capabilities, ctx.commands.is_some());
         tools.extend(self.inner.extra_tools.iter().cloned());
-        let mut specs: Vec<ToolSpec> = tools.iter().map(|t| t.spec()).collect();
-        if let Some(schema) = &call.schema {
-            specs.push(ToolSpec {
-                name: STRUCTURED_OUTPUT.into(),
-                description: "Give your final answer: call this exactly once, with input matching the schema.".into(),
-                input_schema: object_schema(schema),
-            });
-        }
-        let names: Vec<String> = specs.iter().map(|t| t.name.clone()).collect();
+        let settings = Settings {
+            model: plan.model.clone(),
+            system: plan.system.clone(),
+            max_tokens: plan.max_tokens,
+            max_tool_calls: plan.max_tool_calls,
+            effort: call
+                .effort
+                .or_else(|| call.agent.as_ref().and_then(|a| a.effort)),
+        };
+        let mut talk = Conversation::new(
+            settings,
+            &call.prompt,
+            tools.iter().map(|t| t.spec()).collect(),
+            call.schema.as_ref(),
+        )?;
         let price = self.inner.prices.price(&plan.model).copied();
         if price.is_none() && !free && ctx.call.budgets.caps_dollars(&ctx.call.charge_to)? {
             return Err(AgentError::Config(format!(
@@ -322,7 +329,6 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                 plan.model
             )));
         }
-
         journal
             .activity(
                 unit,
@@ -332,174 +338,42 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                 },
             )
             .await?;
-        let mut messages = vec![Message::user_text(call.prompt.clone())];
-        let mut usage = TokenUsage::default();
-        let mut cost = Cost::default();
-        let mut model_requests = 0u32;
-        let mut tool_calls = 0u32;
-        let mut schema_failures = 0u32;
-        let mut stream_retries = 0u32;
-        let mut force_output = call.schema.is_some() && specs.len() == 1;
         loop {
-            let mut request = ModelRequest {
-                model: plan.model.clone(),
-                system: plan.system.clone(),
-                messages: messages.clone(),
-                tools: specs.clone(),
-                tool_choice: if force_output {
-                    ToolChoice::Tool(STRUCTURED_OUTPUT.into())
-                } else {
-                    ToolChoice::Auto
-                },
-                max_tokens: plan.max_tokens,
-                effort: call
-                    .effort
-                    .or_else(|| call.agent.as_ref().and_then(|a| a.effort)),
-                thinking_budget: None,
-                cache: fleet_core::provider::CacheHints {
-                    system: true,
-                    last_message: true,
-                    long_ttl: false,
-                },
+            let request = talk.request();
+            let priced = match (free, price) {
+                (false, Some(p)) => Some((p, request.estimated_input_tokens())),
+                _ => None,
             };
-            let demand = Demand {
-                max_output_tokens: u64::from(plan.max_tokens),
-                min_output_tokens: u64::from(
-                    plan.max_tokens.min(fleet_core::budget::MIN_USEFUL_OUTPUT),
-                ),
-                priced: match (free, price) {
-                    (false, Some(p)) => Some((p, request.estimated_input_tokens())),
-                    _ => None,
-                },
-            };
-            // Waits while calls in flight hold the budget; near the cap, the turn may write
-            // only what is left.
-            let metered_at = demand.priced.map(|(p, _)| p);
-            let mut reservation = tokio::select! {
-                biased;
-                () = ctx.call.cancel.cancelled() => return Err(AgentError::Cancelled),
-                admitted = ctx.call.budgets.admit(&ctx.call.charge_to, demand) => admitted?,
-            };
-            request.max_tokens =
-                u32::try_from(reservation.amount().output_tokens).unwrap_or(plan.max_tokens);
-            // The bill's safety net: if this process ends before the turn's usage is recorded,
-            // the store still knows what the turn may have cost.
-            let reserved = reservation.amount().usd;
-            if reserved > Usd::ZERO {
-                journal
-                    .activity(
-                        unit,
-                        ActivityKind::TurnAdmitted {
-                            model: plan.model.clone(),
-                            reserved,
-                            tokens_before: usage.total(),
-                        },
-                    )
-                    .await?;
-                // A write-behind journal only queues it: the net must be durable before the
-                // provider is asked for anything that may cost money.
-                journal.flush().await?;
-            }
-            model_requests += 1;
-            let mut stream = self
-                .inner
-                .provider
-                .stream(request, ctx.call.cancel.child_token())
-                .await?;
-            let mut builder = ResponseBuilder::default();
-            let mut failure = None;
-            let mut cut = None;
-            let admitted = reservation.amount().output_tokens;
-            let mut allowed = admitted;
-            let mut reported_output = 0;
-            while let Some(event) = next_event(&mut stream).await {
-                match event {
-                    Ok(e) => {
-                        // The prompt was an estimate: the provider's report raises the
-                        // reservation, and a turn the budgets cannot pay for is cut off.
-                        // Output the budgets do not pay for: reported past what they allow,
-                        // or any more at all once they allow none.
-                        let unpaid = match (&e, &metered_at) {
-                            (StreamEvent::Usage { usage: reported }, Some(price)) => {
-                                allowed = reservation.observe(price, reported, allowed);
-                                reported_output = reported.output;
-                                reported.output > allowed
-                            }
-                            (
-                                StreamEvent::TextDelta { .. }
-                                | StreamEvent::ThinkingDelta { .. }
-                                | StreamEvent::ToolCallStart { .. }
-                                | StreamEvent::ToolCallDelta { .. },
-                                Some(_),
-                            ) => allowed < admitted && reported_output >= allowed,
-                            _ => false,
-                        };
-                        if unpaid {
-                            cut = Some(BudgetError::Exceeded {
-                                budget: "the call's".into(),
-                                what: format!(
-                                    "its prompt was larger than estimated, and the budgets pay for only {allowed} output tokens; the turn was cut off"
-                                ),
-                                measure: Measure::OutputTokens,
-                            });
-                            if matches!(e, StreamEvent::Usage { .. }) {
-                                builder.push(e);
-                            }
-                            break;
-                        }
-                        builder.push(e);
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
-            drop(stream);
-            let response = builder.finish();
+            let (response, ended) = self.turn(ctx, plan, request, priced, talk.used()).await?;
             // Tokens are paid for even when the answer broke off.
-            let priced = if response.usage.is_zero() {
+            let cost = if response.usage.is_zero() {
                 Some(Usd::ZERO)
             } else {
                 journal
                     .usage(unit, &plan.model, response.usage, free.then_some(Usd::ZERO))
                     .await?
             };
-            usage += response.usage;
-            cost.add(priced);
-            reservation.settle(Amount {
+            talk.charge(response.usage, cost);
+            ended.reservation.settle(Amount {
                 output_tokens: response.usage.output,
-                usd: priced.unwrap_or(Usd::ZERO),
+                usd: cost.unwrap_or(Usd::ZERO),
             });
-            if let Some(e) = failure {
-                // A stream that broke off (a reset, a cut, a stall past the idle timeout) is
-                // asked again from the same conversation: what it wrote is dropped, what it
-                // used stays charged.
-                let broke_off = matches!(
-                    e,
-                    ProviderError::Transport { .. }
-                        | ProviderError::TimedOut(_)
-                        | ProviderError::Api {
-                            kind: ErrorKind::Server,
-                            ..
+            if let Some(e) = ended.failure {
+                match talk.after_failure(e) {
+                    Recovery::Retry(pause) => {
+                        tokio::select! {
+                            biased;
+                            () = ctx.call.cancel.cancelled() => return Err(AgentError::Cancelled),
+                            () = tokio::time::sleep(pause) => {}
                         }
-                );
-                if broke_off && stream_retries < MAX_STREAM_RETRIES {
-                    stream_retries += 1;
-                    let pause = Duration::from_millis(250 * u64::from(stream_retries));
-                    tokio::select! {
-                        biased;
-                        () = ctx.call.cancel.cancelled() => return Err(AgentError::Cancelled),
-                        () = tokio::time::sleep(pause) => {}
+                        continue;
                     }
-                    continue;
+                    Recovery::Fail(e) => return Err(e),
                 }
+            }
+            if let Some(e) = ended.cut {
                 return Err(e.into());
             }
-            if let Some(e) = cut {
-                return Err(e.into());
-            }
-
             let text = response.text();
             if !text.is_empty() {
                 journal
@@ -512,51 +386,12 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                     )
                     .await?;
             }
-            let calls: Vec<(String, String, Value)> = response
-                .tool_calls()
-                .map(|(i, n, v)| (i.to_owned(), n.to_owned(), v.clone()))
-                .collect();
-            messages.push(Message {
-                role: MessageRole::Assistant,
-                content: response.content.clone(),
-            });
-
-            if calls.is_empty() {
-                if response.stop_reason == Some(StopReason::MaxTokens) && text.is_empty() {
-                    return Err(AgentError::NoAnswer(format!(
-                        "the model used all {} output tokens without answering",
-                        plan.max_tokens
-                    )));
-                }
-                if response.stop_reason == Some(StopReason::Refusal) {
-                    return Err(AgentError::NoAnswer(format!("the model refused: {text}")));
-                }
-                if call.schema.is_some() {
-                    schema_failures += 1;
-                    let error =
-                        "the answer must be given by calling the structured_output tool".to_owned();
-                    if schema_failures >= MAX_SCHEMA_ATTEMPTS {
-                        return Err(AgentError::InvalidOutput {
-                            attempts: schema_failures,
-                            error,
-                        });
-                    }
-                    messages.push(Message::user_text(format!("{error}; call it now.")));
-                    force_output = true;
-                    continue;
-                }
-                return Ok(AgentOutcome {
-                    work_unit_id: unit,
-                    text,
-                    output: None,
-                    model: plan.model.clone(),
-                    usage,
-                    cost,
-                    model_requests,
-                    tool_calls,
-                });
-            }
-
+            let calls = match talk.after_answer(&response) {
+                Next::Answer => return Ok(talk.outcome(unit, text, None)),
+                Next::AskAgain => continue,
+                Next::Fail(e) => return Err(e),
+                Next::Tools(calls) => calls,
+            };
             let mut results = Vec::new();
             for (id, name, input) in calls {
                 journal
@@ -569,17 +404,8 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                         },
                     )
                     .await?;
-                let output = if name == STRUCTURED_OUTPUT && call.schema.is_some() {
-                    let value = unwrap_output(call.schema.as_ref(), input);
-                    let errors: Vec<String> = validator
-                        .as_ref()
-                        .map(|v| {
-                            v.iter_errors(&value)
-                                .map(|e| format!("{}: {e}", e.instance_path()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    if errors.is_empty() {
+                let output = match talk.call(&name, input.clone()) {
+                    CallStep::Accept(value) => {
                         journal
                             .activity(
                                 unit,
@@ -590,48 +416,11 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                                 },
                             )
                             .await?;
-                        return Ok(AgentOutcome {
-                            work_unit_id: unit,
-                            text,
-                            output: Some(value),
-                            model: plan.model.clone(),
-                            usage,
-                            cost,
-                            model_requests,
-                            tool_calls,
-                        });
+                        return Ok(talk.outcome(unit, text, Some(value)));
                     }
-                    schema_failures += 1;
-                    let error = format!(
-                        "the output does not match the schema: {}",
-                        errors.join("; ")
-                    );
-                    if schema_failures >= MAX_SCHEMA_ATTEMPTS {
-                        return Err(AgentError::InvalidOutput {
-                            attempts: schema_failures,
-                            error,
-                        });
-                    }
-                    force_output = true;
-                    ToolOutput::error(format!(
-                        "{error}. Call structured_output again with corrected input."
-                    ))
-                } else {
-                    tool_calls += 1;
-                    if tool_calls > plan.max_tool_calls {
-                        return Err(AgentError::TooManyToolCalls(plan.max_tool_calls));
-                    }
-                    match names.iter().position(|n| *n == name) {
-                        Some(i) => tools[i].call(input, ctx).await,
-                        None => ToolOutput::error(format!(
-                            "there is no tool named {name:?}; the tools are: {}",
-                            specs
-                                .iter()
-                                .map(|s| s.name.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )),
-                    }
+                    CallStep::Fail(e) => return Err(e),
+                    CallStep::Reply(output) => output,
+                    CallStep::Run(i) => tools[i].call(input, ctx).await,
                 };
                 journal
                     .activity(
@@ -649,36 +438,127 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
                     is_error: output.is_error,
                 });
             }
-            messages.push(Message {
-                role: MessageRole::User,
-                content: results,
-            });
+            talk.results(results);
         }
     }
-}
 
-/// Tool inputs must be objects; a schema for anything else is wrapped as `{"value": …}`.
-fn object_schema(schema: &Value) -> Value {
-    if schema.get("type").and_then(Value::as_str) == Some("object") {
-        schema.clone()
-    } else {
-        let mut wrapped =
-            json!({"type": "object", "properties": {"value": schema}, "required": ["value"]});
-        // Local `$ref`s point at the root; keep their targets there.
-        for defs in ["$defs", "definitions"] {
-            if let Some(d) = schema.get(defs) {
-                wrapped[defs] = d.clone();
+    /// One model request: admitted against the budgets (waiting while calls in flight hold
+    /// them; near a cap, cut to the output that is left), its reservation made durable, then
+    /// streamed, and cut off when the provider reports a prompt the budgets cannot pay for.
+    async fn turn(
+        &self,
+        ctx: &ToolContext,
+        plan: &Plan,
+        mut request: ModelRequest,
+        priced: Option<(fleet_core::pricing::ModelPrice, u64)>,
+        tokens_before: u64,
+    ) -> Result<(ModelResponse, Ended), AgentError> {
+        let journal = &ctx.call.journal;
+        let demand = Demand {
+            max_output_tokens: u64::from(plan.max_tokens),
+            min_output_tokens: u64::from(
+                plan.max_tokens.min(fleet_core::budget::MIN_USEFUL_OUTPUT),
+            ),
+            priced,
+        };
+        let metered_at = demand.priced.map(|(p, _)| p);
+        let mut reservation = tokio::select! {
+            biased;
+            () = ctx.call.cancel.cancelled() => return Err(AgentError::Cancelled),
+            admitted = ctx.call.budgets.admit(&ctx.call.charge_to, demand) => admitted?,
+        };
+        request.max_tokens =
+            u32::try_from(reservation.amount().output_tokens).unwrap_or(plan.max_tokens);
+        // The bill's safety net: if this process ends before the turn's usage is recorded,
+        // the store still knows what the turn may have cost.
+        let reserved = reservation.amount().usd;
+        if reserved > Usd::ZERO {
+            journal
+                .activity(
+                    ctx.unit,
+                    ActivityKind::TurnAdmitted {
+                        model: plan.model.clone(),
+                        reserved,
+                        tokens_before,
+                    },
+                )
+                .await?;
+            // A write-behind journal only queues it: the net must be durable before the
+            // provider is asked for anything that may cost money.
+            journal.flush().await?;
+        }
+        let mut stream = self
+            .inner
+            .provider
+            .stream(request, ctx.call.cancel.child_token())
+            .await?;
+        let mut builder = ResponseBuilder::default();
+        let mut failure = None;
+        let mut cut = None;
+        let admitted = reservation.amount().output_tokens;
+        let mut allowed = admitted;
+        let mut reported_output = 0;
+        while let Some(event) = next_event(&mut stream).await {
+            match event {
+                Ok(e) => {
+                    // The prompt was an estimate: the provider's report raises the
+                    // reservation, and a turn the budgets cannot pay for is cut off.
+                    // Output the budgets do not pay for: reported past what they allow,
+                    // or any more at all once they allow none.
+                    let unpaid = match (&e, &metered_at) {
+                        (StreamEvent::Usage { usage: reported }, Some(price)) => {
+                            allowed = reservation.observe(price, reported, allowed);
+                            reported_output = reported.output;
+                            reported.output > allowed
+                        }
+                        (
+                            StreamEvent::TextDelta { .. }
+                            | StreamEvent::ThinkingDelta { .. }
+                            | StreamEvent::ToolCallStart { .. }
+                            | StreamEvent::ToolCallDelta { .. },
+                            Some(_),
+                        ) => allowed < admitted && reported_output >= allowed,
+                        _ => false,
+                    };
+                    if unpaid {
+                        cut = Some(BudgetError::Exceeded {
+                            budget: "the call's".into(),
+                            what: format!(
+                                "its prompt was larger than estimated, and the budgets pay for only {allowed} output tokens; the turn was cut off"
+                            ),
+                            measure: Measure::OutputTokens,
+                        });
+                        if matches!(e, StreamEvent::Usage { .. }) {
+                            builder.push(e);
+                        }
+                        break;
+                    }
+                    builder.push(e);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
         }
-        wrapped
+        drop(stream);
+        Ok((
+            builder.finish(),
+            Ended {
+                reservation,
+                failure,
+                cut,
+            },
+        ))
     }
 }
 
-fn unwrap_output(schema: Option<&Value>, input: Value) -> Value {
-    match schema {
-        Some(s) if s.get("type").and_then(Value::as_str) != Some("object") => {
-            input.get("value").cloned().unwrap_or(input)
-        }
-        _ => input,
-    }
+/// How a request's stream ended, beside its answer.
+struct Ended {
+    /// What the budgets hold for it, to settle with what it used.
+    reservation: fleet_core::Reservation,
+    /// The stream failed.
+    failure: Option<ProviderError>,
+    /// The budgets stopped it.
+    cut: Option<BudgetError>,
 }
