@@ -8,7 +8,7 @@
 //! once 999 calls had finished.
 //!
 //! ```text
-//! cargo bench -p fleet-cli --bench peers
+//! cargo bench -p fleet-cli --features bench --bench peers
 //! ```
 
 #![allow(

@@ -13,6 +13,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 mod app;
 mod ask;
+mod bench_model;
 mod config;
 mod fleet;
 mod init;

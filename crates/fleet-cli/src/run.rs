@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,12 +13,11 @@ use fleet_core::{SharedStore, SqliteStore, Usd};
 use fleet_providers::{
     AgentRouter, ClaudeCodeRunner, CodexRunner, ModelAgentRunner, RunnerDefaults,
 };
-use fleet_workflow::testkit::FakeModel;
 use fleet_workflow::{Resume, RunEvent, RunId, RunOptions, RunState, Script, WorkflowEngine};
 use serde_json::Value;
 
 use crate::app::{App, RemoveOnDrop, UsageError};
-use crate::config::ConfigError;
+use crate::bench_model::BenchModel;
 use crate::live::{Live, View};
 use crate::render::Paint;
 use crate::{RunArgs, exit};
@@ -225,13 +223,13 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("fleet: agent spec not loaded: {problem}");
     }
     let fake = if app.config.fake_model() {
-        Some(fake_model(app)?)
+        Some(BenchModel::from_env(app)?)
     } else {
         None
     };
     let (runner, said) = match &fake {
         Some(fake) => (
-            Arc::new(fake.clone()) as Arc<dyn fleet_core::DynAgentRunner>,
+            fake.runner(),
             "provider: fake (the benchmarks' model: no model is called, nothing is billed)"
                 .to_owned(),
         ),
@@ -336,14 +334,7 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
         );
     }
     if let Some(fake) = &fake {
-        // What the benchmarks read: what the model saw, and what this process took.
-        eprintln!(
-            "fake model: {} calls answered, at most {} in flight (cap {cap}); workload {:.2} ms; peak RSS {:.1} MiB before the store closes",
-            fake.stats.calls.load(Ordering::SeqCst),
-            fake.stats.peak.load(Ordering::SeqCst),
-            workload.as_secs_f64() * 1e3,
-            peak_rss_mib().unwrap_or(f64::NAN),
-        );
+        fake.report(cap, workload);
     }
     Ok(match summary.state {
         // A budget that refused calls is reported even when the script went on without them.
@@ -361,42 +352,6 @@ async fn run_workflow(app: &App, args: RunArgs) -> anyhow::Result<u8> {
         }
         RunState::Failed => exit::FAILED,
     })
-}
-
-/// The benchmarks' fake model, with `FLEET_FAKE_LATENCY_MS` (a latency per call instead of
-/// one scheduler hop) and `FLEET_FAKE_STALL_AFTER` (calls after that many never answer).
-fn fake_model(app: &App) -> anyhow::Result<FakeModel> {
-    let number = |name: &str| -> anyhow::Result<Option<u64>> {
-        app.env(name)
-            .map(|v| {
-                v.trim().parse::<u64>().map_err(|_| {
-                    ConfigError(format!(
-                        "{name}={v:?} is not a whole number; set it to one, or unset it"
-                    ))
-                })
-            })
-            .transpose()
-            .map_err(Into::into)
-    };
-    Ok(FakeModel {
-        latency: number("FLEET_FAKE_LATENCY_MS")?.map(Duration::from_millis),
-        stall_after: number("FLEET_FAKE_STALL_AFTER")?,
-        ..FakeModel::new()
-    })
-}
-
-/// This process's peak resident set (`VmHWM`), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }
 
 pub(crate) fn signal(kind: tokio::signal::unix::SignalKind) -> Option<tokio::signal::unix::Signal> {

@@ -32,6 +32,7 @@ mod resume;
 mod run;
 mod script;
 mod shared;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 mod worktree;
 

@@ -1,5 +1,5 @@
 //! The benchmarks' workloads as a user runs them: `fleet run` of the bundled scripts with the
-//! fake model (what `cargo bench -p fleet-cli --bench peers` measures), a process killed with
+//! fake model (what `cargo bench -p fleet-cli --features bench --bench peers` measures), a process killed with
 //! SIGKILL mid-fan-out, and its resume redoing only the unfinished call.
 
 use std::io::{BufRead, BufReader};

@@ -51,7 +51,9 @@ mod architecture {
                 deps.iter().any(|d| d == "fleet-core"),
                 "{crate_name} builds on fleet-core"
             );
-            for forbidden in siblings.iter().copied().chain(["fleet-cli"]) {
+            // A crate's dev-dependency on itself (for its own test features) is no sibling.
+            let others = siblings.iter().copied().filter(|s| *s != crate_name);
+            for forbidden in others.chain(["fleet-cli"]) {
                 assert!(
                     !deps.iter().any(|d| d == forbidden),
                     "{crate_name} depends on {forbidden}: siblings meet only through fleet-core"
@@ -65,6 +67,41 @@ mod architecture {
                 "fleet-core depends on {name}"
             );
         }
+    }
+
+    /// The shipped `fleet` (its default features) compiles in no test helpers: neither crate's
+    /// `testkit`, so no fake model. Only the `bench` feature brings it.
+    #[test]
+    fn the_shipped_binary_has_no_testkit() {
+        let features_of = |krate: &str, extra: &[&str]| {
+            let output = Command::new(env!("CARGO"))
+                .args([
+                    "tree",
+                    "-p",
+                    "fleet-cli",
+                    "-e",
+                    "features",
+                    "--offline",
+                    "-i",
+                    krate,
+                ])
+                .args(extra)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        for krate in ["fleet-core", "fleet-workflow"] {
+            let tree = features_of(krate, &[]);
+            assert!(!tree.contains("feature \"testkit\""), "{krate}:\n{tree}");
+        }
+        let bench = features_of("fleet-workflow", &["--features", "bench"]);
+        assert!(bench.contains("feature \"testkit\""), "{bench}");
     }
 
     /// Every member declares its dependencies through `[workspace.dependencies]`, so each
@@ -645,6 +682,7 @@ mod patch_bot {
     }
 }
 
+#[cfg(feature = "bench")]
 mod bench_workloads;
 mod budget;
 mod coding_agents;
