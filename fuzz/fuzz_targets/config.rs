@@ -9,7 +9,7 @@ use libfuzzer_sys::fuzz_target;
 
 // The CLI's own loader, compiled here (the CLI is a binary, not a library).
 #[allow(dead_code, unreachable_pub)]
-#[path = "../../crates/fleet-cli/src/config.rs"]
+#[path = "../../crates/fleet-cli/src/config/mod.rs"]
 mod config;
 
 fn project() -> &'static PathBuf {
