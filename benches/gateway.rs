@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fleet_benches::instant_model::{InstantModel, request};
 use fleet_core::ipc::TaskRunParams;
+use fleet_core::money::Usd;
 use fleet_core::provider::{CancelToken, Provider};
+use fleet_core::sandbox::SandboxPolicy;
 use fleet_core::spec::LandlockMode;
-use fleet_core::{SandboxPolicy, Usd};
 use fleet_sandbox::{Sandbox, Supervisor, WorkerPlan};
 use futures_util::future::join_all;
 
@@ -48,7 +49,7 @@ fn policy(landlock: bool) -> SandboxPolicy {
 async fn supervisor(model: InstantModel, landlock: bool) -> Supervisor {
     let supervisor = Supervisor::new(
         Sandbox::new(env!("CARGO_BIN_EXE_fleet-bench-sandbox-helper"), Vec::new()),
-        Arc::new(fleet_core::PriceTable::builtin().unwrap()),
+        Arc::new(fleet_core::pricing::PriceTable::builtin().unwrap()),
     )
     .with_gateway(Arc::new(model));
     let mut plan = WorkerPlan::new("turns", WORKER, policy(landlock));

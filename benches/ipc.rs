@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fleet_core::SandboxPolicy;
 use fleet_core::ipc::{InitializeParams, TaskLimits, TaskResult, TaskRunParams};
+use fleet_core::sandbox::SandboxPolicy;
 use fleet_core::spec::LandlockMode;
 use fleet_sandbox::{Sandbox, Supervisor, WorkerPlan, WorkerProcess};
 use futures_util::future::join_all;
@@ -107,7 +107,7 @@ fn benches(c: &mut Criterion) {
     let supervisor = rt.block_on(async {
         let supervisor = Supervisor::new(
             sandbox(),
-            Arc::new(fleet_core::PriceTable::builtin().unwrap()),
+            Arc::new(fleet_core::pricing::PriceTable::builtin().unwrap()),
         );
         let mut plan = WorkerPlan::new("echo", WORKER, policy(landlock));
         plan.spec = serde_json::json!({"name": "echo"});

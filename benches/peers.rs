@@ -19,7 +19,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use fleet_core::{SharedStore, SqliteStore};
+use fleet_core::journal::SharedStore;
+use fleet_core::store::sqlite::SqliteStore;
 use fleet_workflow::testkit::FakeModel;
 use fleet_workflow::{CallState, Resume, RunEvent, RunOptions, RunState, Script, WorkflowEngine};
 

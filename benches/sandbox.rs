@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fleet_core::SandboxPolicy;
+use fleet_core::sandbox::SandboxPolicy;
 use fleet_sandbox::Sandbox;
 
 fn until_ready(mut command: Command) {

@@ -15,11 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use fleet_core::Timestamp;
+use fleet_core::activity::{Activity, ActivityKind, LogLevel};
+use fleet_core::event::Event;
+use fleet_core::id::{ActivityId, ThreadId};
+use fleet_core::store::memory::MemoryStore;
+use fleet_core::store::sqlite::SqliteStore;
+use fleet_core::store::{EventStore, ExpectedVersion};
 use fleet_core::testkit::{created, turn_started};
-use fleet_core::{
-    Activity, ActivityId, ActivityKind, Event, EventStore, ExpectedVersion, LogLevel, MemoryStore,
-    SqliteStore, ThreadId, Timestamp, TokenUsage,
-};
+use fleet_core::usage::TokenUsage;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()

@@ -21,10 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use fleet_core::{
-    AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, Cost, MemoryStore, SharedStore,
-    TokenUsage, WorkUnitState,
-};
+use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
+use fleet_core::journal::SharedStore;
+use fleet_core::money::Cost;
+use fleet_core::store::memory::MemoryStore;
+use fleet_core::usage::TokenUsage;
+use fleet_core::work_unit::WorkUnitState;
 use fleet_workflow::testkit::FakeModel;
 use fleet_workflow::{Resume, RunOptions, RunState, Script, ScriptLimits, WorkflowEngine};
 

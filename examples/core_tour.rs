@@ -14,10 +14,16 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::Context;
-use fleet_core::{
-    Amount, BudgetId, BudgetLimits, Budgets, Command, EventStore, PriceTable, Recorder,
-    SqliteStore, TokenUsage, TurnState, Usd, WorkUnitId, WorkUnitKind, WorkUnitState,
-};
+use fleet_core::budget::{Amount, BudgetId, BudgetLimits, Budgets};
+use fleet_core::command::{Command, Recorder};
+use fleet_core::event::TurnState;
+use fleet_core::id::WorkUnitId;
+use fleet_core::money::Usd;
+use fleet_core::pricing::PriceTable;
+use fleet_core::store::EventStore;
+use fleet_core::store::sqlite::SqliteStore;
+use fleet_core::usage::TokenUsage;
+use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 
 /// One simulated model call of the turn.
 struct Call {

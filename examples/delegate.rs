@@ -16,10 +16,15 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use fleet_core::{
-    AgentCall, AgentRunner, BudgetLimits, Budgets, CallContext, EventStore, Journal, SharedStore,
-    SqliteStore, TurnState, Usd, WorkUnitDraft, WorkUnitKind, WorkUnitState,
-};
+use fleet_core::agent::{AgentCall, AgentRunner, CallContext};
+use fleet_core::budget::{BudgetLimits, Budgets};
+use fleet_core::command::WorkUnitDraft;
+use fleet_core::event::TurnState;
+use fleet_core::journal::{Journal, SharedStore};
+use fleet_core::money::Usd;
+use fleet_core::store::EventStore;
+use fleet_core::store::sqlite::SqliteStore;
+use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use fleet_providers::ModelAgentRunner;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
     };
     journal.set_state(primary, state, None).await?;
     journal
-        .execute(fleet_core::Command::CompleteTurn {
+        .execute(fleet_core::command::Command::CompleteTurn {
             turn_id: turn,
             state: TurnState::Completed,
         })

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
+use fleet_core::id::WorkUnitId;
+use fleet_core::provider::DynProvider;
 use fleet_core::spec::SpecSet;
-use fleet_core::{DynProvider, Thread, WorkUnitId};
+use fleet_core::thread::Thread;
 
 /// Anthropic when `ANTHROPIC_API_KEY` is set, else the offline provider; prints which, in one
 /// line.

@@ -17,7 +17,9 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use fleet_core::{EventStore, SharedStore, SqliteStore};
+use fleet_core::journal::SharedStore;
+use fleet_core::store::EventStore;
+use fleet_core::store::sqlite::SqliteStore;
 use fleet_providers::ModelAgentRunner;
 use fleet_workflow::{Catalog, Resume, RunEvent, RunId, RunOptions, WorkflowEngine};
 

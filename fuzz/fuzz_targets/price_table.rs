@@ -7,6 +7,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = fleet_core::PriceTable::from_yaml(Path::new("prices.yaml"), text);
+        let _ = fleet_core::pricing::PriceTable::from_yaml(Path::new("prices.yaml"), text);
     }
 });

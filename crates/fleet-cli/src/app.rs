@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use fleet_core::id::ThreadId;
+use fleet_core::provider::DynProvider;
 use fleet_core::spec::SpecSet;
-use fleet_core::{DynProvider, SqliteStore, ThreadId};
+use fleet_core::store::sqlite::SqliteStore;
 use fleet_workflow::Catalog;
 
 use crate::config::{Config, Overrides};
@@ -114,8 +116,8 @@ impl App {
     }
 
     /// The price table: the built-in one, with the configured `prices.file` over it.
-    pub(crate) fn prices(&self) -> anyhow::Result<Arc<fleet_core::PriceTable>> {
-        let builtin = fleet_core::PriceTable::shipped();
+    pub(crate) fn prices(&self) -> anyhow::Result<Arc<fleet_core::pricing::PriceTable>> {
+        let builtin = fleet_core::pricing::PriceTable::shipped();
         let Some(file) = self.config.prices_file() else {
             return Ok(builtin);
         };
@@ -125,8 +127,8 @@ impl App {
                 file.display()
             )
         })?;
-        let overrides =
-            fleet_core::PriceTable::from_yaml(&file, &text).map_err(|d| anyhow::anyhow!("{d}"))?;
+        let overrides = fleet_core::pricing::PriceTable::from_yaml(&file, &text)
+            .map_err(|d| anyhow::anyhow!("{d}"))?;
         Ok(Arc::new((*builtin).clone().with_overrides(overrides)))
     }
 

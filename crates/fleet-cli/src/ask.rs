@@ -6,11 +6,14 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_core::agent::{AgentCall, AgentRunner, CallContext};
+use fleet_core::command::WorkUnitDraft;
+use fleet_core::event::TurnState;
+use fleet_core::id::WorkUnitId;
+use fleet_core::journal::{Journal, SharedStore};
 use fleet_core::spec::Capability;
-use fleet_core::{
-    AgentCall, AgentRunner, CallContext, Journal, SharedStore, Thread, TurnState, WorkUnitDraft,
-    WorkUnitId, WorkUnitKind, WorkUnitState,
-};
+use fleet_core::thread::Thread;
+use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use serde_json::json;
 
 use crate::app::App;
@@ -72,7 +75,7 @@ async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> 
         capabilities: Some(vec![Capability::ReadFiles, Capability::SpawnSubagents]),
         ..AgentCall::new(prompt)
     };
-    let cancel = fleet_core::CancelToken::new();
+    let cancel = fleet_core::provider::CancelToken::new();
     let ctx = CallContext {
         work_unit: Some(primary),
         cancel: cancel.clone(),
@@ -94,7 +97,7 @@ async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> 
     let mut interrupted = false;
     let result = loop {
         tokio::select! {
-            r = &mut work => break r.map_err(|e| fleet_core::AgentError::Config(format!("the agent task ended: {e}")))
+            r = &mut work => break r.map_err(|e| fleet_core::agent::AgentError::Config(format!("the agent task ended: {e}")))
                 .and_then(|r| r),
             _ = tick.tick() => {
                 let snapshot = journal.read(Clone::clone).await;
@@ -112,7 +115,7 @@ async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> 
         Err(_) => TurnState::Failed,
     };
     journal
-        .execute(fleet_core::Command::CompleteTurn {
+        .execute(fleet_core::command::Command::CompleteTurn {
             turn_id: turn,
             state,
         })
@@ -122,7 +125,9 @@ async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> 
     watch.erase()?;
     if json_out {
         let mut out = std::io::stdout().lock();
-        for event in fleet_core::EventStore::read_stream(&*store, thread_id, 0, usize::MAX).await? {
+        for event in
+            fleet_core::store::EventStore::read_stream(&*store, thread_id, 0, usize::MAX).await?
+        {
             serde_json::to_writer(&mut out, &event)?;
             writeln!(out)?;
         }
@@ -150,7 +155,7 @@ async fn ask_async(app: &App, task: &str, json_out: bool) -> anyhow::Result<u8> 
     match result {
         Ok(_) => Ok(exit::OK),
         Err(_) if interrupted => Ok(exit::INTERRUPTED),
-        Err(fleet_core::AgentError::Budget(e)) => {
+        Err(fleet_core::agent::AgentError::Budget(e)) => {
             eprintln!("fleet: {e}");
             Ok(exit::BUDGET)
         }

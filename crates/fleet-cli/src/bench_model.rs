@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_core::DynAgentRunner;
+use fleet_core::agent::DynAgentRunner;
 
 use crate::app::App;
 
@@ -15,7 +15,7 @@ mod model {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use fleet_core::DynAgentRunner;
+    use fleet_core::agent::DynAgentRunner;
     use fleet_workflow::testkit::FakeModel;
 
     use crate::app::App;
@@ -84,7 +84,7 @@ mod model {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use fleet_core::DynAgentRunner;
+    use fleet_core::agent::DynAgentRunner;
 
     use crate::app::App;
     use crate::config::ConfigError;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
 
-use fleet_core::WorkUnitId;
 use fleet_core::activity::LogLevel;
+use fleet_core::id::WorkUnitId;
 use fleet_workflow::{CallState, RunEvent, RunState, RunSummary};
 use serde_json::{Value, json};
 

@@ -4,8 +4,11 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
+use fleet_core::Timestamp;
 use fleet_core::activity::ActivityKind;
-use fleet_core::{Thread, Timestamp, WorkUnit, WorkUnitId, WorkUnitState};
+use fleet_core::id::WorkUnitId;
+use fleet_core::thread::Thread;
+use fleet_core::work_unit::{WorkUnit, WorkUnitState};
 
 /// How output may look.
 #[derive(Debug, Clone, Copy, Default)]

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use fleet_core::activity::ActivityKind;
+use fleet_core::journal::SharedStore;
+use fleet_core::money::Usd;
 use fleet_core::spec::SpecSet;
-use fleet_core::{SharedStore, SqliteStore, Usd};
+use fleet_core::store::sqlite::SqliteStore;
 use fleet_providers::{
     AgentRouter, ClaudeCodeRunner, CodexRunner, ModelAgentRunner, RunnerDefaults,
 };
@@ -44,7 +46,7 @@ async fn choose(app: &App, store: &SqliteStore, args: &RunArgs) -> anyhow::Resul
     let mut named = args.workflow.clone();
     if let Some(id) = &args.resume {
         let id = app.resolve_run(store, id)?;
-        let thread = fleet_core::EventStore::snapshot(store, id)
+        let thread = fleet_core::store::EventStore::snapshot(store, id)
             .await?
             .with_context(|| format!("run {id} is in the list but has no events"))?;
         let started = thread.activities.iter().rev().find_map(|a| match &a.kind {
@@ -146,10 +148,10 @@ pub(crate) fn pid_file(dir: &Path, run: RunId) -> Option<RemoveOnDrop> {
 /// `spawn_subagent` starts go to `specialists`.
 pub(crate) fn runner(
     app: &App,
-    provider: Arc<dyn fleet_core::DynProvider>,
+    provider: Arc<dyn fleet_core::provider::DynProvider>,
     specs: Arc<SpecSet>,
-    specialists: Arc<dyn fleet_core::DynAgentRunner>,
-) -> ModelAgentRunner<Arc<dyn fleet_core::DynProvider>> {
+    specialists: Arc<dyn fleet_core::agent::DynAgentRunner>,
+) -> ModelAgentRunner<Arc<dyn fleet_core::provider::DynProvider>> {
     let mut builder = ModelAgentRunner::builder(provider)
         .workdir(app.config.root())
         .specs(specs)
@@ -169,10 +171,10 @@ pub(crate) fn runner(
 /// sandboxed worker, through the supervisor (its model turns through the gateway).
 pub(crate) fn specialists(
     app: &App,
-    provider: Arc<dyn fleet_core::DynProvider>,
-) -> anyhow::Result<Arc<dyn fleet_core::DynAgentRunner>> {
+    provider: Arc<dyn fleet_core::provider::DynProvider>,
+) -> anyhow::Result<Arc<dyn fleet_core::agent::DynAgentRunner>> {
     let prices = Arc::new(
-        fleet_core::PriceTable::builtin()
+        fleet_core::pricing::PriceTable::builtin()
             .map_err(|d| anyhow::anyhow!("the built-in price table: {d}"))?,
     );
     let root = app.config.root();
@@ -200,9 +202,9 @@ pub(crate) fn specialists(
 /// ([`specialists`]); any other runs on fleet's agent loop.
 fn workflow_runner(
     app: &App,
-    provider: Arc<dyn fleet_core::DynProvider>,
+    provider: Arc<dyn fleet_core::provider::DynProvider>,
     specs: Arc<SpecSet>,
-) -> anyhow::Result<Arc<dyn fleet_core::DynAgentRunner>> {
+) -> anyhow::Result<Arc<dyn fleet_core::agent::DynAgentRunner>> {
     let specialists = specialists(app, provider.clone())?;
     Ok(Arc::new(
         AgentRouter::new(Arc::new(runner(app, provider, specs, specialists.clone())))

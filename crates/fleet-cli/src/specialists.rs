@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context;
-use fleet_core::Usd;
 use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
 use fleet_core::budget::{BudgetLimits, Budgets};
+use fleet_core::money::Usd;
 use fleet_core::provider::DynProvider;
 use fleet_core::spec::AgentSpec;
 use fleet_sandbox::{PlanError, Prepared, Sandbox, SpecialistRunner, Supervisor, WorkerPlan};

@@ -128,7 +128,7 @@ pub enum ActivityKind {
     /// A priced model turn was admitted against the budgets and is about to be sent. Until
     /// the unit records usage past `tokens_before`, the turn's cost is known only as this
     /// reservation: a unit whose process ended mid-turn owes it as an unconfirmed charge
-    /// ([`crate::Thread::unconfirmed`]), since the provider may have billed the turn.
+    /// ([`crate::thread::Thread::unconfirmed`]), since the provider may have billed the turn.
     TurnAdmitted {
         /// The model.
         model: String,

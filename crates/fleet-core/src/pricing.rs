@@ -1,7 +1,8 @@
 //! Prices: what a model's tokens cost, from a dated, overridable table.
 //!
 //! ```
-//! use fleet_core::{PriceTable, TokenUsage};
+//! use fleet_core::pricing::PriceTable;
+//! use fleet_core::usage::TokenUsage;
 //!
 //! let prices = PriceTable::builtin()?;
 //! let usage = TokenUsage::from_anthropic(1_000, 500, 0, 0, 10_000);

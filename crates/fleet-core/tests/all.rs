@@ -7,8 +7,10 @@ mod stores {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use fleet_core::store::DynEventStore;
+    use fleet_core::store::memory::MemoryStore;
+    use fleet_core::store::sqlite::SqliteStore;
     use fleet_core::testkit::event_store_conformance;
-    use fleet_core::{DynEventStore, MemoryStore, SqliteStore};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn memory_store_conforms() {
@@ -39,9 +41,12 @@ mod stores {
 }
 
 mod send_sync {
-    use fleet_core::{
-        Budgets, EventStore, MemoryStore, Recorder, Reservation, SqliteStore, ThreadId,
-    };
+    use fleet_core::budget::{Budgets, Reservation};
+    use fleet_core::command::Recorder;
+    use fleet_core::id::ThreadId;
+    use fleet_core::store::EventStore;
+    use fleet_core::store::memory::MemoryStore;
+    use fleet_core::store::sqlite::SqliteStore;
 
     fn is_send_sync<T: Send + Sync>(_: &T) {}
     fn is_send<T: Send>(_: &T) {}
@@ -62,7 +67,7 @@ mod send_sync {
         let id = ThreadId::new();
         is_send(&sqlite.snapshot(id));
         is_send(&memory.read_all(0, 1));
-        is_send(&sqlite.append(id, fleet_core::ExpectedVersion::Any, vec![]));
+        is_send(&sqlite.append(id, fleet_core::store::ExpectedVersion::Any, vec![]));
         is_send(&Recorder::create(&sqlite, None));
         is_send(&sqlite.rebuild_projections());
         let _ = reservation_is_send;

@@ -1,12 +1,12 @@
 //! Model adapters and the agent loop of fleet.
 //!
-//! - **Adapters** implementing [`fleet_core::Provider`]: [`AnthropicProvider`] (Messages API),
+//! - **Adapters** implementing [`fleet_core::provider::Provider`]: [`AnthropicProvider`] (Messages API),
 //!   [`OpenAiProvider`] (Chat Completions — also Ollama, vLLM, llama.cpp — and Responses), the
 //!   deterministic [`OfflineProvider`] (the default when no key is configured) and the
 //!   [`ScriptedProvider`] that replays recorded cassettes in tests. Each adapter keeps its wire
 //!   types private and its conversions pure; the shared [`HttpClient`] does pooling, timeouts and
 //!   retries.
-//! - **The agent loop**: [`ModelAgentRunner`] turns a provider into a [`fleet_core::AgentRunner`]
+//! - **The agent loop**: [`ModelAgentRunner`] turns a provider into a [`fleet_core::agent::AgentRunner`]
 //!   that loops model → tool calls → results, with structured output, budgets reserved before
 //!   each request, timeouts, cancellation, the built-in [`Tool`]s its capabilities grant, and
 //!   background subagents recorded as child work units.
@@ -19,8 +19,11 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use fleet_core::{AgentCall, AgentRunner, CallContext, Journal, MemoryStore, SharedStore,
-//!                  WorkUnitDraft, WorkUnitKind, WorkUnitState};
+//! use fleet_core::agent::{AgentCall, AgentRunner, CallContext};
+//! use fleet_core::command::WorkUnitDraft;
+//! use fleet_core::journal::{Journal, SharedStore};
+//! use fleet_core::store::memory::MemoryStore;
+//! use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 //! use fleet_core::spec::Capability;
 //! use fleet_providers::{ModelAgentRunner, OfflineProvider};
 //!

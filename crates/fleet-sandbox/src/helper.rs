@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-use fleet_core::SandboxPolicy;
+use fleet_core::sandbox::SandboxPolicy;
 
 use crate::SandboxError;
 

@@ -9,7 +9,7 @@
 //! it holds the provider and its credentials, and meters and charges every model turn.
 //!
 //! ```no_run
-//! use fleet_core::SandboxPolicy;
+//! use fleet_core::sandbox::SandboxPolicy;
 //! use fleet_sandbox::Sandbox;
 //!
 //! let sandbox = Sandbox::beside_current_exe()?;
@@ -35,8 +35,8 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-pub use fleet_core::SandboxPolicy;
 use fleet_core::exec::{CommandOutput, CommandRequest, CommandSandbox, ExecError, run_captured};
+pub use fleet_core::sandbox::SandboxPolicy;
 use fleet_core::spec::LandlockMode;
 
 pub use self::client::{WorkerError, WorkerProcess, WorkerRequest};

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleet_core::ipc::TaskLimits;
+use fleet_core::money::Usd;
+use fleet_core::sandbox::SandboxPolicy;
 use fleet_core::spec::AgentSpec;
-use fleet_core::{SandboxPolicy, Usd};
 use serde_json::Value;
 
 /// How one agent's workers are started and kept.

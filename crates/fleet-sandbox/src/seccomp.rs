@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use fleet_core::SandboxPolicy;
+use fleet_core::sandbox::SandboxPolicy;
 use fleet_core::spec::SYSCALLS_X86_64;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,

@@ -335,7 +335,7 @@ mod mock;
 fn supervisor_with_mock(sandbox: Sandbox) -> fleet_sandbox::Supervisor {
     fleet_sandbox::Supervisor::new(
         sandbox,
-        std::sync::Arc::new(fleet_core::PriceTable::builtin().unwrap()),
+        std::sync::Arc::new(fleet_core::pricing::PriceTable::builtin().unwrap()),
     )
     .with_gateway(std::sync::Arc::new(mock::MockModel))
 }
@@ -650,8 +650,8 @@ mod supervisor {
 
     use std::sync::Arc;
 
-    use fleet_core::PriceTable;
     use fleet_core::ipc::Note;
+    use fleet_core::pricing::PriceTable;
     use fleet_sandbox::{
         Supervisor, SupervisorError, SupervisorEvent, TaskUpdate, WorkerError, WorkerPlan,
     };
@@ -873,7 +873,7 @@ mod runner {
             outcome.cost.usd,
             supervisor.spent("echo-bot").unwrap().spent.usd
         );
-        assert!(outcome.cost.usd > fleet_core::Usd::ZERO);
+        assert!(outcome.cost.usd > fleet_core::money::Usd::ZERO);
         // Its turn's reservation was journaled before the turn went to the model, and the
         // usage recorded after it settles it: nothing is left unconfirmed.
         let (admitted, unconfirmed) = journal
@@ -883,7 +883,7 @@ mod runner {
                     .iter()
                     .filter(|a| a.work_unit_id == Some(outcome.work_unit_id))
                     .filter_map(|a| match &a.kind {
-                        fleet_core::ActivityKind::TurnAdmitted {
+                        fleet_core::activity::ActivityKind::TurnAdmitted {
                             model,
                             reserved,
                             tokens_before,

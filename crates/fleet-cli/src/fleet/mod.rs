@@ -17,13 +17,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
-use fleet_core::TurnState;
-use fleet_core::Usd;
 use fleet_core::activity::{ActivityKind, LogLevel};
 use fleet_core::agent::{AgentCall, AgentError, CallContext};
 use fleet_core::command::{Command, WorkUnitDraft};
+use fleet_core::event::TurnState;
 use fleet_core::id::{TurnId, WorkUnitId};
 use fleet_core::journal::{Journal, SharedStore};
+use fleet_core::money::Usd;
 use fleet_core::spec::AgentSpec;
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use fleet_sandbox::{SpecialistRunner, Supervisor, SupervisorEvent};

@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use anyhow::Context;
-use fleet_core::{EventStore, Timestamp};
+use fleet_core::Timestamp;
+use fleet_core::store::EventStore;
 
 use crate::app::{App, UsageError};
 use crate::exit;
@@ -28,8 +29,10 @@ pub(crate) fn cost(app: &App, run: Option<&str>, since: Option<&str>) -> anyhow:
         let thread = rt
             .block_on(store.snapshot(id))?
             .context("the run has no events")?;
-        let mut by: std::collections::BTreeMap<String, (u64, fleet_core::TokenUsage, f64, u64)> =
-            Default::default();
+        let mut by: std::collections::BTreeMap<
+            String,
+            (u64, fleet_core::usage::TokenUsage, f64, u64),
+        > = Default::default();
         for unit in thread.work_units.values() {
             if unit.usage.total() == 0 {
                 continue;

@@ -2,8 +2,14 @@
 //! agents.
 
 use anyhow::Context;
+use fleet_core::Timestamp;
 use fleet_core::activity::ActivityKind;
-use fleet_core::{EventStore, SqliteStore, Thread, ThreadId, Timestamp, TurnState, WorkUnitKind};
+use fleet_core::event::TurnState;
+use fleet_core::id::ThreadId;
+use fleet_core::store::EventStore;
+use fleet_core::store::sqlite::SqliteStore;
+use fleet_core::thread::Thread;
+use fleet_core::work_unit::WorkUnitKind;
 use serde_json::Value;
 
 use crate::app::{App, UsageError};

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use fleet_core::ThreadId;
+use fleet_core::id::ThreadId;
 
 use crate::app::App;
 use crate::exit;

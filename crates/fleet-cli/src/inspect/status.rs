@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use fleet_core::{EventStore, WorkUnitKind};
+use fleet_core::store::EventStore;
+use fleet_core::work_unit::WorkUnitKind;
 use serde_json::Value;
 
 use crate::app::{App, UsageError};

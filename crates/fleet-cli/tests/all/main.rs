@@ -342,10 +342,11 @@ mod patch_bot {
     use std::sync::Arc;
 
     use fleet_core::ipc::TaskRunParams;
+    use fleet_core::pricing::PriceTable;
     use fleet_core::provider::{StopReason, StreamEvent};
+    use fleet_core::sandbox::SandboxPolicy;
     use fleet_core::spec::AgentSpec;
     use fleet_core::usage::TokenUsage;
-    use fleet_core::{PriceTable, SandboxPolicy};
     use fleet_providers::Exchange;
     use fleet_providers::{Cassette, ScriptedProvider};
     use fleet_sandbox::{Sandbox, Supervisor, WorkerPlan};

@@ -6,7 +6,8 @@
 //! calls therefore cannot overshoot a hard cap together.
 //!
 //! ```
-//! use fleet_core::{Amount, BudgetLimits, Budgets, Usd};
+//! use fleet_core::budget::{Amount, BudgetLimits, Budgets};
+//! use fleet_core::money::Usd;
 //!
 //! let budgets = Budgets::new();
 //! let run = budgets.add("run", None, BudgetLimits { usd: Usd::from_dollars(1.0), ..BudgetLimits::default() });
@@ -16,7 +17,7 @@
 //! assert!(budgets.reserve(&[phase], worst).is_err()); // 0.6 + 0.6 > 1.0
 //! first.settle(Amount { output_tokens: 900, usd: Usd::from_dollars(0.1).unwrap() });
 //! assert!(budgets.reserve(&[phase], worst).is_ok()); // 0.1 + 0.6 <= 1.0
-//! # Ok::<(), fleet_core::BudgetError>(())
+//! # Ok::<(), fleet_core::budget::BudgetError>(())
 //! ```
 
 use std::fmt;

@@ -322,7 +322,7 @@ mod admission {
                         let actual = Amount {
                             output_tokens: output,
                             usd: demand.priced.map_or(Usd::ZERO, |(p, prompt)| {
-                                p.cost(&crate::TokenUsage {
+                                p.cost(&crate::usage::TokenUsage {
                                     input: prompt,
                                     output,
                                     ..Default::default()

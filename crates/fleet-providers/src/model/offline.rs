@@ -13,11 +13,12 @@
 
 use std::time::Duration;
 
+use fleet_core::provider::CancelToken;
 use fleet_core::provider::{
     Capabilities, Content, EventStream, MessageRole, ModelRequest, Provider, ProviderError,
     StopReason, StreamEvent, ToolChoice,
 };
-use fleet_core::{CancelToken, TokenUsage};
+use fleet_core::usage::TokenUsage;
 use serde_json::{Map, Value, json};
 
 /// The provider's name.
@@ -158,7 +159,7 @@ fn task(request: &ModelRequest) -> String {
         .messages
         .iter()
         .find(|m| m.role == MessageRole::User)
-        .map(fleet_core::Message::text)
+        .map(fleet_core::provider::Message::text)
         .unwrap_or_default()
 }
 

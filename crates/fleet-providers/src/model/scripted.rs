@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use fleet_core::CancelToken;
+use fleet_core::provider::CancelToken;
 use fleet_core::provider::{
     Capabilities, ErrorKind, EventStream, ModelRequest, Provider, ProviderError, StopReason,
     StreamEvent, next_event,
@@ -186,7 +186,7 @@ impl ScriptedProvider {
                         "request {} was not recorded (the cassette has {} exchanges); last message: {:?}",
                         i + 1,
                         exchanges.len(),
-                        request.messages.last().map(fleet_core::Message::text).unwrap_or_default()
+                        request.messages.last().map(fleet_core::provider::Message::text).unwrap_or_default()
                     ))
                 })?;
                 if let Err(at) = matches(&exchange.expect, &actual, "request") {
@@ -406,7 +406,7 @@ mod tests {
 
     fn done() -> StreamEvent {
         StreamEvent::Done {
-            stop_reason: fleet_core::StopReason::EndTurn,
+            stop_reason: fleet_core::provider::StopReason::EndTurn,
         }
     }
 

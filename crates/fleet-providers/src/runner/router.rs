@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fleet_core::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, DynAgentRunner};
+use fleet_core::agent::{
+    AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, DynAgentRunner,
+};
 
 /// Runs a call on the runner registered for its spec's `provider`, else on the default one.
 #[derive(Clone)]

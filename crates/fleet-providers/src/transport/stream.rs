@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fleet_core::CancelToken;
+use fleet_core::provider::CancelToken;
 use fleet_core::provider::{EventStream, ProviderError, StreamEvent};
 use futures_util::{Stream, StreamExt};
 

@@ -1,10 +1,11 @@
 use std::time::Duration;
 
+use fleet_core::provider::CancelToken;
 use fleet_core::provider::{
     Content, ErrorKind, ModelRequest, ModelResponse, Provider, ProviderError, StopReason,
     StreamEvent, ToolSpec, next_event,
 };
-use fleet_core::{CancelToken, TokenUsage};
+use fleet_core::usage::TokenUsage;
 use fleet_providers::{AnthropicProvider, ApiKey, HttpClient, OpenAiApi, OpenAiProvider, decode};
 use fleet_providers::{HttpConfig, RetryPolicy};
 use proptest::prelude::*;
@@ -497,12 +498,12 @@ async fn openai_responses_function_calls_and_the_function_call_output_round_trip
     assert_eq!(server.seen()[0].path, "/v1/responses");
 
     // The answer and the tool's result go back; the call id ties them together.
-    request.messages.push(fleet_core::Message {
-        role: fleet_core::MessageRole::Assistant,
+    request.messages.push(fleet_core::provider::Message {
+        role: fleet_core::provider::MessageRole::Assistant,
         content: first.content.clone(),
     });
-    request.messages.push(fleet_core::Message {
-        role: fleet_core::MessageRole::User,
+    request.messages.push(fleet_core::provider::Message {
+        role: fleet_core::provider::MessageRole::User,
         content: vec![Content::ToolResult {
             tool_use_id: "call_Xyz".into(),
             content: "ship it".into(),
@@ -565,7 +566,7 @@ mod every_adapter {
         name: &'static str,
         fixture: &'static str,
         error_fixture: &'static str,
-        make: fn(&Server) -> Box<dyn fleet_core::DynProvider>,
+        make: fn(&Server) -> Box<dyn fleet_core::provider::DynProvider>,
     }
 
     fn cases() -> Vec<Case> {

@@ -1,13 +1,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_core::activity::ActivityKind;
+use fleet_core::agent::{AgentCall, AgentError, AgentRunner, CallContext};
+use fleet_core::budget::BudgetLimits;
+use fleet_core::command::WorkUnitDraft;
+use fleet_core::id::WorkUnitId;
+use fleet_core::journal::{Journal, SharedStore};
+use fleet_core::money::Usd;
 use fleet_core::provider::{ErrorKind, StopReason, StreamEvent};
 use fleet_core::spec::Capability;
-use fleet_core::{
-    ActivityKind, AgentCall, AgentError, AgentRunner, BudgetLimits, CallContext, Journal,
-    MemoryStore, SharedStore, TokenUsage, Usd, WorkUnitDraft, WorkUnitId, WorkUnitKind,
-    WorkUnitState,
-};
+use fleet_core::store::memory::MemoryStore;
+use fleet_core::usage::TokenUsage;
+use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use fleet_providers::{Cassette, Exchange, Order, ScriptedError};
 use fleet_providers::{
     HostCommands, ModelAgentRunner, OfflineProvider, RunnerDefaults, ScriptedProvider,

@@ -6,11 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fleet_core::agent::{AgentCall, AgentError, AgentRunner, CallContext};
 use fleet_core::event::Event;
-use fleet_core::{
-    AgentCall, AgentError, AgentRunner, CallContext, EventStore, Journal, MemoryStore, PriceTable,
-    Thread, WorkUnitState,
-};
+use fleet_core::journal::Journal;
+use fleet_core::pricing::PriceTable;
+use fleet_core::store::EventStore;
+use fleet_core::store::memory::MemoryStore;
+use fleet_core::thread::Thread;
+use fleet_core::work_unit::WorkUnitState;
 use fleet_providers::ClaudeCodeRunner;
 
 use super::spec;
@@ -22,7 +25,7 @@ fn fixtures() -> PathBuf {
 struct Ran {
     store: Arc<MemoryStore>,
     thread: Thread,
-    result: Result<fleet_core::AgentOutcome, AgentError>,
+    result: Result<fleet_core::agent::AgentOutcome, AgentError>,
     record: serde_json::Value,
 }
 
@@ -30,7 +33,7 @@ struct Setup {
     dir: tempfile::TempDir,
     store: Arc<MemoryStore>,
     journal: Journal,
-    root: fleet_core::WorkUnitId,
+    root: fleet_core::id::WorkUnitId,
     runner: ClaudeCodeRunner,
 }
 
@@ -153,7 +156,7 @@ async fn permission_requests_are_answered_from_the_agents_capabilities() {
     let refused = ran
         .thread
         .activities_of(root.id)
-        .filter(|a| matches!(&a.kind, fleet_core::ActivityKind::Log { message, .. } if message.starts_with("refused ")))
+        .filter(|a| matches!(&a.kind, fleet_core::activity::ActivityKind::Log { message, .. } if message.starts_with("refused ")))
         .count();
     assert_eq!(refused, 2);
 
@@ -212,7 +215,7 @@ async fn plan_mode_refuses_to_leave_and_records_the_proposed_plan() {
         .thread
         .activities_of(outcome.work_unit_id)
         .filter_map(|a| match &a.kind {
-            fleet_core::ActivityKind::ProposedPlan { plan } => Some(plan.as_str()),
+            fleet_core::activity::ActivityKind::ProposedPlan { plan } => Some(plan.as_str()),
             _ => None,
         })
         .collect();
@@ -290,7 +293,7 @@ async fn a_background_subagent_belongs_to_the_turn_that_started_it() {
     let said: Vec<String> = t
         .activities_of(child.id)
         .filter_map(|x| match &x.kind {
-            fleet_core::ActivityKind::Message { text, .. } => Some(text.clone()),
+            fleet_core::activity::ActivityKind::Message { text, .. } => Some(text.clone()),
             _ => None,
         })
         .collect();
@@ -371,7 +374,7 @@ pub(crate) async fn assert_finished_units_stay_finished(store: &MemoryStore, thr
     }
 }
 
-pub(crate) fn by_label<'a>(thread: &'a Thread, label: &str) -> &'a fleet_core::WorkUnit {
+pub(crate) fn by_label<'a>(thread: &'a Thread, label: &str) -> &'a fleet_core::work_unit::WorkUnit {
     thread
         .work_units
         .values()
@@ -461,16 +464,16 @@ async fn subagents_become_a_tree_with_states_refs_and_costs() {
     let said: Vec<String> = t
         .activities_of(a1.id)
         .filter_map(|x| match &x.kind {
-            fleet_core::ActivityKind::Message { text, .. } => Some(text.clone()),
+            fleet_core::activity::ActivityKind::Message { text, .. } => Some(text.clone()),
             _ => None,
         })
         .collect();
     assert_eq!(said, ["The lexer is fine."]);
     assert!(t.activities_of(b.id).any(
-        |x| matches!(&x.kind, fleet_core::ActivityKind::ToolCall { name, .. } if name == "Bash")
+        |x| matches!(&x.kind, fleet_core::activity::ActivityKind::ToolCall { name, .. } if name == "Bash")
     ));
     // The malformed line was skipped and said.
-    assert!(t.activities_of(call_unit.id).any(|x| matches!(&x.kind, fleet_core::ActivityKind::Log { message, .. } if message.contains("not a JSON object"))));
+    assert!(t.activities_of(call_unit.id).any(|x| matches!(&x.kind, fleet_core::activity::ActivityKind::Log { message, .. } if message.contains("not a JSON object"))));
 
     // Usage: per message once, to the unit that sent it; the CLI's totals beyond that on the root.
     assert_eq!((a.usage.input, a.usage.output), (4500, 110));

@@ -7,10 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fleet_core::{
-    ActivityKind, AgentCall, AgentError, AgentRunner, CallContext, EventStore, Journal,
-    MemoryStore, PriceTable, Thread, WorkUnitState,
-};
+use fleet_core::activity::ActivityKind;
+use fleet_core::agent::{AgentCall, AgentError, AgentRunner, CallContext};
+use fleet_core::journal::Journal;
+use fleet_core::pricing::PriceTable;
+use fleet_core::store::EventStore;
+use fleet_core::store::memory::MemoryStore;
+use fleet_core::thread::Thread;
+use fleet_core::work_unit::WorkUnitState;
 use fleet_providers::CodexRunner;
 use serde_json::Value;
 
@@ -25,7 +29,7 @@ struct Setup {
     dir: tempfile::TempDir,
     store: Arc<MemoryStore>,
     journal: Journal,
-    root: fleet_core::WorkUnitId,
+    root: fleet_core::id::WorkUnitId,
     runner: CodexRunner,
 }
 
@@ -78,7 +82,7 @@ impl Setup {
     }
 }
 
-fn messages(t: &Thread, unit: fleet_core::WorkUnitId) -> Vec<String> {
+fn messages(t: &Thread, unit: fleet_core::id::WorkUnitId) -> Vec<String> {
     t.activities_of(unit)
         .filter_map(|a| match &a.kind {
             ActivityKind::Message { text, .. } => Some(text.clone()),

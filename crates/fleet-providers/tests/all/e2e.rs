@@ -11,10 +11,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleet_core::{
-    ActivityKind, AgentCall, AgentRunner, CallContext, EventStore, MemoryStore, PriceTable, Thread,
-    WorkUnitKind, WorkUnitState,
-};
+use fleet_core::activity::ActivityKind;
+use fleet_core::agent::{AgentCall, AgentRunner, CallContext};
+use fleet_core::pricing::PriceTable;
+use fleet_core::store::EventStore;
+use fleet_core::store::memory::MemoryStore;
+use fleet_core::thread::Thread;
+use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use fleet_providers::{ClaudeCodeRunner, CodexRunner};
 
 use super::claude_code::{assert_finished_units_stay_finished, by_label};
@@ -112,7 +115,7 @@ pub(crate) fn offline_env(mock: &MockModel, home: &Path) -> Vec<(String, String)
 struct Ran {
     store: Arc<MemoryStore>,
     thread: Thread,
-    outcome: fleet_core::AgentOutcome,
+    outcome: fleet_core::agent::AgentOutcome,
     workdir: tempfile::TempDir,
 }
 
@@ -171,7 +174,7 @@ async fn run(cli: &str, call: AgentCall) -> Option<Ran> {
     })
 }
 
-fn messages(t: &Thread, unit: fleet_core::WorkUnitId) -> Vec<String> {
+fn messages(t: &Thread, unit: fleet_core::id::WorkUnitId) -> Vec<String> {
     t.activities_of(unit)
         .filter_map(|a| match &a.kind {
             ActivityKind::Message { text, .. } => Some(text.clone()),

@@ -30,18 +30,23 @@ pub(crate) fn spec(yaml: &str) -> std::sync::Arc<fleet_core::spec::AgentSpec> {
 
 /// A memory store with a thread whose turn's root is a primary agent.
 pub(crate) async fn journal() -> (
-    std::sync::Arc<fleet_core::MemoryStore>,
-    fleet_core::Journal,
-    fleet_core::WorkUnitId,
+    std::sync::Arc<fleet_core::store::memory::MemoryStore>,
+    fleet_core::journal::Journal,
+    fleet_core::id::WorkUnitId,
 ) {
-    let store = std::sync::Arc::new(fleet_core::MemoryStore::new());
-    let journal = fleet_core::Journal::create(store.clone() as fleet_core::SharedStore, None)
-        .await
-        .unwrap();
+    let store = std::sync::Arc::new(fleet_core::store::memory::MemoryStore::new());
+    let journal = fleet_core::journal::Journal::create(
+        store.clone() as fleet_core::journal::SharedStore,
+        None,
+    )
+    .await
+    .unwrap();
     let (_, root) = journal
         .start_turn(
             None,
-            fleet_core::WorkUnitDraft::new(fleet_core::WorkUnitKind::PrimaryAgent),
+            fleet_core::command::WorkUnitDraft::new(
+                fleet_core::work_unit::WorkUnitKind::PrimaryAgent,
+            ),
         )
         .await
         .unwrap();
@@ -49,7 +54,8 @@ pub(crate) async fn journal() -> (
 }
 
 mod send_sync {
-    use fleet_core::{AgentCall, AgentRunner, CallContext, Journal};
+    use fleet_core::agent::{AgentCall, AgentRunner, CallContext};
+    use fleet_core::journal::Journal;
     use fleet_providers::{
         AnthropicProvider, HttpClient, ModelAgentRunner, OfflineProvider, OpenAiProvider,
         ScriptedProvider,

@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use fleet_core::Usd;
 use fleet_core::budget::{BudgetError, Measure};
 use fleet_core::ipc::RequestId;
+use fleet_core::money::Usd;
 use fleet_core::provider::CancelToken;
 use fleet_core::usage::TokenUsage;
 use tokio::sync::mpsc;

@@ -17,12 +17,12 @@
 
 use std::sync::{Arc, Weak};
 
-use fleet_core::Usd;
 use fleet_core::budget::{Amount, Demand, MIN_USEFUL_OUTPUT, Measure};
 use fleet_core::ipc::{
     ModelErrorData, ModelEventParams, ModelStreamParams, ModelStreamResult, Note, RequestId,
     RpcError, codes,
 };
+use fleet_core::money::Usd;
 use fleet_core::provider::{CancelToken, ErrorKind, ProviderError, StreamEvent, next_event};
 use fleet_core::usage::TokenUsage;
 use serde_json::Value;

@@ -13,8 +13,9 @@ use fleet_core::budget::{BudgetId, BudgetLimits, BudgetStatus, Budgets};
 use fleet_core::ipc::{
     Call, GatewayInfo, InitializeParams, Note, PROTOCOL_VERSION, TaskRef, TaskRunParams,
 };
+use fleet_core::money::Usd;
+use fleet_core::pricing::PriceTable;
 use fleet_core::provider::DynProvider;
-use fleet_core::{PriceTable, Usd};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 
 mod assignment;

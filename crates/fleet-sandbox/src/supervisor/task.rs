@@ -1,9 +1,9 @@
 //! A task as its caller sees it: the options it runs with, the updates it sends, the report it
 //! ends with, and each model turn the gateway metered for it.
 
-use fleet_core::Usd;
 use fleet_core::budget::{BudgetId, Budgets};
 use fleet_core::ipc::{Note, TaskResult};
+use fleet_core::money::Usd;
 use fleet_core::provider::CancelToken;
 use fleet_core::usage::TokenUsage;
 use tokio::sync::mpsc;

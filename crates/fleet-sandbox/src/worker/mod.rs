@@ -69,7 +69,7 @@ impl std::fmt::Debug for Task {
 }
 
 impl Task {
-    /// The task's model: a [`fleet_core::Provider`] whose turns go to the supervisor's gateway
+    /// The task's model: a [`fleet_core::provider::Provider`] whose turns go to the supervisor's gateway
     /// (which holds the credentials, and meters and charges every turn). Give it to the agent
     /// loop like any provider.
     #[must_use]

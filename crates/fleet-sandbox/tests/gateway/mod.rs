@@ -3,8 +3,9 @@
 //! supervisor, only what the gateway metered moves money, and budgets hold under concurrency.
 
 use fleet_core::budget::{BudgetLimits, Budgets, MIN_USEFUL_OUTPUT};
+use fleet_core::money::Usd;
+use fleet_core::pricing::PriceTable;
 use fleet_core::provider::ModelRequest;
-use fleet_core::{PriceTable, Usd};
 use fleet_sandbox::{SupervisorError, SupervisorEvent, WorkerError};
 use serde_json::Value;
 

@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use fleet_core::SqliteStore;
 use fleet_core::activity::ActivityKind;
+use fleet_core::store::sqlite::SqliteStore;
 use fleet_workflow::{Resume, RunId, RunState};
 use serde_json::json;
 

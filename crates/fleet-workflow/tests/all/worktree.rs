@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use fleet_core::{
-    AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, Cost, TokenUsage, WorkUnitState,
-};
+use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
+use fleet_core::money::Cost;
+use fleet_core::usage::TokenUsage;
+use fleet_core::work_unit::WorkUnitState;
 use fleet_workflow::{RunState, WorkflowEngine};
 use serde_json::Value;
 

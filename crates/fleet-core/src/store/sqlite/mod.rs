@@ -7,7 +7,10 @@
 //! (see the writer).
 //!
 //! ```
-//! use fleet_core::{EventStore, Recorder, SqliteStore, WorkUnitKind};
+//! use fleet_core::command::Recorder;
+//! use fleet_core::store::EventStore;
+//! use fleet_core::store::sqlite::SqliteStore;
+//! use fleet_core::work_unit::WorkUnitKind;
 //!
 //! # let dir = tempfile::tempdir()?;
 //! # let path = dir.path().join("fleet.db");

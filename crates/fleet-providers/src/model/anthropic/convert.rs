@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
-use fleet_core::TokenUsage;
 use fleet_core::provider::{
     Content, ImageSource, MessageRole, ModelRequest, ProviderError, StopReason, StreamEvent,
     ToolChoice,
 };
 use fleet_core::spec::Effort;
+use fleet_core::usage::TokenUsage;
 use serde_json::{Value, json};
 
 use super::wire::{self, Block, BlockDelta, CacheControl, Event, TextBlock};

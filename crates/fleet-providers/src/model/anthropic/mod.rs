@@ -3,7 +3,7 @@
 mod convert;
 mod wire;
 
-use fleet_core::CancelToken;
+use fleet_core::provider::CancelToken;
 use fleet_core::provider::{Capabilities, EventStream, ModelRequest, Provider, ProviderError};
 use reqwest::header::{HeaderMap, HeaderValue};
 

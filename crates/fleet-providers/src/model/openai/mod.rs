@@ -4,7 +4,7 @@
 pub(crate) mod chat;
 pub(crate) mod responses;
 
-use fleet_core::CancelToken;
+use fleet_core::provider::CancelToken;
 use fleet_core::provider::{
     Capabilities, EventStream, ImageSource, ModelRequest, Provider, ProviderError,
 };

@@ -2,10 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use fleet_core::TokenUsage;
 use fleet_core::provider::{
     Content, MessageRole, ModelRequest, ProviderError, StopReason, StreamEvent, ToolChoice,
 };
+use fleet_core::usage::TokenUsage;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

@@ -6,12 +6,15 @@
 
 use std::time::Duration;
 
+use fleet_core::agent::{AgentError, AgentOutcome};
+use fleet_core::id::WorkUnitId;
+use fleet_core::money::{Cost, Usd};
 use fleet_core::provider::{
     CacheHints, Content, ErrorKind, Message, MessageRole, ModelRequest, ModelResponse,
     ProviderError, StopReason, ToolChoice, ToolSpec,
 };
 use fleet_core::spec::Effort;
-use fleet_core::{AgentError, AgentOutcome, Cost, TokenUsage, Usd, WorkUnitId};
+use fleet_core::usage::TokenUsage;
 use serde_json::{Value, json};
 
 use super::tools::ToolOutput;

@@ -16,16 +16,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_core::activity::{ActivityKind, Role};
+use fleet_core::agent::{
+    AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, DynAgentRunner,
+};
+use fleet_core::budget::{Amount, Demand};
 use fleet_core::budget::{BudgetError, Measure};
+use fleet_core::command::WorkUnitDraft;
+use fleet_core::exec::DynCommandSandbox;
+use fleet_core::id::WorkUnitId;
+use fleet_core::money::Usd;
+use fleet_core::pricing::PriceTable;
+use fleet_core::provider::Provider;
 use fleet_core::provider::{
     Content, ModelRequest, ModelResponse, ProviderError, ResponseBuilder, StreamEvent, next_event,
 };
 use fleet_core::spec::{AgentSpec, Capability, SpecSet};
-use fleet_core::{
-    ActivityKind, AgentCall, AgentError, AgentOutcome, AgentRunner, Amount, CallContext, Demand,
-    DynAgentRunner, DynCommandSandbox, PriceTable, Provider, Role, Usd, WorkUnitDraft, WorkUnitId,
-    WorkUnitKind, WorkUnitState,
-};
+use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use serde_json::{Value, json};
 
 use self::conversation::{CallStep, Conversation, Next, Recovery, Settings};
@@ -556,7 +563,7 @@ impl<P: Provider + 'static> ModelAgentRunner<P> {
 /// How a request's stream ended, beside its answer.
 struct Ended {
     /// What the budgets hold for it, to settle with what it used.
-    reservation: fleet_core::Reservation,
+    reservation: fleet_core::budget::Reservation,
     /// The stream failed.
     failure: Option<ProviderError>,
     /// The budgets stopped it.

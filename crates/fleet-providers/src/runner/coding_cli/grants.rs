@@ -1,6 +1,6 @@
 //! What an agent may do, as a CLI's permission requests are answered.
 
-use fleet_core::AgentCall;
+use fleet_core::agent::AgentCall;
 use fleet_core::spec::{Capability, PermissionMode};
 
 /// What an agent may do, from its spec's capabilities, tools and permission mode (or the

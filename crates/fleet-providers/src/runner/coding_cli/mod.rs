@@ -7,7 +7,8 @@ pub mod claude_code;
 pub mod codex;
 
 use fleet_core::activity::ActivityKind;
-use fleet_core::{ProviderRefs, TokenUsage, WorkUnitState};
+use fleet_core::usage::TokenUsage;
+use fleet_core::work_unit::{ProviderRefs, WorkUnitState};
 
 pub(crate) use self::grants::Grants;
 pub(crate) use self::process::CliProcess;

@@ -3,7 +3,7 @@
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use fleet_core::AgentError;
+use fleet_core::agent::AgentError;
 
 use super::GRACE;
 

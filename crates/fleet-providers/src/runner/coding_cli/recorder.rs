@@ -4,10 +4,13 @@
 use std::collections::HashMap;
 
 use fleet_core::activity::ActivityKind;
-use fleet_core::{
-    AgentCall, AgentError, CallContext, Cost, PriceTable, ProviderRefs, TokenUsage, WorkUnitDraft,
-    WorkUnitId, WorkUnitKind, WorkUnitState,
-};
+use fleet_core::agent::{AgentCall, AgentError, CallContext};
+use fleet_core::command::WorkUnitDraft;
+use fleet_core::id::WorkUnitId;
+use fleet_core::money::Cost;
+use fleet_core::pricing::PriceTable;
+use fleet_core::usage::TokenUsage;
+use fleet_core::work_unit::{ProviderRefs, WorkUnitKind, WorkUnitState};
 
 use super::{Step, Target};
 
@@ -84,7 +87,7 @@ impl<'a> Recorder<'a> {
             record.model = Some(model.to_owned());
             self.ctx
                 .journal
-                .execute(fleet_core::Command::UpsertWorkUnit(record))
+                .execute(fleet_core::command::Command::UpsertWorkUnit(record))
                 .await?;
         }
         Ok(())
@@ -128,7 +131,7 @@ impl<'a> Recorder<'a> {
                         record.started_at.get_or_insert(now);
                         record.updated_at = now;
                         journal
-                            .execute(fleet_core::Command::UpsertWorkUnit(record))
+                            .execute(fleet_core::command::Command::UpsertWorkUnit(record))
                             .await?;
                     }
                 }
@@ -262,7 +265,7 @@ pub(crate) async fn set_refs(
         record.provider_refs = Some(refs);
         record.updated_at = fleet_core::Timestamp::now();
         ctx.journal
-            .execute(fleet_core::Command::UpsertWorkUnit(record))
+            .execute(fleet_core::command::Command::UpsertWorkUnit(record))
             .await?;
     }
     Ok(())

@@ -7,9 +7,11 @@
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
+use fleet_core::agent::CallContext;
+use fleet_core::exec::DynCommandSandbox;
+use fleet_core::id::WorkUnitId;
 use fleet_core::provider::{BoxFuture, ToolSpec};
 use fleet_core::spec::Capability;
-use fleet_core::{CallContext, DynCommandSandbox, WorkUnitId};
 use serde_json::Value;
 
 mod edit_file;

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use fleet_core::exec::{CommandRequest, CommandSandbox};
 use fleet_core::provider::{BoxFuture, ToolSpec};
-use fleet_core::{CommandRequest, CommandSandbox};
 use serde_json::{Value, json};
 
 use super::{Tool, ToolContext, ToolOutput, spec};

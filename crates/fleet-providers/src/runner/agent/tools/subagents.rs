@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use fleet_core::agent::{AgentCall, AgentOutcome, CallContext, DynAgentRunner};
+use fleet_core::command::WorkUnitDraft;
+use fleet_core::id::WorkUnitId;
+use fleet_core::provider::CancelToken;
 use fleet_core::provider::{BoxFuture, ToolSpec};
 use fleet_core::spec::SpecSet;
-use fleet_core::{
-    AgentCall, AgentOutcome, CallContext, CancelToken, DynAgentRunner, WorkUnitDraft, WorkUnitId,
-    WorkUnitKind, WorkUnitState,
-};
+use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 

@@ -36,8 +36,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
+use fleet_core::pricing::PriceTable;
 use fleet_core::spec::PermissionMode;
-use fleet_core::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, PriceTable};
 
 pub use self::session::ClaudeCodeSession;
 pub use self::stream::{ClaudeStream, PermissionRequest};

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use fleet_core::activity::ActivityKind;
+use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, CallContext};
+use fleet_core::id::WorkUnitId;
+use fleet_core::pricing::PriceTable;
 use fleet_core::spec::PermissionMode;
-use fleet_core::{
-    AgentCall, AgentError, AgentOutcome, CallContext, PriceTable, ProviderRefs, WorkUnitId,
-};
+use fleet_core::work_unit::ProviderRefs;
 use serde_json::json;
 
 use super::NAME;
@@ -206,7 +207,7 @@ impl ClaudeCodeSession {
                     .apply(Step::Activity {
                         target: who,
                         kind: ActivityKind::Log {
-                            level: fleet_core::LogLevel::Info,
+                            level: fleet_core::activity::LogLevel::Info,
                             message: format!("refused {}: {why}", request.tool),
                         },
                     })

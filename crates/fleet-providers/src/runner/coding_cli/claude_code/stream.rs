@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use fleet_core::activity::{ActivityKind, Role};
-use fleet_core::{ProviderRefs, TokenUsage, WorkUnitState};
+use fleet_core::usage::TokenUsage;
+use fleet_core::work_unit::{ProviderRefs, WorkUnitState};
 use serde_json::{Value, json};
 
 use super::NAME;
@@ -198,7 +199,7 @@ impl ClaudeStream {
                 return vec![Step::Activity {
                     target: Target::Root,
                     kind: ActivityKind::Log {
-                        level: fleet_core::LogLevel::Warn,
+                        level: fleet_core::activity::LogLevel::Warn,
                         message: format!(
                             "claude-code: skipped {what}: {}",
                             line.chars().take(120).collect::<String>()

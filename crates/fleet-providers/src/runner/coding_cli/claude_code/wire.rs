@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use fleet_core::TokenUsage;
+use fleet_core::usage::TokenUsage;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use fleet_core::activity::{ActivityKind, Role};
-use fleet_core::{ProviderRefs, WorkUnitState};
+use fleet_core::work_unit::{ProviderRefs, WorkUnitState};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -141,7 +141,7 @@ impl CodexStream {
             Err(e) => vec![Step::Activity {
                 target: Target::Root,
                 kind: ActivityKind::Log {
-                    level: fleet_core::LogLevel::Warn,
+                    level: fleet_core::activity::LogLevel::Warn,
                     message: format!(
                         "codex: skipped a notification it cannot read ({e}): {}",
                         msg.to_string().chars().take(120).collect::<String>()
@@ -217,7 +217,7 @@ impl CodexStream {
                 steps.push(Step::Activity {
                     target,
                     kind: ActivityKind::Log {
-                        level: fleet_core::LogLevel::Warn,
+                        level: fleet_core::activity::LogLevel::Warn,
                         message: format!("codex: {message}"),
                     },
                 });

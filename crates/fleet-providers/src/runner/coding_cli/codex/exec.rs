@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use fleet_core::ProviderRefs;
 use fleet_core::activity::{ActivityKind, Role};
+use fleet_core::work_unit::ProviderRefs;
 use serde_json::Value;
 
 use crate::runner::coding_cli::{Step, Target};
@@ -58,7 +58,7 @@ impl CodexExecStream {
                 return vec![Step::Activity {
                     target: Target::Root,
                     kind: ActivityKind::Log {
-                        level: fleet_core::LogLevel::Warn,
+                        level: fleet_core::activity::LogLevel::Warn,
                         message: format!(
                             "codex: skipped {what}: {}",
                             line.chars().take(120).collect::<String>()
@@ -98,7 +98,7 @@ impl CodexExecStream {
             ExecEvent::Error { message } => steps.push(Step::Activity {
                 target: Target::Root,
                 kind: ActivityKind::Log {
-                    level: fleet_core::LogLevel::Warn,
+                    level: fleet_core::activity::LogLevel::Warn,
                     message: format!("codex: {}", message.unwrap_or_default()),
                 },
             }),
@@ -126,7 +126,7 @@ impl CodexExecStream {
             Item::Error { message } if completed => steps.push(Step::Activity {
                 target: Target::Root,
                 kind: ActivityKind::Log {
-                    level: fleet_core::LogLevel::Warn,
+                    level: fleet_core::activity::LogLevel::Warn,
                     message: format!("codex: {}", message.unwrap_or_default()),
                 },
             }),

@@ -1,7 +1,7 @@
 //! What Codex's items become: activities, states, usage.
 
-use fleet_core::WorkUnitState;
 use fleet_core::activity::ActivityKind;
+use fleet_core::work_unit::WorkUnitState;
 use serde_json::{Value, json};
 
 use super::wire::{AgentState, Item};

@@ -28,11 +28,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext};
+use fleet_core::id::WorkUnitId;
+use fleet_core::pricing::PriceTable;
 use fleet_core::spec::{Capability, PermissionMode};
-use fleet_core::{
-    AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, PriceTable, ProviderRefs,
-    WorkUnitId,
-};
+use fleet_core::work_unit::ProviderRefs;
 use serde_json::{Value, json};
 
 use crate::runner::coding_cli::{CliProcess, Grants, Recorder, close_tree, open_root, set_refs};

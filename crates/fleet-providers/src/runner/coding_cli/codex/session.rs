@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use fleet_core::activity::ActivityKind;
-use fleet_core::{
-    AgentCall, AgentError, AgentOutcome, CallContext, PriceTable, ProviderRefs, WorkUnitId,
-};
+use fleet_core::agent::{AgentCall, AgentError, AgentOutcome, CallContext};
+use fleet_core::id::WorkUnitId;
+use fleet_core::pricing::PriceTable;
+use fleet_core::work_unit::ProviderRefs;
 use serde_json::{Value, json};
 
 use crate::runner::coding_cli::{
@@ -243,7 +244,7 @@ impl CodexSession {
                 .apply(Step::Activity {
                     target,
                     kind: ActivityKind::Log {
-                        level: fleet_core::LogLevel::Info,
+                        level: fleet_core::activity::LogLevel::Info,
                         message: format!("refused {method}: {why}"),
                     },
                 })

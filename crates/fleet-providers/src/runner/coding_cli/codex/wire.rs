@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use fleet_core::TokenUsage;
+use fleet_core::usage::TokenUsage;
 use serde::Deserialize;
 use serde_json::Value;
 
