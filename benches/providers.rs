@@ -19,12 +19,12 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fleet_core::agent::{AgentCall, AgentRunner, CallContext};
 use fleet_core::command::WorkUnitDraft;
 use fleet_core::journal::{Journal, SharedStore};
-use fleet_core::provider::CancelToken;
 use fleet_core::provider::{
-    BoxFuture, Capabilities, EventStream, ModelRequest, Provider, ProviderError, StopReason,
+    CancelToken, Capabilities, EventStream, ModelRequest, Provider, ProviderError, StopReason,
     StreamEvent, ToolSpec,
 };
 use fleet_core::store::memory::MemoryStore;
+use fleet_core::sync::BoxFuture;
 use fleet_core::usage::TokenUsage;
 use fleet_core::work_unit::WorkUnitKind;
 use fleet_providers::{ModelAgentRunner, Tool, ToolContext, ToolOutput, decode, sse};

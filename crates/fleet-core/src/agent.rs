@@ -16,8 +16,9 @@ use crate::command::CommandError;
 use crate::id::WorkUnitId;
 use crate::journal::Journal;
 use crate::money::Cost;
-use crate::provider::{BoxFuture, CancelToken, ProviderError};
+use crate::provider::{CancelToken, ProviderError};
 use crate::spec::{AgentSpec, Capability, Effort};
+use crate::sync::BoxFuture;
 use crate::usage::TokenUsage;
 
 /// One agent call: what to ask and within which limits.

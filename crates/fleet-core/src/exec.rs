@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::provider::BoxFuture;
+use crate::sync::BoxFuture;
 
 /// A program to run.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,13 @@
-//! Small helpers every crate of fleet uses the same way: a lock that outlives a panic, and
-//! "did you mean …?" for a name that does not exist.
+//! Small helpers every crate of fleet uses the same way: a lock that outlives a panic,
+//! "did you mean …?" for a name that does not exist, and the one boxed future of the seams'
+//! dynamic twins.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// A boxed future, for the dynamic twins of the seams (`DynProvider`, `DynEventStore`, …).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Locks `m`. A lock poisoned by a panic elsewhere still guards usable data wherever fleet
 /// uses this (each update is one assignment or one push), so it is taken anyway.

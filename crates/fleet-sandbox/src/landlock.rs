@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fleet_core::sandbox::SandboxPolicy;
-use fleet_core::sandbox::{SYSTEM_READABLE, SYSTEM_WRITABLE};
+use fleet_core::sandbox::{SYSTEM_READABLE, SYSTEM_WRITABLE, SandboxPolicy};
 use fleet_core::spec::LandlockMode;
 use landlock::{
     ABI, Access, AccessFs, BitFlags, CompatLevel, Compatible, Ruleset, RulesetAttr,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::activity::LogLevel;
-use fleet_core::provider::{BoxFuture, CancelToken};
+use fleet_core::provider::CancelToken;
+use fleet_core::sync::BoxFuture;
 use serde_json::Value;
 
 use crate::script::{Script, ScriptError};

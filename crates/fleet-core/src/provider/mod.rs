@@ -23,6 +23,7 @@ pub use self::request::{
     CacheHints, Content, ImageSource, Message, MessageRole, ModelRequest, ToolChoice, ToolSpec,
 };
 pub use self::response::{ModelResponse, ResponseBuilder, StopReason, StreamEvent};
+use crate::sync::BoxFuture;
 
 mod error;
 mod request;
@@ -101,9 +102,6 @@ impl Capabilities {
 
 /// A provider's streamed answer.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ProviderError>> + Send>>;
-
-/// A boxed future, for the dynamic twins of the seams.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The next item of a stream.
 pub async fn next_event(stream: &mut EventStream) -> Option<Result<StreamEvent, ProviderError>> {

@@ -11,7 +11,6 @@ pub mod sqlite;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -19,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::event::{Event, RecordedEvent};
 use crate::id::ThreadId;
+use crate::sync::BoxFuture;
 use crate::thread::{Thread, Violation, project};
 
 /// What version a stream must be at for an append to be taken.
@@ -193,9 +193,6 @@ impl CheckedEvents {
         self.events
     }
 }
-
-/// A boxed future, for [`DynEventStore`].
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Append-only event streams, one per thread.
 ///

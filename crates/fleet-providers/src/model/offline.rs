@@ -13,10 +13,9 @@
 
 use std::time::Duration;
 
-use fleet_core::provider::CancelToken;
 use fleet_core::provider::{
-    Capabilities, Content, EventStream, MessageRole, ModelRequest, Provider, ProviderError,
-    StopReason, StreamEvent, ToolChoice,
+    CancelToken, Capabilities, Content, EventStream, MessageRole, ModelRequest, Provider,
+    ProviderError, StopReason, StreamEvent, ToolChoice,
 };
 use fleet_core::usage::TokenUsage;
 use serde_json::{Map, Value, json};

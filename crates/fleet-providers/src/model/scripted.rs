@@ -24,10 +24,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use fleet_core::provider::CancelToken;
 use fleet_core::provider::{
-    Capabilities, ErrorKind, EventStream, ModelRequest, Provider, ProviderError, StopReason,
-    StreamEvent, next_event,
+    CancelToken, Capabilities, ErrorKind, EventStream, ModelRequest, Provider, ProviderError,
+    StopReason, StreamEvent, next_event,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -5,8 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use fleet_core::provider::CancelToken;
-use fleet_core::provider::{ErrorKind, ProviderError};
+use fleet_core::provider::{CancelToken, ErrorKind, ProviderError};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
 

@@ -5,8 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fleet_core::provider::CancelToken;
-use fleet_core::provider::{EventStream, ProviderError, StreamEvent};
+use fleet_core::provider::{CancelToken, EventStream, ProviderError, StreamEvent};
 use futures_util::{Stream, StreamExt};
 
 use crate::transport::http::describe_reqwest;

@@ -1,9 +1,8 @@
 use std::time::Duration;
 
-use fleet_core::provider::CancelToken;
 use fleet_core::provider::{
-    Content, ErrorKind, ModelRequest, ModelResponse, Provider, ProviderError, StopReason,
-    StreamEvent, ToolSpec, next_event,
+    CancelToken, Content, ErrorKind, ModelRequest, ModelResponse, Provider, ProviderError,
+    StopReason, StreamEvent, ToolSpec, next_event,
 };
 use fleet_core::usage::TokenUsage;
 use fleet_providers::{AnthropicProvider, ApiKey, HttpClient, OpenAiApi, OpenAiProvider, decode};

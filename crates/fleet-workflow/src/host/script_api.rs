@@ -8,7 +8,7 @@ use fleet_core::activity::{ActivityKind, LogLevel};
 use fleet_core::agent::AgentCall;
 use fleet_core::command::WorkUnitDraft;
 use fleet_core::money::Usd;
-use fleet_core::provider::BoxFuture;
+use fleet_core::sync::BoxFuture;
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 use serde_json::Value;
 

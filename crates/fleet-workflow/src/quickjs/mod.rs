@@ -35,7 +35,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use fleet_core::activity::LogLevel;
-use fleet_core::provider::BoxFuture;
+use fleet_core::sync::BoxFuture;
 use rquickjs::context::EvalOptions;
 use rquickjs::function::Opt;
 use rquickjs::{CatchResultExt, Context, Ctx, Exception, Function, Object, Persistent, Runtime};

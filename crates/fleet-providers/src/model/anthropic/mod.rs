@@ -3,8 +3,9 @@
 mod convert;
 mod wire;
 
-use fleet_core::provider::CancelToken;
-use fleet_core::provider::{Capabilities, EventStream, ModelRequest, Provider, ProviderError};
+use fleet_core::provider::{
+    CancelToken, Capabilities, EventStream, ModelRequest, Provider, ProviderError,
+};
 use reqwest::header::{HeaderMap, HeaderValue};
 
 pub(crate) use convert::Decoder;

@@ -4,9 +4,8 @@
 pub(crate) mod chat;
 pub(crate) mod responses;
 
-use fleet_core::provider::CancelToken;
 use fleet_core::provider::{
-    Capabilities, EventStream, ImageSource, ModelRequest, Provider, ProviderError,
+    CancelToken, Capabilities, EventStream, ImageSource, ModelRequest, Provider, ProviderError,
 };
 use fleet_core::spec::Effort;
 use reqwest::header::{HeaderMap, HeaderValue};

@@ -20,16 +20,15 @@ use fleet_core::activity::{ActivityKind, Role};
 use fleet_core::agent::{
     AgentCall, AgentError, AgentOutcome, AgentRunner, CallContext, DynAgentRunner,
 };
-use fleet_core::budget::{Amount, Demand};
-use fleet_core::budget::{BudgetError, Measure};
+use fleet_core::budget::{Amount, BudgetError, Demand, Measure};
 use fleet_core::command::WorkUnitDraft;
 use fleet_core::exec::DynCommandSandbox;
 use fleet_core::id::WorkUnitId;
 use fleet_core::money::Usd;
 use fleet_core::pricing::PriceTable;
-use fleet_core::provider::Provider;
 use fleet_core::provider::{
-    Content, ModelRequest, ModelResponse, ProviderError, ResponseBuilder, StreamEvent, next_event,
+    Content, ModelRequest, ModelResponse, Provider, ProviderError, ResponseBuilder, StreamEvent,
+    next_event,
 };
 use fleet_core::spec::{AgentSpec, Capability, SpecSet};
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};

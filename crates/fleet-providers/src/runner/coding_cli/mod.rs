@@ -12,7 +12,7 @@ use fleet_core::work_unit::{ProviderRefs, WorkUnitState};
 
 pub(crate) use self::grants::Grants;
 pub(crate) use self::process::CliProcess;
-pub(crate) use self::recorder::{Recorder, close_tree, open_root, set_refs};
+pub(crate) use self::recorder::{TreeRecorder, close_tree, open_root, set_refs};
 
 mod grants;
 mod process;

@@ -15,7 +15,7 @@ use fleet_core::work_unit::{ProviderRefs, WorkUnitKind, WorkUnitState};
 use super::{Step, Target};
 
 /// Applies steps to the journal: children by key, usage priced per model.
-pub(crate) struct Recorder<'a> {
+pub(crate) struct TreeRecorder<'a> {
     pub(crate) ctx: &'a CallContext,
     prices: &'a PriceTable,
     pub(crate) root: WorkUnitId,
@@ -34,7 +34,7 @@ pub(crate) struct Recorder<'a> {
     modeled: std::collections::HashSet<WorkUnitId>,
 }
 
-impl<'a> Recorder<'a> {
+impl<'a> TreeRecorder<'a> {
     pub(crate) fn new(ctx: &'a CallContext, prices: &'a PriceTable, root: WorkUnitId) -> Self {
         Self {
             ctx,

@@ -1,6 +1,7 @@
 //! `edit_file`: applies a hunk patch to a file of the workdir.
 
-use fleet_core::provider::{BoxFuture, ToolSpec};
+use fleet_core::provider::ToolSpec;
+use fleet_core::sync::BoxFuture;
 use serde_json::{Value, json};
 
 use super::super::patch;

@@ -1,6 +1,7 @@
 //! `list_dir`: the entries of a directory of the workdir.
 
-use fleet_core::provider::{BoxFuture, ToolSpec};
+use fleet_core::provider::ToolSpec;
+use fleet_core::sync::BoxFuture;
 use serde_json::{Value, json};
 
 use super::{Tool, ToolContext, ToolOutput, resolve, spec};

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use fleet_core::agent::CallContext;
 use fleet_core::exec::DynCommandSandbox;
 use fleet_core::id::WorkUnitId;
-use fleet_core::provider::{BoxFuture, ToolSpec};
+use fleet_core::provider::ToolSpec;
 use fleet_core::spec::Capability;
+use fleet_core::sync::BoxFuture;
 use serde_json::Value;
 
 mod edit_file;

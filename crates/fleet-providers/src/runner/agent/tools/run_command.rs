@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use fleet_core::exec::{CommandRequest, CommandSandbox};
-use fleet_core::provider::{BoxFuture, ToolSpec};
+use fleet_core::provider::ToolSpec;
+use fleet_core::sync::BoxFuture;
 use serde_json::{Value, json};
 
 use super::{Tool, ToolContext, ToolOutput, spec};

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use fleet_core::provider::{BoxFuture, ToolSpec};
+use fleet_core::provider::ToolSpec;
+use fleet_core::sync::BoxFuture;
 use serde_json::{Value, json};
 
 use super::{Tool, ToolContext, ToolOutput, resolve, spec, str_arg};

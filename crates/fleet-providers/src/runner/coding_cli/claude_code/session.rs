@@ -16,7 +16,7 @@ use super::NAME;
 use super::stream::{ClaudeStream, PermissionRequest};
 use super::wire::{ControlResponse, Input, OwnRequest, Verdict};
 use crate::runner::coding_cli::{
-    CliProcess, GRACE, Grants, Recorder, Step, close_tree, open_root, set_refs,
+    CliProcess, GRACE, Grants, Step, TreeRecorder, close_tree, open_root, set_refs,
 };
 
 /// One `claude` process: its turns share a conversation.
@@ -98,7 +98,7 @@ impl ClaudeCodeSession {
     ) -> Result<AgentOutcome, AgentError> {
         self.stream.begin_turn();
         let prices = Arc::clone(&self.prices);
-        let mut recorder = Recorder::new(ctx, &prices, root);
+        let mut recorder = TreeRecorder::new(ctx, &prices, root);
         self.process.write(&Input::user(&call.prompt)).await?;
         let finished = loop {
             let next = tokio::select! {
@@ -157,7 +157,7 @@ impl ClaudeCodeSession {
     async fn answer(
         &mut self,
         request: PermissionRequest,
-        recorder: &mut Recorder<'_>,
+        recorder: &mut TreeRecorder<'_>,
     ) -> Result<(), AgentError> {
         if request.tool.is_empty() {
             let what = request
@@ -226,7 +226,7 @@ impl ClaudeCodeSession {
 
     /// The CLI's interrupt control request; the turn's last lines are recorded for a moment,
     /// then the process is stopped.
-    async fn interrupt(&mut self, recorder: &mut Recorder<'_>) {
+    async fn interrupt(&mut self, recorder: &mut TreeRecorder<'_>) {
         let interrupt = Input::ControlRequest {
             request_id: "fleet-interrupt",
             request: OwnRequest::Interrupt,

@@ -35,7 +35,9 @@ use fleet_core::spec::{Capability, PermissionMode};
 use fleet_core::work_unit::ProviderRefs;
 use serde_json::{Value, json};
 
-use crate::runner::coding_cli::{CliProcess, Grants, Recorder, close_tree, open_root, set_refs};
+use crate::runner::coding_cli::{
+    CliProcess, Grants, TreeRecorder, close_tree, open_root, set_refs,
+};
 
 mod app_server;
 mod exec;
@@ -229,7 +231,7 @@ impl CodexRunner {
         // `codex exec` reads more input from an open stdin: it gets none.
         process.close_input();
         let mut stream = CodexExecStream::new(&model);
-        let mut recorder = Recorder::new(ctx, &self.prices, root);
+        let mut recorder = TreeRecorder::new(ctx, &self.prices, root);
         let mut finished = None;
         loop {
             let next = tokio::select! {

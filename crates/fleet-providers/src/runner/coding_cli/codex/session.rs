@@ -10,7 +10,7 @@ use fleet_core::work_unit::ProviderRefs;
 use serde_json::{Value, json};
 
 use crate::runner::coding_cli::{
-    CliProcess, GRACE, Grants, Recorder, Step, Target, close_tree, open_root, set_refs,
+    CliProcess, GRACE, Grants, Step, Target, TreeRecorder, close_tree, open_root, set_refs,
 };
 
 use super::NAME;
@@ -133,7 +133,7 @@ impl CodexSession {
         model: &str,
     ) -> Result<AgentOutcome, AgentError> {
         let prices = Arc::clone(&self.prices);
-        let mut recorder = Recorder::new(ctx, &prices, root);
+        let mut recorder = TreeRecorder::new(ctx, &prices, root);
         let mut stream = CodexStream::new(self.thread.clone(), model);
         let mut params = json!({
             "threadId": self.thread,
@@ -207,7 +207,7 @@ impl CodexSession {
         &mut self,
         msg: &Value,
         stream: &CodexStream,
-        recorder: &mut Recorder<'_>,
+        recorder: &mut TreeRecorder<'_>,
     ) -> Result<(), AgentError> {
         let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
         let params = msg.get("params").cloned().unwrap_or(Value::Null);
@@ -261,7 +261,7 @@ impl CodexSession {
     pub(super) async fn interrupt(
         &mut self,
         stream: &mut CodexStream,
-        recorder: &mut Recorder<'_>,
+        recorder: &mut TreeRecorder<'_>,
     ) {
         if let Some(turn) = stream.turn().map(str::to_owned) {
             let thread = self.thread.clone();
