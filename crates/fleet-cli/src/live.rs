@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use fleet_core::activity::LogLevel;
 use fleet_core::id::WorkUnitId;
+use fleet_core::money::Usd;
 use fleet_workflow::{CallState, RunEvent, RunState, RunSummary};
 use serde_json::{Value, json};
 
@@ -123,7 +124,7 @@ pub(crate) struct Live {
     null: u64,
     failed: u64,
     tokens: u64,
-    cost: f64,
+    cost: Usd,
     region: render::LiveRegion,
     spin: usize,
     done: bool,
@@ -142,7 +143,7 @@ impl Live {
             null: 0,
             failed: 0,
             tokens: 0,
-            cost: 0.0,
+            cost: Usd::ZERO,
             region: render::LiveRegion::new(style),
             spin: 0,
             done: false,
@@ -209,7 +210,7 @@ impl Live {
                     u64::try_from(f.started.elapsed().as_millis()).unwrap_or(u64::MAX)
                 });
                 self.tokens += usage.total();
-                self.cost += cost_usd;
+                self.cost += *cost_usd;
                 let reason = reason.as_deref().unwrap_or("no reason given");
                 let line = match state {
                     CallState::Completed => {
@@ -222,7 +223,7 @@ impl Live {
                                 &format!(
                                     "{} tokens · {} · {}",
                                     render::tokens(usage.total()),
-                                    render::dollars(*cost_usd),
+                                    render::dollars(cost_usd.dollars()),
                                     render::duration_ms(elapsed)
                                 )
                             )
@@ -315,7 +316,7 @@ impl Live {
             self.null,
             self.failed,
             render::tokens(self.tokens),
-            render::dollars(self.cost),
+            render::dollars(self.cost.dollars()),
             render::duration_ms(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(0)),
         ));
         lines
@@ -372,7 +373,7 @@ fn summary_table(summary: &RunSummary, s: Style) -> String {
     let _ = writeln!(
         out,
         "  cost    {:>6}{}",
-        render::dollars(summary.cost_usd),
+        render::dollars(summary.cost_usd.dollars()),
         if summary.unpriced {
             " (some usage had no price)"
         } else {

@@ -1,5 +1,6 @@
 //! `agent()` options and the content key that journals a call's result for resume.
 
+use fleet_core::money::Usd;
 use fleet_core::spec::{Capability, Effort};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -18,7 +19,7 @@ pub(crate) struct CallOptions {
     pub max_tool_calls: Option<u32>,
     pub timeout_ms: Option<u64>,
     pub budget_tokens: Option<u64>,
-    pub budget_usd: Option<f64>,
+    pub budget_usd: Option<Usd>,
     /// Options nobody knows, to warn about.
     pub unknown: Vec<String>,
 }
@@ -120,7 +121,7 @@ impl CallOptions {
                                 "usd" => {
                                     out.budget_usd = Some(
                                         v.as_f64()
-                                            .filter(|f| *f >= 0.0)
+                                            .and_then(Usd::from_dollars)
                                             .ok_or("agent(): `budget.usd` must be a number ≥ 0")?,
                                     );
                                 }
@@ -305,6 +306,9 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(ok.unknown, vec!["colour".to_owned()]);
-        assert_eq!((ok.budget_tokens, ok.budget_usd), (Some(5), Some(0.5)));
+        assert_eq!(
+            (ok.budget_tokens, ok.budget_usd),
+            (Some(5), Usd::from_dollars(0.5))
+        );
     }
 }

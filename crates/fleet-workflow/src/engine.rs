@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::activity::LogLevel;
+use fleet_core::money::Usd;
 use fleet_core::provider::CancelToken;
 use fleet_core::sync::BoxFuture;
 use serde_json::Value;
@@ -80,9 +81,9 @@ pub struct BudgetView {
     /// Output tokens spent so far.
     pub tokens_spent: u64,
     /// The dollar cap, if any.
-    pub usd_total: Option<f64>,
+    pub usd_total: Option<Usd>,
     /// Dollars spent so far.
-    pub usd_spent: f64,
+    pub usd_spent: Usd,
 }
 
 /// The effects behind the primitives. Methods are called on the engine's thread and must not

@@ -2,6 +2,7 @@
 
 use fleet_core::activity::LogLevel;
 use fleet_core::id::{ThreadId, WorkUnitId};
+use fleet_core::money::Usd;
 use fleet_core::usage::TokenUsage;
 use serde::Serialize;
 use serde_json::Value;
@@ -97,8 +98,8 @@ pub struct RunSummary {
     pub failures: Vec<CallNote>,
     /// Tokens of the live calls.
     pub usage: TokenUsage,
-    /// Their price in dollars.
-    pub cost_usd: f64,
+    /// Their price.
+    pub cost_usd: Usd,
     /// Whether some usage had no price.
     pub unpriced: bool,
     /// Whether a run, phase or token budget refused an `agent()` call.
@@ -174,8 +175,8 @@ pub enum RunEvent {
         result_bytes: usize,
         /// Its tokens.
         usage: TokenUsage,
-        /// Its price in dollars.
-        cost_usd: f64,
+        /// Its price.
+        cost_usd: Usd,
     },
     /// A `log()` line or a warning.
     Log {

@@ -462,7 +462,7 @@ async fn drive(
         nulls: tally.nulls,
         failures: tally.failures,
         usage: tally.usage,
-        cost_usd: tally.cost.usd.dollars(),
+        cost_usd: tally.cost.usd,
         unpriced: tally.cost.unpriced > 0,
         budget_exhausted: host
             .budget_exhausted

@@ -11,6 +11,7 @@ use fleet_core::budget::{BudgetError, BudgetId};
 use fleet_core::command::WorkUnitDraft;
 use fleet_core::id::WorkUnitId;
 use fleet_core::money::Cost;
+use fleet_core::money::Usd;
 use fleet_core::provider::{ErrorKind, ProviderError};
 use fleet_core::usage::TokenUsage;
 use fleet_core::work_unit::WorkUnitState;
@@ -91,7 +92,7 @@ impl CallSite {
             reason: None,
             result_bytes: json_len(&value),
             usage: TokenUsage::default(),
-            cost_usd: 0.0,
+            cost_usd: Usd::ZERO,
         });
         Ok(value)
     }
@@ -353,7 +354,7 @@ impl CallSite {
             reason,
             result_bytes: result.as_ref().map_or(0, json_len),
             usage,
-            cost_usd: cost.usd.dollars(),
+            cost_usd: cost.usd,
         });
         host.warn_budget();
         result

@@ -263,7 +263,7 @@ impl RunHost {
                 Some(parent.unwrap_or(self.run_budget)),
                 BudgetLimits {
                     output_tokens: opts.budget_tokens,
-                    usd: opts.budget_usd.and_then(Usd::from_dollars),
+                    usd: opts.budget_usd,
                 },
             ));
         } else if let Some(parent) = parent {
@@ -325,7 +325,9 @@ impl RunHost {
         let token_share = view
             .tokens_total
             .map_or(0.0, |t| share(view.tokens_spent as f64, t as f64));
-        let usd_share = view.usd_total.map_or(0.0, |t| share(view.usd_spent, t));
+        let usd_share = view
+            .usd_total
+            .map_or(0.0, |t| share(view.usd_spent.dollars(), t.dollars()));
         let level = |s: f64| u8::from(s >= 0.8) + u8::from(s >= 1.0);
         let reached = level(token_share).max(level(usd_share));
         // One notice at 80 %, and another if a turn whose prompt was larger than estimated
@@ -343,11 +345,11 @@ impl RunHost {
                     view.tokens_spent,
                 )
             } else {
-                let total = view.usd_total.unwrap_or(0.0);
+                let total = view.usd_total.unwrap_or_default().dollars();
+                let spent = view.usd_spent.dollars();
                 format!(
-                    "{}% of the dollar budget is spent (${:.4} / ${total:.4})",
-                    percent(view.usd_spent, total),
-                    view.usd_spent,
+                    "{}% of the dollar budget is spent (${spent:.4} / ${total:.4})",
+                    percent(spent, total),
                 )
             };
             self.shared.emit(RunEvent::BudgetWarning { message });

@@ -159,11 +159,11 @@ impl Host for RunHost {
         let status = self.budgets.status(self.run_budget);
         let (tokens_spent, usd_spent) = status
             .as_ref()
-            .map_or((0, 0.0), |s| (s.spent.output_tokens, s.spent.usd.dollars()));
+            .map_or((0, Usd::ZERO), |s| (s.spent.output_tokens, s.spent.usd));
         BudgetView {
             tokens_total: self.config.tokens_total,
             tokens_spent,
-            usd_total: self.config.usd_total.map(Usd::dollars),
+            usd_total: self.config.usd_total,
             usd_spent,
         }
     }

@@ -770,8 +770,8 @@ fn install<'js>(
             let number = |n: f64| rquickjs::Value::new_float(ctx.clone(), n);
             array.set(0, view.tokens_total.map_or_else(null, |t| number(t as f64)))?;
             array.set(1, number(view.tokens_spent as f64))?;
-            array.set(2, view.usd_total.map_or_else(null, number))?;
-            array.set(3, number(view.usd_spent))?;
+            array.set(2, view.usd_total.map_or_else(null, |u| number(u.dollars())))?;
+            array.set(3, number(view.usd_spent.dollars()))?;
             rquickjs::Result::Ok(array)
         })?,
     )?;
