@@ -59,6 +59,8 @@
 //! # }
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod activity;
 pub mod agent;
 pub mod budget;

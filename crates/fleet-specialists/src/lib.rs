@@ -11,6 +11,8 @@
 //! task. A fourth specialist is a type implementing [`Specialist`] in its own binary, named by
 //! its spec's `worker:` (see the crate's README).
 
+#![deny(missing_docs)]
+
 mod desk;
 pub mod doc_bot;
 mod git;
