@@ -92,6 +92,37 @@ pub enum Step {
     },
 }
 
+/// One line of a CLI's JSON-lines output as its wire type `T`: `Ok(None)` for a blank line;
+/// a line that is not a JSON object, or not of `T`'s shape, is the log step that says so (the
+/// reader counts it and goes on).
+pub(crate) fn read_line<T: serde::de::DeserializeOwned>(
+    cli: &str,
+    line: &str,
+) -> Result<Option<T>, Box<Step>> {
+    let line = line.trim();
+    if line.is_empty() {
+        return Ok(None);
+    }
+    let parsed = match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(value @ serde_json::Value::Object(_)) => {
+            serde_json::from_value::<T>(value).map_err(|e| format!("a line it cannot read ({e})"))
+        }
+        _ => Err("a line that is not a JSON object".to_owned()),
+    };
+    parsed.map(Some).map_err(|what| {
+        Box::new(Step::Activity {
+            target: Target::Root,
+            kind: ActivityKind::Log {
+                level: fleet_core::activity::LogLevel::Warn,
+                message: format!(
+                    "{cli}: skipped {what}: {}",
+                    line.chars().take(120).collect::<String>()
+                ),
+            },
+        })
+    })
+}
+
 /// For the CLIs' wire types: a field that may be missing or `null` reads as its default.
 pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where

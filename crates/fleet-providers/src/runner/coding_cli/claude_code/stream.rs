@@ -13,7 +13,7 @@ use super::wire::{
     Assistant, Block, ControlRequest, Finished, Line, System, TaskStarted, TaskStatus, User,
     UserBlock,
 };
-use crate::runner::coding_cli::{Step, Target};
+use crate::runner::coding_cli::{Step, Target, read_line};
 
 /// A tool the CLI asks permission to use (a `can_use_tool` control request).
 #[derive(Debug, Clone, PartialEq)]
@@ -183,29 +183,12 @@ impl ClaudeStream {
     /// not a JSON object, or not of its type's shape, is counted and reported as a log activity
     /// of the root. Permission requests are kept for [`take_requests`](Self::take_requests).
     pub fn line(&mut self, line: &str) -> Vec<Step> {
-        let line = line.trim();
-        if line.is_empty() {
-            return Vec::new();
-        }
-        let parsed = match serde_json::from_str::<Value>(line) {
-            Ok(value @ Value::Object(_)) => serde_json::from_value::<Line>(value)
-                .map_err(|e| format!("a line it cannot read ({e})")),
-            _ => Err("a line that is not a JSON object".to_owned()),
-        };
-        let message = match parsed {
-            Ok(message) => message,
-            Err(what) => {
+        let message = match read_line::<Line>("claude-code", line) {
+            Ok(Some(message)) => message,
+            Ok(None) => return Vec::new(),
+            Err(skipped) => {
                 self.malformed += 1;
-                return vec![Step::Activity {
-                    target: Target::Root,
-                    kind: ActivityKind::Log {
-                        level: fleet_core::activity::LogLevel::Warn,
-                        message: format!(
-                            "claude-code: skipped {what}: {}",
-                            line.chars().take(120).collect::<String>()
-                        ),
-                    },
-                }];
+                return vec![*skipped];
             }
         };
         let mut steps = Vec::new();

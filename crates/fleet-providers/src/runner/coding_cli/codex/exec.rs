@@ -4,9 +4,8 @@ use std::collections::HashSet;
 
 use fleet_core::activity::{ActivityKind, Role};
 use fleet_core::work_unit::ProviderRefs;
-use serde_json::Value;
 
-use crate::runner::coding_cli::{Step, Target};
+use crate::runner::coding_cli::{Step, Target, read_line};
 
 use super::NAME;
 use super::items::{agent_state, item_activities, short};
@@ -42,29 +41,12 @@ impl CodexExecStream {
     /// What `line` asks to record; a line that is not a JSON object, or not of its event's
     /// shape, is logged and skipped.
     pub fn line(&mut self, line: &str) -> Vec<Step> {
-        let line = line.trim();
-        if line.is_empty() {
-            return Vec::new();
-        }
-        let parsed = match serde_json::from_str::<Value>(line) {
-            Ok(value @ Value::Object(_)) => serde_json::from_value::<ExecEvent>(value)
-                .map_err(|e| format!("a line it cannot read ({e})")),
-            _ => Err("a line that is not a JSON object".to_owned()),
-        };
-        let event = match parsed {
-            Ok(event) => event,
-            Err(what) => {
+        let event = match read_line::<ExecEvent>("codex", line) {
+            Ok(Some(event)) => event,
+            Ok(None) => return Vec::new(),
+            Err(skipped) => {
                 self.malformed += 1;
-                return vec![Step::Activity {
-                    target: Target::Root,
-                    kind: ActivityKind::Log {
-                        level: fleet_core::activity::LogLevel::Warn,
-                        message: format!(
-                            "codex: skipped {what}: {}",
-                            line.chars().take(120).collect::<String>()
-                        ),
-                    },
-                }];
+                return vec![*skipped];
             }
         };
         let mut steps = Vec::new();
