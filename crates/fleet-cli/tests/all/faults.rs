@@ -5,57 +5,38 @@
 //! name that does not resolve. Each call ends recovered or null with a clear cause, the run
 //! neither panics nor hangs, and its store is consistent afterwards.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::mock_model::MockModel;
 use super::store_concurrency::check_log;
 use super::user::Project;
 
-/// The mock, stopped when dropped.
-struct Model {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
+/// The faults' mock model.
+struct Model(MockModel);
 
 impl Model {
     fn start(dir: &Path) -> Self {
-        let port_file = dir.join("faults.port");
-        let log = dir.join("faults.log");
-        let child = Command::new("python3")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faults/model.py"))
-            .arg(&port_file)
-            .arg(&log)
-            .spawn()
-            .expect("python3 runs the mock model");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                break text.trim().parse().unwrap();
-            }
-            assert!(Instant::now() < deadline, "the mock model did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Self { child, port, log }
+        Self(MockModel::start("faults/model.py", dir))
     }
 
     /// How many requests each fault got.
     fn attempts(&self, fault: &str) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| serde_json::from_str::<Value>(l).unwrap()["fault"] == fault)
+        self.0
+            .requests()
+            .iter()
+            .filter(|r| r["fault"] == fault)
             .count()
     }
 }
 
-impl Drop for Model {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Model {
+    type Target = MockModel;
+    fn deref(&self) -> &MockModel {
+        &self.0
     }
 }
 

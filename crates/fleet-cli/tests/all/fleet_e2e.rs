@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use super::mock_model::MockModel;
 use super::user::{Project, fleet_copy};
 
 const ANTHROPIC_KEY: &str = "sk-ant-e2e-7f3c9a1b5d";
@@ -25,51 +26,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/fleet_e2e")
         .join(name)
-}
-
-/// The mock model server, stopped when dropped.
-struct Model {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Model {
-    fn start(dir: &Path) -> Self {
-        let port_file = dir.join("model.port");
-        let log = dir.join("model.log");
-        let child = Command::new("python3")
-            .arg(fixture("anthropic_model.py"))
-            .arg(&port_file)
-            .arg(&log)
-            .spawn()
-            .expect("python3 runs the mock model");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                break text.trim().parse().unwrap();
-            }
-            assert!(Instant::now() < deadline, "the mock model did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Self { child, port, log }
-    }
-
-    /// The requests it was sent, one JSON object each.
-    fn requests(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Model {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn git(repo: &Path, args: &[&str]) -> String {
@@ -174,7 +130,7 @@ fn the_three_sample_agents_do_their_work_on_a_real_wire_format_through_the_gatew
         return;
     }
     let (p, fleet) = project();
-    let model = Model::start(p.dir.path());
+    let model = MockModel::start("fleet_e2e/anthropic_model.py", p.dir.path());
     let base = format!("http://127.0.0.1:{}", model.port);
     let mut child = Command::new(&fleet)
         .args(["start", "--headless"])

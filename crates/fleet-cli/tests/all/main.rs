@@ -690,6 +690,7 @@ mod coding_agents;
 mod faults;
 mod fleet_e2e;
 mod fleet_tui;
+mod mock_model;
 mod module_cycles;
 mod store_concurrency;
 mod user;
