@@ -161,8 +161,11 @@ impl Place {
 /// Landlock confines UNIX socket paths (ABI 9), which decides the rows that depend on it.
 /// `exec_from_memory` is a run of its own (it ends the probe when it works).
 ///
+/// Under learn (which refuses no system call), `unshare` and `keyctl` succeed only where the
+/// kernel lets an unprivileged user make a user namespace (`n`) and has keyrings (`k`).
+///
 /// | columns: | baseline | network | subprocesses | learn | patch-bot | test-writer-bot | doc-bot |
-fn matrix(u: bool) -> Vec<(&'static str, [bool; 7])> {
+fn matrix(u: bool, n: bool, k: bool) -> Vec<(&'static str, [bool; 7])> {
     const F: bool = false;
     const T: bool = true;
     vec![
@@ -182,8 +185,8 @@ fn matrix(u: bool) -> Vec<(&'static str, [bool; 7])> {
         ("proc_1_environ", [F, F, F, F, F, F, F]),
         ("read_etc_shadow", [F, F, F, F, F, F, F]),
         ("mount", [F, F, F, F, F, F, F]),
-        ("unshare", [F, F, F, T, F, F, F]),
-        ("keyctl", [F, F, F, T, F, F, F]),
+        ("unshare", [F, F, F, n, F, F, F]),
+        ("keyctl", [F, F, F, k, F, F, F]),
         ("setuid_root", [F, F, F, F, F, F, F]),
         ("signal_outside", [F, F, F, F, F, F, F]),
         ("thread", [T, T, T, T, T, T, T]),
@@ -225,7 +228,11 @@ fn the_probe_matrix_holds_for_every_switch_and_every_sample_agent() {
         columns.push((agent.into(), policy, project.join("workspace")));
     }
     let u = fleet_sandbox::unix_sockets_confinable();
-    let rows = matrix(u);
+    let (n, k) = (
+        unprivileged_user_namespaces(),
+        Path::new("/proc/keys").exists(),
+    );
+    let rows = matrix(u, n, k);
     let mut wrong = Vec::new();
     for (column, (name, policy, writable)) in columns.iter().enumerate() {
         let mut seen = place.probe(&sandbox, policy, writable, &[]);
@@ -264,9 +271,18 @@ fn the_probe_matrix_holds_for_every_switch_and_every_sample_agent() {
     assert!(!place.path("out/probe.txt").exists());
     assert!(
         wrong.is_empty(),
-        "Landlock confines UNIX sockets: {u}\n{}",
+        "Landlock confines UNIX sockets: {u}; unprivileged user namespaces: {n}; keyrings: {k}\n{}",
         wrong.join("\n")
     );
+}
+
+/// Whether this kernel lets an unprivileged user create a user namespace: not when Debian's
+/// `unprivileged_userns_clone` or AppArmor's restriction says no, or no namespace may exist.
+fn unprivileged_user_namespaces() -> bool {
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned());
+    read("/proc/sys/kernel/unprivileged_userns_clone").is_none_or(|v| v != "0")
+        && read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").is_none_or(|v| v != "1")
+        && read("/proc/sys/user/max_user_namespaces").is_none_or(|v| v != "0")
 }
 
 fn interpreter_policy(place: &Place) -> SandboxPolicy {
