@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         summary.calls.null,
         summary.calls.failed,
         summary.usage.output,
-        summary.cost_usd,
+        summary.cost_usd.dollars(),
         summary.wall_ms
     );
     if let Some(error) = &summary.error {
