@@ -27,7 +27,10 @@ use fleet_core::store::memory::MemoryStore;
 use fleet_core::sync::BoxFuture;
 use fleet_core::usage::TokenUsage;
 use fleet_core::work_unit::WorkUnitKind;
-use fleet_providers::{ModelAgentRunner, Tool, ToolContext, ToolOutput, decode, sse};
+use fleet_providers::model::decode;
+use fleet_providers::runner::agent::ModelAgentRunner;
+use fleet_providers::runner::agent::tools::{Tool, ToolContext, ToolOutput};
+use fleet_providers::transport::sse;
 use serde_json::{Value, json};
 
 /// A realistic streamed answer: `deltas` text deltas of about 60 characters, as Anthropic sends.

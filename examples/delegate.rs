@@ -25,7 +25,7 @@ use fleet_core::money::Usd;
 use fleet_core::store::EventStore;
 use fleet_core::store::sqlite::SqliteStore;
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
-use fleet_providers::ModelAgentRunner;
+use fleet_providers::runner::agent::ModelAgentRunner;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {

@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 use fleet_core::journal::SharedStore;
 use fleet_core::store::EventStore;
 use fleet_core::store::sqlite::SqliteStore;
-use fleet_providers::ModelAgentRunner;
+use fleet_providers::runner::agent::ModelAgentRunner;
 use fleet_workflow::{Catalog, Resume, RunEvent, RunId, RunOptions, WorkflowEngine};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use fleet_core::journal::SharedStore;
 use fleet_core::store::sqlite::SqliteStore;
-use fleet_providers::{ModelAgentRunner, OfflineProvider};
+use fleet_providers::model::offline::OfflineProvider;
+use fleet_providers::runner::agent::ModelAgentRunner;
 use fleet_workflow::{RunEvent, RunOptions, RunState, RunSummary, WorkflowEngine};
 use serde_json::{Value, json};
 

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = fleet_providers::decode::anthropic(data);
+    let _ = fleet_providers::model::decode::anthropic(data);
 });

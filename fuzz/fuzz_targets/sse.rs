@@ -2,7 +2,7 @@
 //! frames that come out are the same.
 #![no_main]
 
-use fleet_providers::sse::{SseDecoder, decode_all};
+use fleet_providers::transport::sse::{decode_all, SseDecoder};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -12,9 +12,10 @@ use fleet_core::journal::SharedStore;
 use fleet_core::money::Usd;
 use fleet_core::spec::SpecSet;
 use fleet_core::store::sqlite::SqliteStore;
-use fleet_providers::{
-    AgentRouter, ClaudeCodeRunner, CodexRunner, ModelAgentRunner, RunnerDefaults,
-};
+use fleet_providers::runner::agent::{ModelAgentRunner, RunnerDefaults};
+use fleet_providers::runner::coding_cli::claude_code::ClaudeCodeRunner;
+use fleet_providers::runner::coding_cli::codex::CodexRunner;
+use fleet_providers::runner::router::AgentRouter;
 use fleet_workflow::{Resume, RunEvent, RunId, RunOptions, RunState, Script, WorkflowEngine};
 use serde_json::Value;
 

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use fleet_core::provider::{DynProvider, ProviderError};
 
+use crate::model::anthropic::AnthropicProvider;
+use crate::model::offline::OfflineProvider;
+use crate::model::openai::{OpenAiApi, OpenAiProvider};
 use crate::model::router::ModelRouter;
-use crate::{
-    AnthropicProvider, ApiKey, HttpClient, HttpConfig, OfflineProvider, OpenAiApi, OpenAiProvider,
-    ScriptedProvider,
-};
+use crate::model::scripted::ScriptedProvider;
+use crate::transport::http::{ApiKey, HttpClient, HttpConfig};
 
 /// The provider names [`from_settings`] knows.
 pub const PROVIDERS: [&str; 5] = [
@@ -170,7 +171,7 @@ pub fn from_settings(
                 .cassette
                 .as_ref()
                 .ok_or_else(|| missing("scripted", "FLEET_CASSETTE"))?;
-            let cassette = crate::Cassette::load(path)?;
+            let cassette = crate::model::scripted::Cassette::load(path)?;
             Ok((
                 Arc::new(ScriptedProvider::new(cassette)),
                 format!("provider: scripted ({})", path.display()),

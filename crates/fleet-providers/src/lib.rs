@@ -1,14 +1,14 @@
 //! Model adapters and the agent loop of fleet.
 //!
-//! - **Adapters** implementing [`fleet_core::provider::Provider`]: [`AnthropicProvider`] (Messages API),
-//!   [`OpenAiProvider`] (Chat Completions — also Ollama, vLLM, llama.cpp — and Responses), the
-//!   deterministic [`OfflineProvider`] (the default when no key is configured) and the
-//!   [`ScriptedProvider`] that replays recorded cassettes in tests. Each adapter keeps its wire
-//!   types private and its conversions pure; the shared [`HttpClient`] does pooling, timeouts and
+//! - **Adapters** implementing [`fleet_core::provider::Provider`]: [`AnthropicProvider`](model::anthropic::AnthropicProvider) (Messages API),
+//!   [`OpenAiProvider`](model::openai::OpenAiProvider) (Chat Completions — also Ollama, vLLM, llama.cpp — and Responses), the
+//!   deterministic [`OfflineProvider`](model::offline::OfflineProvider) (the default when no key is configured) and the
+//!   [`ScriptedProvider`](model::scripted::ScriptedProvider) that replays recorded cassettes in tests. Each adapter keeps its wire
+//!   types private and its conversions pure; the shared [`HttpClient`](transport::http::HttpClient) does pooling, timeouts and
 //!   retries.
-//! - **The agent loop**: [`ModelAgentRunner`] turns a provider into a [`fleet_core::agent::AgentRunner`]
+//! - **The agent loop**: [`ModelAgentRunner`](runner::agent::ModelAgentRunner) turns a provider into a [`fleet_core::agent::AgentRunner`]
 //!   that loops model → tool calls → results, with structured output, budgets reserved before
-//!   each request, timeouts, cancellation, the built-in [`Tool`]s its capabilities grant, and
+//!   each request, timeouts, cancellation, the built-in [`Tool`](runner::agent::tools::Tool)s its capabilities grant, and
 //!   background subagents recorded as child work units.
 //!
 //! Not here: the workflow engine, the sandbox, the CLI.
@@ -25,7 +25,8 @@
 //! use fleet_core::store::memory::MemoryStore;
 //! use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
 //! use fleet_core::spec::Capability;
-//! use fleet_providers::{ModelAgentRunner, OfflineProvider};
+//! use fleet_providers::model::offline::OfflineProvider;
+//! use fleet_providers::runner::agent::ModelAgentRunner;
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
 //! let dir = tempfile::tempdir()?;
@@ -60,18 +61,3 @@ pub mod transport;
 
 pub use commands::HostCommands;
 pub use env::{PROVIDERS, ProviderSettings, from_env, from_settings};
-pub use model::anthropic::AnthropicProvider;
-pub use model::decode;
-pub use model::offline::OfflineProvider;
-pub use model::openai::{OpenAiApi, OpenAiProvider};
-pub use model::router::ModelRouter;
-pub use model::scripted::{
-    Cassette, Exchange, Order, RecordingProvider, ScriptedError, ScriptedProvider,
-};
-pub use runner::agent::tools::{Tool, ToolContext, ToolOutput};
-pub use runner::agent::{ModelAgentRunner, RunnerBuilder, RunnerDefaults};
-pub use runner::coding_cli::claude_code::{ClaudeCodeRunner, ClaudeCodeSession, ClaudeStream};
-pub use runner::coding_cli::codex::{CodexExecStream, CodexRunner, CodexSession, CodexStream};
-pub use runner::router::AgentRouter;
-pub use transport::http::{ApiKey, HttpClient, HttpConfig, RetryPolicy};
-pub use transport::sse;

@@ -9,7 +9,8 @@ use fleet_core::journal::{Journal, SharedStore};
 use fleet_core::spec::AgentSpec;
 use fleet_core::store::memory::MemoryStore;
 use fleet_core::work_unit::WorkUnitKind;
-use fleet_providers::{HostCommands, ModelAgentRunner};
+use fleet_providers::HostCommands;
+use fleet_providers::runner::agent::ModelAgentRunner;
 use fleet_sandbox::CommitQueue;
 use fleet_sandbox::worker::{RoleError, Task, WorkerContext};
 

@@ -8,7 +8,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fleet_providers::{ApiKey, ProviderSettings};
+use fleet_providers::ProviderSettings;
+use fleet_providers::transport::http::ApiKey;
 
 /// The provider name of the benchmarks' fake model (`fleet run` only).
 pub(crate) const FAKE: &str = "fake";

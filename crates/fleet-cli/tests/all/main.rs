@@ -347,8 +347,8 @@ mod patch_bot {
     use fleet_core::sandbox::SandboxPolicy;
     use fleet_core::spec::AgentSpec;
     use fleet_core::usage::TokenUsage;
-    use fleet_providers::Exchange;
-    use fleet_providers::{Cassette, ScriptedProvider};
+    use fleet_providers::model::scripted::Exchange;
+    use fleet_providers::model::scripted::{Cassette, ScriptedProvider};
     use fleet_sandbox::{Sandbox, Supervisor, WorkerPlan};
     use serde_json::json;
 

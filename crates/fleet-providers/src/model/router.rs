@@ -106,7 +106,7 @@ impl Provider for ModelRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::OfflineProvider;
+    use crate::model::offline::OfflineProvider;
     use crate::model::scripted::{Cassette, ScriptedProvider};
     use fleet_core::provider::{ResponseBuilder, next_event};
 

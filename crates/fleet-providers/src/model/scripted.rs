@@ -454,7 +454,7 @@ mod tests {
 
     #[tokio::test]
     async fn recording_then_replaying_gives_the_same_answer() {
-        let recorder = RecordingProvider::new(crate::OfflineProvider::new());
+        let recorder = RecordingProvider::new(crate::model::offline::OfflineProvider::new());
         let cancel = CancelToken::new();
         let first = recorder
             .complete(ModelRequest::new("m", "hello", 50), cancel.clone())

@@ -5,8 +5,11 @@ use fleet_core::provider::{
     StopReason, StreamEvent, ToolSpec, next_event,
 };
 use fleet_core::usage::TokenUsage;
-use fleet_providers::{AnthropicProvider, ApiKey, HttpClient, OpenAiApi, OpenAiProvider, decode};
-use fleet_providers::{HttpConfig, RetryPolicy};
+use fleet_providers::model::anthropic::AnthropicProvider;
+use fleet_providers::model::decode;
+use fleet_providers::model::openai::{OpenAiApi, OpenAiProvider};
+use fleet_providers::transport::http::{ApiKey, HttpClient};
+use fleet_providers::transport::http::{HttpConfig, RetryPolicy};
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -13,10 +13,11 @@ use fleet_core::spec::Capability;
 use fleet_core::store::memory::MemoryStore;
 use fleet_core::usage::TokenUsage;
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
-use fleet_providers::{Cassette, Exchange, Order, ScriptedError};
-use fleet_providers::{
-    HostCommands, ModelAgentRunner, OfflineProvider, RunnerDefaults, ScriptedProvider,
-};
+use fleet_providers::HostCommands;
+use fleet_providers::model::offline::OfflineProvider;
+use fleet_providers::model::scripted::ScriptedProvider;
+use fleet_providers::model::scripted::{Cassette, Exchange, Order, ScriptedError};
+use fleet_providers::runner::agent::{ModelAgentRunner, RunnerDefaults};
 use serde_json::{Value, json};
 
 async fn journal() -> (Journal, WorkUnitId) {

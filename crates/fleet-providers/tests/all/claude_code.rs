@@ -14,7 +14,7 @@ use fleet_core::store::EventStore;
 use fleet_core::store::memory::MemoryStore;
 use fleet_core::thread::Thread;
 use fleet_core::work_unit::WorkUnitState;
-use fleet_providers::ClaudeCodeRunner;
+use fleet_providers::runner::coding_cli::claude_code::ClaudeCodeRunner;
 
 use super::spec;
 

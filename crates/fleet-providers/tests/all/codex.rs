@@ -15,7 +15,7 @@ use fleet_core::store::EventStore;
 use fleet_core::store::memory::MemoryStore;
 use fleet_core::thread::Thread;
 use fleet_core::work_unit::WorkUnitState;
-use fleet_providers::CodexRunner;
+use fleet_providers::runner::coding_cli::codex::CodexRunner;
 use serde_json::Value;
 
 use super::claude_code::{assert_finished_units_stay_finished, by_label};

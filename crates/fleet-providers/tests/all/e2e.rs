@@ -18,7 +18,8 @@ use fleet_core::store::EventStore;
 use fleet_core::store::memory::MemoryStore;
 use fleet_core::thread::Thread;
 use fleet_core::work_unit::{WorkUnitKind, WorkUnitState};
-use fleet_providers::{ClaudeCodeRunner, CodexRunner};
+use fleet_providers::runner::coding_cli::claude_code::ClaudeCodeRunner;
+use fleet_providers::runner::coding_cli::codex::CodexRunner;
 
 use super::claude_code::{assert_finished_units_stay_finished, by_label};
 use super::spec;

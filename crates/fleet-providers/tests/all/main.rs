@@ -56,10 +56,12 @@ pub(crate) async fn journal() -> (
 mod send_sync {
     use fleet_core::agent::{AgentCall, AgentRunner, CallContext};
     use fleet_core::journal::Journal;
-    use fleet_providers::{
-        AnthropicProvider, HttpClient, ModelAgentRunner, OfflineProvider, OpenAiProvider,
-        ScriptedProvider,
-    };
+    use fleet_providers::model::anthropic::AnthropicProvider;
+    use fleet_providers::model::offline::OfflineProvider;
+    use fleet_providers::model::openai::OpenAiProvider;
+    use fleet_providers::model::scripted::ScriptedProvider;
+    use fleet_providers::runner::agent::ModelAgentRunner;
+    use fleet_providers::transport::http::HttpClient;
 
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>(_: &T) {}
