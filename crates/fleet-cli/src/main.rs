@@ -193,8 +193,9 @@ Examples:
 #[derive(Args, Clone, Default)]
 pub(crate) struct ProviderArgs {
     /// The provider: anthropic, openai, openai-responses, offline or scripted; `fleet run`
-    /// also takes `fake`, the benchmarks' model (answers `ok:` and the prompt's last 8
-    /// characters after one scheduler hop, or FLEET_FAKE_LATENCY_MS; reports what it saw).
+    /// also takes `fake`, the benchmarks' model, in a fleet built with `--features bench`
+    /// (answers `ok:` and the prompt's last 8 characters after one scheduler hop, or
+    /// FLEET_FAKE_LATENCY_MS; reports what it saw).
     #[arg(long)]
     pub(crate) provider: Option<String>,
 }
