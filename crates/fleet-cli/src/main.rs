@@ -206,7 +206,8 @@ pub(crate) struct RunArgs {
     /// --resume.
     #[arg(required_unless_present = "resume")]
     pub(crate) workflow: Option<String>,
-    /// The workflow's arguments: JSON, or @file.json.
+    /// The workflow's arguments: JSON, @file.json, or any other text as a string (as Claude
+    /// Code passes them: --args wave1).
     #[arg(long, value_name = "JSON | @FILE")]
     pub(crate) args: Option<String>,
     /// Resume this run: finished calls are served from its journal.

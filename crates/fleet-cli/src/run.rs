@@ -109,7 +109,9 @@ async fn choose(app: &App, store: &SqliteStore, args: &RunArgs) -> anyhow::Resul
     })
 }
 
-/// `--args`: JSON, or `@file` holding JSON.
+/// `--args`: JSON, or `@file` holding JSON; or, as Claude Code passes a workflow's args
+/// verbatim, any other text, which is the string itself (`--args wave1` is `"wave1"`). Text
+/// that starts as JSON does (`{`, `[`, `"`) must be JSON: a typo there is an error, not a string.
 fn parse_args(text: &str) -> anyhow::Result<Value> {
     let (what, body) = match text.strip_prefix('@') {
         Some(path) => (
@@ -119,12 +121,15 @@ fn parse_args(text: &str) -> anyhow::Result<Value> {
         ),
         None => ("--args".to_owned(), text.to_owned()),
     };
-    serde_json::from_str(&body).map_err(|e| {
-        UsageError(format!(
-            "{what}: not JSON ({e}); write e.g. --args '{{\"path\": \"src\"}}' or --args @args.json"
+    let looks_like_json = body.trim_start().starts_with(['{', '[', '"']);
+    match serde_json::from_str(&body) {
+        Ok(value) => Ok(value),
+        Err(_) if what == "--args" && !looks_like_json => Ok(Value::String(body)),
+        Err(e) => Err(UsageError(format!(
+            "{what}: not JSON ({e}); write e.g. --args '{{\"path\": \"src\"}}', --args @args.json, or a plain string (--args wave1)"
         ))
-        .into()
-    })
+        .into()),
+    }
 }
 
 /// Leaves this process's pid where `fleet stop` and `fleet status` look for it, until the run

@@ -276,6 +276,38 @@ fn the_json_stream_is_one_event_per_line_and_the_result_last() {
 }
 
 #[test]
+fn args_are_json_or_else_the_string_itself_as_claude_code_passes_them() {
+    let p = Project::init();
+    std::fs::write(
+        p.root().join(".fleet/workflows/echo.js"),
+        "export const meta = { name: 'echo', description: 'returns its args' };\nreturn args;\n",
+    )
+    .unwrap();
+    for (given, expected) in [
+        ("wave1", serde_json::json!("wave1")),
+        ("fix the parser", serde_json::json!("fix the parser")),
+        ("42", serde_json::json!(42)),
+        (r#"{"path": "src"}"#, serde_json::json!({"path": "src"})),
+    ] {
+        let (code, stdout, stderr) = p.output(["run", "echo", "--args", given]);
+        assert_eq!(code, 0, "{given}: {stderr}");
+        // A string result is printed as its text; anything else as JSON.
+        let result = match &expected {
+            serde_json::Value::String(_) => serde_json::Value::String(stdout.trim().to_owned()),
+            _ => serde_json::from_str(&stdout).unwrap(),
+        };
+        assert_eq!(result, expected, "{given}");
+    }
+    // What starts as JSON must be JSON: a typo is an error, never a string.
+    let (code, _, stderr) = p.output(["run", "echo", "--args", "[1, 2"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("not JSON") && stderr.contains("--args wave1"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn mistakes_get_one_line_with_the_cause_a_hint_and_their_exit_code() {
     let p = Project::init();
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
