@@ -2,7 +2,8 @@
 //!
 //! Saved workflows are `.fleet/workflows/*.js` and `.claude/workflows/*.js` in every directory
 //! from the working directory up to the repository root (closest wins; `.fleet` before
-//! `.claude` in the same directory), then `~/.fleet/workflows/`. A project workflow beats a
+//! `.claude` in the same directory), then `~/.fleet/workflows/` and `~/.claude/workflows/` (the
+//! user's own Claude Code workflows; `.fleet` first here too). A project workflow beats a
 //! personal one of the same name, and both beat a built-in. The name is `meta.name`. A file
 //! whose header is bad is reported with the reason, not registered.
 
@@ -102,12 +103,14 @@ impl Catalog {
         catalog
     }
 
-    /// The built-ins, the personal workflows in `home` (`~/.fleet/workflows`) and the project
-    /// workflows from `cwd` up to the repository root.
+    /// The built-ins, the personal workflows in `home` (`~/.fleet/workflows`, then
+    /// `~/.claude/workflows`) and the project workflows from `cwd` up to the repository root.
     #[must_use]
     pub fn discover(cwd: &Path, home: Option<&Path>) -> Self {
         let mut catalog = Self::builtins();
         if let Some(home) = home {
+            // `.fleet` last, so that it replaces what it shadows, as in a project directory.
+            catalog.scan(&home.join(".claude").join("workflows"), Source::Personal);
             catalog.scan(&home.join(".fleet").join("workflows"), Source::Personal);
         }
         // Farthest first, so that closer directories replace what they shadow.

@@ -976,6 +976,19 @@ fn discovery_prefers_the_closest_project_then_personal_then_builtin() {
         "personal-only",
         "personal",
     );
+    // The user's own Claude Code workflows are found too; `~/.fleet` wins a name in both.
+    write(
+        &home.path().join(".claude/workflows"),
+        "mine.js",
+        "claude-personal",
+        "personal claude",
+    );
+    write(
+        &home.path().join(".claude/workflows"),
+        "only.js",
+        "personal-only",
+        "personal claude, shadowed",
+    );
     write(
         &repo.join(".claude/workflows"),
         "cc.js",
@@ -1019,6 +1032,10 @@ fn discovery_prefers_the_closest_project_then_personal_then_builtin() {
     assert_eq!(
         get("personal-only"),
         Some(("personal".into(), Source::Personal))
+    );
+    assert_eq!(
+        get("claude-personal"),
+        Some(("personal claude".into(), Source::Personal))
     );
     assert_eq!(
         get("review-code"),
