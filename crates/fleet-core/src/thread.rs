@@ -5,9 +5,10 @@
 //! events that would break the model (a finished unit running again, a unit whose parent is
 //! missing), and [`project`] uses it to rebuild a thread from its stream.
 //!
-//! Why one file: the read model and `apply` are one concept. Each field of [`Thread`] is
-//! changed only by the arms of `apply`, so the two read best side by side. The tests live apart,
-//! in `thread/tests.rs`.
+//! Why this file (about 700 lines) reads best whole: the read model and `apply` are one
+//! concept. Each field of [`Thread`] is changed only by the arms of `apply`, so the two read
+//! best side by side; splitting them would put every field a file away from the only code that
+//! changes it. The tests live apart, in `thread/tests.rs`.
 
 use std::collections::{BTreeMap, HashSet};
 

@@ -12,25 +12,27 @@ mod architecture {
 
     /// fleet-workflow, fleet-providers and fleet-sandbox meet only through fleet-core: none of them
     /// depends on a sibling or on the CLI (in any dependency section).
-    #[test]
-    fn siblings_depend_only_on_fleet_core() {
+    /// What `cargo ARGS` prints, run offline in this crate; fails the test when cargo fails.
+    fn cargo(args: &[&str]) -> String {
         let output = Command::new(env!("CARGO"))
-            .args([
-                "metadata",
-                "--format-version",
-                "1",
-                "--no-deps",
-                "--offline",
-            ])
+            .args(args)
+            .arg("--offline")
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .output()
             .unwrap();
         assert!(
             output.status.success(),
-            "{}",
+            "cargo {args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    #[test]
+    fn siblings_depend_only_on_fleet_core() {
+        let metadata: serde_json::Value =
+            serde_json::from_str(&cargo(&["metadata", "--format-version", "1", "--no-deps"]))
+                .unwrap();
         let packages = metadata["packages"].as_array().unwrap();
         let deps_of = |name: &str| -> Vec<String> {
             let package = packages
@@ -74,27 +76,9 @@ mod architecture {
     #[test]
     fn the_shipped_binary_has_no_testkit() {
         let features_of = |krate: &str, extra: &[&str]| {
-            let output = Command::new(env!("CARGO"))
-                .args([
-                    "tree",
-                    "-p",
-                    "fleet-cli",
-                    "-e",
-                    "features",
-                    "--offline",
-                    "-i",
-                    krate,
-                ])
-                .args(extra)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            String::from_utf8_lossy(&output.stdout).into_owned()
+            let mut args = vec!["tree", "-p", "fleet-cli", "-e", "features", "-i", krate];
+            args.extend(extra);
+            cargo(&args)
         };
         for krate in ["fleet-core", "fleet-workflow"] {
             let tree = features_of(krate, &[]);

@@ -17,9 +17,11 @@
 //! script never holds up the runtime, though it delays the progress of calls woken from other
 //! threads until its next await.
 //!
-//! Why one file: the run's state, its event loop and the natives that feed it share one
-//! invariant (everything happens on the run's thread, in the order the loop decides). The parts
-//! that stand alone live beside it: `gather`, `heap`, `queue` (the wake-ups) and `errors`.
+//! Why this file (about 800 lines) reads best whole: the run's state, its event loop and the
+//! natives that feed it share one invariant (everything happens on the run's thread, in the
+//! order the loop decides), and each native's borrow of that state is only safe read beside the
+//! loop that holds it. The parts that stand alone live beside it: `gather`, `heap`, `queue` (the
+//! wake-ups) and `errors`.
 
 mod errors;
 mod gather;

@@ -131,3 +131,24 @@ where
 {
     <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
+
+/// Every line of the recorded sessions in `tests/fixtures/<cli>/*.jsonl`, with its file's name:
+/// what the wire types' tests read.
+#[cfg(test)]
+pub(crate) fn recorded_lines(cli: &str) -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(cli);
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            for line in std::fs::read_to_string(&path).unwrap().lines() {
+                out.push((name.clone(), line.to_owned()));
+            }
+        }
+    }
+    assert!(!out.is_empty(), "no recorded session in {}", dir.display());
+    out
+}

@@ -377,25 +377,10 @@ pub(super) enum OwnRequest {
 mod tests {
     use super::*;
 
-    fn captures() -> Vec<(String, String)> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/claude_code");
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "jsonl") {
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                for line in std::fs::read_to_string(&path).unwrap().lines() {
-                    out.push((name.clone(), line.to_owned()));
-                }
-            }
-        }
-        out
-    }
-
     #[test]
     fn every_recorded_line_that_is_json_reads_as_a_line() {
         let mut known = 0;
-        for (file, text) in captures() {
+        for (file, text) in crate::runner::coding_cli::recorded_lines("claude_code") {
             // Skip what is not the CLI's: a line of junk the fixtures feed on purpose, and the
             // fake CLI's own directives (`{"fake": "read"}`: wait for fleet's next line).
             let Ok(value) = serde_json::from_str::<Value>(&text) else {

@@ -288,21 +288,12 @@ pub(super) struct SubAgentActivity {
 mod tests {
     use super::*;
 
+    /// The recorded lines that are JSON (the fixtures also hold a line of junk on purpose).
     fn captures() -> Vec<(String, Value)> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/codex");
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "jsonl") {
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                for line in std::fs::read_to_string(&path).unwrap().lines() {
-                    if let Ok(value) = serde_json::from_str::<Value>(line) {
-                        out.push((name.clone(), value));
-                    }
-                }
-            }
-        }
-        out
+        crate::runner::coding_cli::recorded_lines("codex")
+            .into_iter()
+            .filter_map(|(file, line)| Some((file, serde_json::from_str(&line).ok()?)))
+            .collect()
     }
 
     /// Every recorded notification and `exec` event reads as its type, and the item types
